@@ -1,0 +1,242 @@
+"""The one result model: entry -> system checks + notebooks -> cells.
+
+Defined once, serialised once (``results.json``, versioned by ``schema_version``).
+Every report (JUnit, summary, dashboard, comment, annotations) is a pure function
+of :class:`EntryResult`; no report re-reads an executed notebook to learn what
+happened.
+
+Layout of one entry folder (a contract the reports, the action and the dashboard
+rely on)::
+
+    OUT/<entry-id>/
+        results.json
+        notebooks/<notebook path without .ipynb>/
+            output.ipynb  metrics.json  params.json  log.py  artifacts/
+
+Every path stored in the model is relative to the entry folder and uses ``/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+
+Status = Literal["passed", "failed", "skipped"]
+FailureKind = Literal["error", "timeout", "kernel_died", "rerun_error", "setup_error", "check_failed"]
+FAILURE_KINDS: tuple[str, ...] = ("error", "timeout", "kernel_died", "rerun_error", "setup_error", "check_failed")
+
+
+@dataclass
+class Failure:
+    """Why a notebook (or a check) failed.
+
+    ``cell_index`` is the 0-based index of the failing cell in the notebook's
+    ``cells`` list; reports show ``cell_index + 1`` ("cell 4"), which is how a
+    reader counts cells. ``source_line`` is the 1-based line of the ``.ipynb``
+    file where that cell's ``source`` starts, so annotations land on the cell in
+    GitHub's file view.
+    """
+
+    kind: str
+    message: str
+    cell_index: int | None = None
+    source_line: int | None = None
+    ename: str | None = None
+    evalue: str | None = None
+    traceback: str | None = None
+    output_tail: str | None = None
+    signal: str | None = None
+    exit_code: int | None = None
+    timeout_s: float | None = None
+
+    @property
+    def cell_number(self) -> int | None:
+        return None if self.cell_index is None else self.cell_index + 1
+
+
+@dataclass
+class CellResult:
+    """One code cell. ``status`` is ``not_run`` for cells after a failure."""
+
+    index: int
+    status: Literal["passed", "failed", "skipped", "not_run"]
+    duration_s: float | None = None
+    execution_count: int | None = None
+
+
+@dataclass
+class RerunResult:
+    """The second pass through all cells in the same kernel (``--rerun``)."""
+
+    status: Status
+    duration_s: float
+
+
+@dataclass
+class NotebookResult:
+    path: str
+    """The notebook as a reader names it: relative to the working directory when it lies
+    under it (so, in CI, repo-relative), else relative to the directory given on the
+    command line."""
+    dir: str
+    """Its output folder, relative to the entry folder: ``notebooks/<path without .ipynb>``."""
+    status: Status
+    duration_s: float
+    failure: Failure | None = None
+    skip_reason: str | None = None
+    kernel: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    cells: list[CellResult] = field(default_factory=list)
+    rerun: RerunResult | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    peak_rss_mib: float | None = None
+    gpu_peak_memory_mib: float | None = None
+    gpu_mean_utilization_pct: float | None = None
+    files: dict[str, Any] = field(default_factory=dict)
+    """What was written, relative to the entry folder: ``ipynb``, ``metrics``, ``params``,
+    ``log_py`` (str or absent), ``artifacts`` (list of str). Reports add ``html``/``pdf``."""
+
+
+@dataclass
+class CheckResult:
+    """One system check (``gpu``, ``cuda``, ``compilers``, ... or a user check)."""
+
+    name: str
+    status: Status
+    duration_s: float
+    summary: str = ""
+    failure: Failure | None = None
+    skip_reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EntryInfo:
+    """Which matrix entry this is. ``id`` is ``local`` for a run without a matrix."""
+
+    id: str
+    runtime: str | None = None
+    machine: str | None = None
+    label: str | None = None
+    provider: str = "local"
+    ran_locally: bool = True
+    """True when the notebooks ran on this machine (the local provider, or ``--local`` for a
+    cloud entry); the reports mark cloud entries that ran locally as such."""
+
+
+@dataclass
+class EntryResult:
+    entry: EntryInfo
+    status: Status
+    started_at: str
+    finished_at: str
+    duration_s: float
+    notebooks: list[NotebookResult] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    """What is known about the machine: ``gpu_model``, ``gpu_count``, ``driver_version``,
+    ``cuda_version``, ``hostname``, ``platform``, ``python``, ``cpu_count``..."""
+    options: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
+    """The run was stopped (SIGINT/SIGTERM) before every notebook ran."""
+    tool_version: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    # -- derived --------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Counts over notebooks and checks together (each is one test case)."""
+        c = {"passed": 0, "failed": 0, "skipped": 0}
+        for item in [*self.checks, *self.notebooks]:
+            c[item.status] += 1
+        c["total"] = sum(c.values())
+        return c
+
+    # -- serialisation --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        # schema_version first, for people reading the file
+        return {"schema_version": d.pop("schema_version"), **d, "totals": self.counts()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EntryResult:
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"results.json schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
+        return _build(cls, data)
+
+    def write(self, entry_dir: Path) -> Path:
+        path = Path(entry_dir) / RESULTS_FILE
+        write_json_atomic(path, self.to_dict())
+        return path
+
+
+def load_results(entry_dir_or_file: str | os.PathLike[str]) -> EntryResult:
+    """Read ``results.json`` from an entry folder (or the file itself)."""
+    path = Path(entry_dir_or_file)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    with path.open(encoding="utf-8") as f:
+        return EntryResult.from_dict(json.load(f))
+
+
+def find_entry_dirs(root: str | os.PathLike[str]) -> list[Path]:
+    """Every folder under ``root`` (itself included) that holds a ``results.json``, sorted."""
+    root = Path(root)
+    return sorted({p.parent for p in root.rglob(RESULTS_FILE)})
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that a reader never sees half a file (tmp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False, allow_nan=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# -- generic dataclass builder -----------------------------------------------------------
+_NESTED: dict[tuple[str, str], Any] = {}
+
+
+def _build(cls: Any, data: dict[str, Any]) -> Any:
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        nested = _NESTED.get((cls.__name__, f.name))
+        if nested is not None and value is not None:
+            kind, sub = nested
+            value = [_build(sub, v) for v in value] if kind == "list" else _build(sub, value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+_NESTED.update(
+    {
+        ("EntryResult", "entry"): ("one", EntryInfo),
+        ("EntryResult", "notebooks"): ("list", NotebookResult),
+        ("EntryResult", "checks"): ("list", CheckResult),
+        ("NotebookResult", "failure"): ("one", Failure),
+        ("NotebookResult", "cells"): ("list", CellResult),
+        ("NotebookResult", "rerun"): ("one", RerunResult),
+        ("CheckResult", "failure"): ("one", Failure),
+    }
+)
