@@ -29,8 +29,11 @@ SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 
 Status = Literal["passed", "failed", "skipped"]
-FailureKind = Literal["error", "timeout", "kernel_died", "rerun_error", "setup_error", "check_failed"]
-FAILURE_KINDS: tuple[str, ...] = ("error", "timeout", "kernel_died", "rerun_error", "setup_error", "check_failed")
+FailureKind = Literal["error", "timeout", "kernel_died", "rerun_error", "setup_error", "interrupted", "check_failed"]
+FAILURE_KINDS: tuple[str, ...] = (
+    "error", "timeout", "kernel_died", "rerun_error", "setup_error", "interrupted", "check_failed",
+)
+"""``interrupted``: gpu-runner itself was stopped (SIGINT/SIGTERM) while the notebook ran."""
 
 
 @dataclass

@@ -1,0 +1,540 @@
+"""The local executor: notebooks of one or more entries, in parallel, with real kernels.
+
+Scheduling: ``jobs`` notebooks execute at once; up to ``jobs`` more have their kernel
+started ahead while they wait, so a notebook that gets an execution slot finds its
+kernel ready. Writing outputs and shutting kernels down happen after the slot is
+released, off the critical path.
+
+Every way out of a notebook (pass, cell error, timeout, kernel death, SIGINT/SIGTERM
+of gpu-runner) writes the executed notebook with the outputs it got and kills the
+kernel's process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+from .. import __version__
+from ..errors import EXIT_FAILED, EXIT_OK, ConfigError
+from ..log import Logger
+from ..results import (
+    RESULTS_FILE,
+    CellResult,
+    EntryResult,
+    Failure,
+    NotebookResult,
+    RerunResult,
+    write_json_atomic,
+)
+from . import notebook as nbtools
+from .kernels import REGISTRY, Kernel, KernelSpecs, KernelStartError, signal_name, start_kernel
+from .metrics import Sampler, gpu_presence
+from .spec import EntryRun, NotebookSpec
+
+ARTIFACTS_ENV = "GPU_RUNNER_ARTIFACTS_DIR"
+INTERRUPT_GRACE_S = 5.0
+"""How long a timed-out cell gets to answer the interrupt before its kernel is killed."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class _Client(NotebookClient):
+    """nbclient's client, keeping a handle on the task that collects a cell's outputs,
+    so that after a timeout we can let it finish (collecting the interrupt's traceback)
+    or cancel it."""
+
+    output_task: asyncio.Task[Any] | None = None
+    current_index: int | None = None
+
+    async def _async_poll_output_msg(self, parent_msg_id: str, cell: Any, cell_index: int) -> None:
+        self.output_task = asyncio.current_task()
+        return await super()._async_poll_output_msg(parent_msg_id, cell, cell_index)
+
+
+@dataclass
+class RunOutcome:
+    results: list[EntryResult]
+    entry_dirs: list[Path]
+    interrupted_by: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted_by == "SIGINT":
+            return 130
+        if self.interrupted_by == "SIGTERM":
+            return 143
+        failed = any(n.status == "failed" for r in self.results for n in [*r.notebooks, *r.checks])
+        return EXIT_FAILED if failed else EXIT_OK
+
+
+@dataclass
+class _Pass:
+    """How one pass over the cells ended."""
+
+    failure: Failure | None = None
+    skip_reason: str | None = None
+    duration_s: float = 0.0
+    cells: list[CellResult] = field(default_factory=list)
+
+
+class Executor:
+    """Runs entries; one instance per ``gpu-runner run``."""
+
+    def __init__(self, *, out_dir: Path, jobs: int, logger: Logger) -> None:
+        self.out_dir = out_dir
+        self.jobs = max(1, jobs)
+        self.log = logger
+        self.specs = KernelSpecs()
+        self.sampler: Sampler | None = None
+        self.interrupted_by: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.Task[Any]] = set()
+
+    # -- entry level -----------------------------------------------------------------------
+    async def run(self, runs: list[EntryRun]) -> RunOutcome:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        self.sampler = Sampler()
+        self.sampler.start()
+        results: list[EntryResult] = []
+        dirs: list[Path] = []
+        try:
+            self.log.set_total(sum(len(r.notebooks) for r in runs))
+            for run in runs:
+                entry_dir = self.out_dir / run.info.id
+                dirs.append(entry_dir)
+                results.append(await self.run_entry(run, entry_dir))
+        finally:
+            await self.sampler.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            REGISTRY.kill_all()
+            self.log.close()
+        return RunOutcome(results, dirs, self.interrupted_by)
+
+    def _on_signal(self, sig: int) -> None:
+        name = signal.Signals(sig).name
+        if self.interrupted_by is not None:
+            # second signal: stop waiting for anything
+            REGISTRY.kill_all()
+            return
+        self.interrupted_by = name
+        self.log.warning(f"{name} received: stopping notebooks and killing their kernels")
+        for t in list(self._tasks):
+            t.cancel()
+        # the cancelled notebooks kill their kernels; this is the backstop if one cannot
+        asyncio.get_running_loop().call_later(3.0, REGISTRY.kill_all)
+
+    async def run_entry(self, run: EntryRun, entry_dir: Path) -> EntryResult:
+        _prepare_entry_dir(entry_dir)
+        started, t0 = _now(), time.monotonic()
+        alive = asyncio.Semaphore(self.jobs * 2)  # executing + started ahead
+        slots = asyncio.Semaphore(self.jobs)
+        tasks = []
+        for spec in run.notebooks:
+            task = asyncio.ensure_future(self._notebook_task(run, spec, entry_dir, alive, slots))
+            self._tasks.add(task)
+            tasks.append(task)
+        if self.interrupted_by:
+            for t in tasks:
+                t.cancel()
+        nb_results: list[NotebookResult] = []
+        for spec, task in zip(run.notebooks, tasks):
+            try:
+                nb_results.append(await task)
+            except asyncio.CancelledError:
+                nb_results.append(self._not_run(spec, entry_dir, "the run was interrupted before this notebook ran"))
+            finally:
+                self._tasks.discard(task)
+        if self._writers:
+            await asyncio.gather(*self._writers, return_exceptions=True)
+        failed = any(n.status == "failed" for n in nb_results)
+        all_skipped = bool(nb_results) and all(n.status == "skipped" for n in nb_results)
+        host = {
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+        }
+        facts = {**host, **(self.sampler.facts() if self.sampler else {})}
+        result = EntryResult(
+            entry=run.info,
+            status="failed" if failed else ("skipped" if all_skipped else "passed"),
+            started_at=started,
+            finished_at=_now(),
+            duration_s=round(time.monotonic() - t0, 3),
+            notebooks=nb_results,
+            facts=facts,
+            options={
+                "jobs": self.jobs,
+                "timeout_s": run.timeout_s,
+                "cell_timeout_s": run.cell_timeout_s,
+                "rerun": run.rerun,
+                "kernel": run.kernel,
+                "parameters": run.parameters,
+            },
+            interrupted=self.interrupted_by is not None,
+            tool_version=__version__,
+        )
+        result.write(entry_dir)
+        return result
+
+    # -- notebook level --------------------------------------------------------------------
+    def _not_run(self, spec: NotebookSpec, entry_dir: Path, reason: str) -> NotebookResult:
+        return NotebookResult(path=spec.path, dir=spec.out_subdir, status="skipped", duration_s=0.0, skip_reason=reason)
+
+    async def _notebook_task(
+        self, run: EntryRun, spec: NotebookSpec, entry_dir: Path, alive: asyncio.Semaphore, slots: asyncio.Semaphore
+    ) -> NotebookResult:
+        nb_dir = entry_dir / spec.out_subdir
+        nb_dir.mkdir(parents=True, exist_ok=True)
+        artifacts = nb_dir / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        started_at = _now()
+        files: dict[str, Any] = {}
+        params = dict(run.parameters)
+
+        def result(status: str, duration: float = 0.0, **kw: Any) -> NotebookResult:
+            return NotebookResult(
+                path=spec.path, dir=spec.out_subdir, status=status, duration_s=round(duration, 3),  # type: ignore[arg-type]
+                parameters=params, started_at=started_at, finished_at=_now(), files=files, **kw,
+            )
+
+        # 1. read and prepare: failures here are the notebook's setup error, not the run's
+        try:
+            prepared, _text = await asyncio.to_thread(
+                nbtools.prepare, spec.source, kernel_override=run.kernel, parameters=run.parameters
+            )
+        except nbtools.NotebookSetupError as e:
+            with contextlib.suppress(OSError):  # keep what was there, byte for byte
+                shutil.copyfile(spec.source, nb_dir / "output.ipynb")
+                files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
+            failure = Failure(kind="setup_error", message=str(e), ename="NotebookSetupError", evalue=str(e))
+            self.log.notebook_finished(spec.path, "failed", 0.0, f"setup_error: {e}")
+            return self._finish_files(result("failed", failure=failure), nb_dir, spec, params, None, None)
+
+        params = prepared.parameters
+        if prepared.requires_gpu:
+            present, why = gpu_presence()
+            if not present:
+                await asyncio.to_thread(self._write_nb, prepared.nb, nb_dir / "output.ipynb")
+                files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
+                reason = f"needs a GPU: {why}"
+                self.log.notebook_finished(spec.path, "skipped", 0.0, reason)
+                return self._finish_files(result("skipped", skip_reason=reason, kernel=prepared.kernel_name),
+                                          nb_dir, spec, params, None, None)
+
+        timeout_s = prepared.timeout_s or run.timeout_s
+        env = {**run.env, ARTIFACTS_ENV: str(artifacts.resolve()), "GPU_RUNNER": "1"}
+
+        # 2. a kernel, started ahead of the execution slot
+        async with alive:
+            t_kernel = time.monotonic()
+            try:
+                kernel = await start_kernel(prepared.kernel_name, specs=self.specs, cwd=spec.source.parent, env=env)
+            except KernelStartError as e:
+                await asyncio.to_thread(self._write_nb, prepared.nb, nb_dir / "output.ipynb")
+                files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
+                failure = Failure(kind="setup_error", message=str(e), ename="KernelStartError", evalue=str(e))
+                self.log.notebook_finished(spec.path, "failed", 0.0, f"setup_error: {e}")
+                return self._finish_files(result("failed", failure=failure, kernel=prepared.kernel_name),
+                                          nb_dir, spec, params, None, None)
+            kernel_start_s = time.monotonic() - t_kernel
+            try:
+                async with slots:
+                    outcome, nb_to_save, first_pass, metrics = await self._execute(
+                        prepared, kernel, spec, nb_dir, run, timeout_s
+                    )
+            finally:
+                shutdown = asyncio.ensure_future(kernel.shutdown(graceful=self.interrupted_by is None))
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(shutdown)
+        metrics["kernel_start_s"] = round(kernel_start_s, 3)
+        return await self._conclude(outcome, nb_to_save, first_pass, metrics, spec, nb_dir, run, prepared,
+                                    files, result)
+
+    async def _execute(
+        self, prepared: nbtools.Prepared, kernel: Kernel, spec: NotebookSpec, nb_dir: Path, run: EntryRun,
+        timeout_s: float,
+    ) -> tuple[dict[str, Any], Any, Any, dict[str, Any]]:
+        nb = prepared.nb
+        client = _Client(
+            nb,
+            km=kernel.km,
+            timeout=None,
+            interrupt_on_timeout=False,
+            allow_errors=False,
+            record_timing=True,
+            iopub_timeout=10,
+            raise_on_iopub_timeout=False,
+            coalesce_streams=True,
+            resources={"metadata": {"path": str(spec.source.parent)}},
+        )
+        client.kc = kernel.kc
+        code_cells = [i for i, c in enumerate(nb.cells) if nbtools.is_code(c)]
+        self.log.notebook_started(spec.path, f"kernel {prepared.kernel_name}, {len(code_cells)} code cells",
+                                  len(code_cells))
+        track = self.sampler.track(kernel.pid) if (self.sampler and kernel.pid) else None
+        deadline = time.monotonic() + timeout_s
+        t0 = time.monotonic()
+        first_pass_nb = None
+        outcome: dict[str, Any] = {}
+        try:
+            first = await self._pass(client, kernel, nb, code_cells, spec, nb_dir, prepared, run, deadline,
+                                     timeout_s, label="")
+            outcome["first"] = first
+            if run.rerun and first.failure is None and first.skip_reason is None:
+                first_pass_nb = copy.deepcopy(nb)
+                second = await self._pass(client, kernel, nb, code_cells, spec, nb_dir, prepared, run, deadline,
+                                          timeout_s, label="rerun ")
+                outcome["rerun"] = second
+        except asyncio.CancelledError:
+            outcome["interrupted"] = True
+            outcome["cell_index"] = client.current_index
+            kernel.kill()
+        finally:
+            metrics = self.sampler.untrack(track) if (self.sampler and track) else {"peak_rss_mib": None, "gpu": None}
+            metrics["execute_s"] = round(time.monotonic() - t0, 3)
+        return outcome, nb, first_pass_nb, metrics
+
+    async def _pass(
+        self, client: _Client, kernel: Kernel, nb: Any, code_cells: list[int], spec: NotebookSpec, nb_dir: Path,
+        prepared: nbtools.Prepared, run: EntryRun, deadline: float, timeout_s: float, label: str,
+    ) -> _Pass:
+        p = _Pass()
+        t_pass = time.monotonic()
+        total = len(code_cells)
+        for n, idx in enumerate(code_cells, start=1):
+            cell = nb.cells[idx]
+            if nbtools.is_skipped(cell):
+                p.cells.append(CellResult(index=idx, status="skipped"))
+                self.log.cell_finished(spec.path, n, total, "skipped (skip-execution)", 0.0, label)
+                continue
+            remaining = deadline - time.monotonic()
+            limit = min(run.cell_timeout_s, remaining)
+            notebook_bound = remaining < run.cell_timeout_s
+            if limit <= 0:
+                p.failure = Failure(
+                    kind="timeout", cell_index=idx, ename="NotebookTimeout",
+                    evalue=f"the notebook exceeded its {timeout_s:g} s limit before cell {idx + 1}",
+                    message=f"notebook timed out after {timeout_s:g} s (limit reached before cell {idx + 1})",
+                    timeout_s=timeout_s,
+                )
+                break
+            client.timeout = max(1, math.ceil(limit))
+            client.current_index = idx
+            t_cell = time.monotonic()
+            failure: Failure | None = None
+            try:
+                await client.async_execute_cell(cell, idx)
+            except CellExecutionError:
+                err = nbtools.error_output(cell) or {}
+                ename, evalue = err.get("ename", "Error"), err.get("evalue", "")
+                if ename in nbtools.SKIP_ENAMES:
+                    p.skip_reason = evalue or f"{ename} raised in cell {idx + 1}"
+                else:
+                    failure = Failure(
+                        kind="error", cell_index=idx, ename=ename, evalue=nbtools.strip_ansi(str(evalue)),
+                        traceback=nbtools.strip_ansi("\n".join(err.get("traceback", []))),
+                        message=f"{ename}: {nbtools.strip_ansi(str(evalue))}".rstrip(": "),
+                    )
+            except CellTimeoutError:
+                failure = await self._on_timeout(client, kernel, cell, idx, limit, notebook_bound, timeout_s)
+            except DeadKernelError:
+                failure = await self._on_death(kernel, cell, idx)
+            cell_s = time.monotonic() - t_cell
+            written = nbtools.cap_outputs(cell, idx, nb_dir / "outputs")
+            if written:
+                self.log.info(f"[{spec.path}] cell {idx + 1}: long output kept in full under outputs/")
+            status = "skipped" if p.skip_reason else ("failed" if failure else "passed")
+            p.cells.append(CellResult(index=idx, status=status, duration_s=round(cell_s, 3),  # type: ignore[arg-type]
+                                      execution_count=cell.get("execution_count")))
+            self.log.cell_finished(spec.path, n, total, "ok" if status == "passed" else status, cell_s, label)
+            if failure is not None:
+                failure.source_line = prepared.source_lines[idx] if idx < len(prepared.source_lines) else None
+                failure.output_tail = nbtools.tail(nbtools.output_text(cell)) or None
+                p.failure = failure
+            if failure is not None or p.skip_reason:
+                break
+        done = {c.index for c in p.cells}
+        p.cells += [CellResult(index=i, status="not_run") for i in code_cells if i not in done]
+        p.duration_s = time.monotonic() - t_pass
+        return p
+
+    async def _on_timeout(
+        self, client: _Client, kernel: Kernel, cell: Any, idx: int, limit: float, notebook_bound: bool,
+        timeout_s: float,
+    ) -> Failure:
+        """Interrupt; give the kernel a grace period to answer (its traceback shows where it hung); else kill."""
+        await kernel.interrupt()
+        killed = False
+        task = client.output_task
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait({task}, timeout=INTERRUPT_GRACE_S)
+            if not done:
+                killed = True
+                kernel.kill()
+                task.cancel()
+        err = nbtools.error_output(cell) or {}
+        what = (f"the notebook exceeded its {timeout_s:g} s limit" if notebook_bound
+                else f"cell {idx + 1} exceeded the {math.ceil(limit):g} s cell timeout")
+        how = "the kernel ignored the interrupt and was killed" if killed else "the kernel was interrupted"
+        evalue = f"{what}; {how}"
+        cell.setdefault("outputs", []).append(nbformat.v4.new_output(
+            "error", ename="CellTimeoutError", evalue=evalue, traceback=[f"gpu-runner: {evalue}"]))
+        return Failure(
+            kind="timeout", cell_index=idx, ename="CellTimeoutError", evalue=evalue,
+            traceback=nbtools.strip_ansi("\n".join(err.get("traceback", []))) or None,
+            message=f"timeout: {evalue}", timeout_s=timeout_s if notebook_bound else math.ceil(limit),
+        )
+
+    async def _on_death(self, kernel: Kernel, cell: Any, idx: int) -> Failure:
+        rc = await kernel.wait_exit(3.0)
+        sig = signal_name(rc)
+        how = f"killed by {sig}" if sig else (f"exited with code {rc}" if rc is not None else "stopped answering")
+        evalue = f"the kernel died while running cell {idx + 1}: {how}"
+        if sig == "SIGKILL":
+            evalue += " (often the out-of-memory killer)"
+        cell.setdefault("outputs", []).append(nbformat.v4.new_output(
+            "error", ename="DeadKernelError", evalue=evalue, traceback=[f"gpu-runner: {evalue}"]))
+        return Failure(
+            kind="kernel_died", cell_index=idx, ename="DeadKernelError", evalue=evalue, message=evalue,
+            signal=sig, exit_code=rc if (rc is not None and rc >= 0) else None,
+        )
+
+    async def _conclude(
+        self, outcome: dict[str, Any], nb: Any, first_pass_nb: Any, metrics: dict[str, Any], spec: NotebookSpec,
+        nb_dir: Path, run: EntryRun, prepared: nbtools.Prepared, files: dict[str, Any], result: Any,
+    ) -> NotebookResult:
+        first: _Pass | None = outcome.get("first")
+        second: _Pass | None = outcome.get("rerun")
+        failure: Failure | None = None
+        skip_reason = None
+        rerun_result = None
+        if outcome.get("interrupted"):
+            by = self.interrupted_by or "a signal"
+            idx = outcome.get("cell_index")
+            failure = Failure(kind="interrupted", cell_index=idx, ename="Interrupted",
+                              evalue=f"gpu-runner received {by}; the kernel was killed",
+                              message=f"interrupted by {by}",
+                              source_line=prepared.source_lines[idx] if idx is not None
+                              and idx < len(prepared.source_lines) else None)
+        elif first is not None:
+            failure, skip_reason = first.failure, first.skip_reason
+            if second is not None:
+                rerun_result = RerunResult(status="failed" if second.failure else "passed",
+                                           duration_s=round(second.duration_s, 3))
+                if second.failure is not None:
+                    f = second.failure
+                    failure = Failure(**{**f.__dict__, "kind": "rerun_error",
+                                         "message": f"on the second run in the same kernel: {f.message}"})
+        status = "failed" if failure else ("skipped" if skip_reason else "passed")
+        cells = (second.cells if (second and second.failure) else (first.cells if first else []))
+        duration = (first.duration_s if first else 0.0) + (second.duration_s if second else 0.0)
+        metrics.update({
+            "notebook": spec.path,
+            "status": status,
+            "wall_s": round(duration, 3),
+            "cells": [{"index": c.index, "status": c.status, "duration_s": c.duration_s} for c in cells],
+            "rerun_s": round(second.duration_s, 3) if second else None,
+        })
+        gpu = metrics.get("gpu") or {}
+        nbres = result(
+            status, duration, failure=failure, skip_reason=skip_reason, kernel=prepared.kernel_name, cells=cells,
+            rerun=rerun_result, peak_rss_mib=metrics.get("peak_rss_mib"),
+            gpu_peak_memory_mib=gpu.get("peak_memory_mib"), gpu_mean_utilization_pct=gpu.get("mean_utilization_pct"),
+        )
+        msg = "" if status == "passed" else (skip_reason or (failure.message if failure else ""))
+        if failure and failure.cell_index is not None:
+            msg = f"cell {failure.cell_index + 1}: {msg}"
+        # writing is off the critical path: the execution slot is already free
+        log_text = await asyncio.to_thread(
+            self._write_outputs, nb, first_pass_nb if (second and second.failure) else None, nb_dir, spec, run
+        )
+        files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
+        if (nb_dir / "first-run.ipynb").exists():
+            files["first_run_ipynb"] = f"{spec.out_subdir}/first-run.ipynb"
+        if log_text is not None:
+            files["log_py"] = f"{spec.out_subdir}/log.py"
+        if (nb_dir / "outputs").is_dir():
+            files["outputs"] = sorted(f"{spec.out_subdir}/outputs/{p.name}" for p in (nb_dir / "outputs").iterdir())
+        self.log.notebook_finished(spec.path, status, duration, msg, log_text)
+        return self._finish_files(nbres, nb_dir, spec, nbres.parameters, metrics, prepared)
+
+    def _finish_files(self, nbres: NotebookResult, nb_dir: Path, spec: NotebookSpec, params: dict[str, Any],
+                      metrics: dict[str, Any] | None, prepared: nbtools.Prepared | None) -> NotebookResult:
+        metrics = metrics or {"notebook": spec.path, "status": nbres.status, "wall_s": nbres.duration_s,
+                              "cells": [], "peak_rss_mib": None, "gpu": None}
+        write_json_atomic(nb_dir / "metrics.json", metrics)
+        write_json_atomic(nb_dir / "params.json", {
+            "parameters": params,
+            "injected_cell_index": prepared.injected_index if prepared else None,
+        })
+        nbres.files["metrics"] = f"{spec.out_subdir}/metrics.json"
+        nbres.files["params"] = f"{spec.out_subdir}/params.json"
+        art = nb_dir / "artifacts"
+        nbres.files["artifacts"] = sorted(
+            f"{spec.out_subdir}/artifacts/{p.relative_to(art).as_posix()}" for p in art.rglob("*") if p.is_file()
+        ) if art.is_dir() else []
+        return nbres
+
+    @staticmethod
+    def _write_nb(nb: Any, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(nbformat.writes(nb), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _write_outputs(self, nb: Any, first_pass: Any, nb_dir: Path, spec: NotebookSpec, run: EntryRun) -> str | None:
+        self._write_nb(nb, nb_dir / "output.ipynb")
+        if first_pass is not None:
+            self._write_nb(first_pass, nb_dir / "first-run.ipynb")
+        if not run.log_py:
+            return None
+        text = nbtools.render_log_py(nb)
+        (nb_dir / "log.py").write_text(text, encoding="utf-8")
+        return text
+
+
+def _prepare_entry_dir(entry_dir: Path) -> None:
+    """Start an entry folder afresh, but only if it is ours (empty, or holds a results.json)."""
+    if entry_dir.exists():
+        if not entry_dir.is_dir():
+            raise ConfigError(f"{entry_dir} exists and is not a folder")
+        if any(entry_dir.iterdir()) and not (entry_dir / RESULTS_FILE).exists() and not (entry_dir / "notebooks").is_dir():
+            raise ConfigError(f"{entry_dir} is not empty and holds no gpu-runner results; choose another --out")
+        shutil.rmtree(entry_dir)
+    entry_dir.mkdir(parents=True)
+
+
+def run_entries(runs: list[EntryRun], *, out_dir: Path, jobs: int, logger: Logger) -> RunOutcome:
+    """Run every entry's notebooks on this machine; always returns (signals included)."""
+    logger.jobs = jobs
+    executor = Executor(out_dir=out_dir, jobs=jobs, logger=logger)
+    try:
+        return asyncio.run(executor.run(runs))
+    finally:
+        REGISTRY.kill_all()
+        sys.stdout.flush()

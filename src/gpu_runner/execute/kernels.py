@@ -1,0 +1,260 @@
+"""Kernels that start without port races and never outlive the run.
+
+* Transport: ZMQ over ``ipc`` (Unix sockets in a private folder) on POSIX, so parallel
+  kernel start-ups never race for the same TCP port (the classic "Address already in
+  use" of parallel notebook runs). TCP elsewhere.
+* Each kernel leads its own process group (jupyter_client starts it in a new session);
+  every way out of a notebook kills the whole group, so a kernel's own children
+  (DataLoader workers, a stray ``subprocess``) go with it.
+* On Linux the kernel also gets a parent-death signal: if gpu-runner itself is
+  SIGKILLed, the kernel is killed by the kernel of the OS, not left holding GPU memory.
+* :class:`KernelRegistry` knows every live process group and kills them all from
+  ``atexit`` and from the signal handlers, whatever state the run is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from jupyter_client.manager import AsyncKernelManager
+
+_PDEATHSIG_HELPER = Path(__file__).with_name("_pdeathsig.py")
+STARTUP_TIMEOUT_S = 120.0
+
+
+class KernelStartError(Exception):
+    """The kernel could not be started (missing kernelspec, crashed at start, never ready)."""
+
+
+class GuardedKernelManager(AsyncKernelManager):
+    """An AsyncKernelManager whose kernel dies with this process (Linux: PR_SET_PDEATHSIG)."""
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        cmd = super().format_kernel_cmd(extra_arguments)
+        if sys.platform.startswith("linux"):
+            return [sys.executable, "-I", "-S", str(_PDEATHSIG_HELPER), str(os.getpid()), "--", *cmd]
+        return cmd
+
+
+class KernelRegistry:
+    """Every process group a live kernel leads. Kills them all on demand or at exit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: set[int] = set()
+        atexit.register(self.kill_all)
+
+    def add(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+
+    def discard(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.discard(pgid)
+
+    def live(self) -> list[int]:
+        with self._lock:
+            return sorted(self._groups)
+
+    def kill_all(self) -> None:
+        for pgid in self.live():
+            kill_group(pgid)
+            self.discard(pgid)
+
+
+REGISTRY = KernelRegistry()
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a whole process group; gone already is fine."""
+    if not hasattr(os, "killpg"):
+        return
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def signal_name(returncode: int | None) -> str | None:
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+class KernelSpecs:
+    """Kernelspec look-ups, cached for the run (the search walks several folders)."""
+
+    def __init__(self) -> None:
+        self._ksm = KernelSpecManager()
+        self._cache: dict[str, Any] = {}
+
+    def available(self) -> list[str]:
+        return sorted(self._ksm.find_kernel_specs())
+
+    def get(self, name: str) -> Any:
+        if name not in self._cache:
+            try:
+                self._cache[name] = self._ksm.get_kernel_spec(name)
+            except NoSuchKernel:
+                self._cache[name] = None
+        spec = self._cache[name]
+        if spec is None:
+            raise KernelStartError(
+                f"kernel {name!r} is not installed on this machine (installed: {', '.join(self.available()) or 'none'})"
+            )
+        return spec
+
+
+@dataclass
+class Kernel:
+    """A started kernel with its ready client."""
+
+    name: str
+    km: GuardedKernelManager
+    kc: Any
+    pgid: int | None
+    pid: int | None
+    _socket_dir: str | None = field(default=None, repr=False)
+
+    @property
+    def returncode(self) -> int | None:
+        proc = getattr(self.km.provisioner, "process", None)
+        return None if proc is None else proc.poll()
+
+    async def wait_exit(self, timeout: float = 2.0) -> int | None:
+        """The kernel's exit status once it has died (negative: killed by that signal)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            rc = self.returncode
+            if rc is not None:
+                return rc
+            await asyncio.sleep(0.05)
+        return self.returncode
+
+    async def interrupt(self) -> None:
+        try:
+            await self.km.interrupt_kernel()
+        except Exception:  # noqa: BLE001 - a dead kernel cannot be interrupted; the caller kills it
+            pass
+
+    async def shutdown(self, graceful: bool = True) -> None:
+        """Stop the kernel and everything in its process group. Never raises."""
+        try:
+            self.kc.stop_channels()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            if graceful and self.returncode is None:
+                await asyncio.wait_for(self.km.shutdown_kernel(now=False), timeout=self.km.shutdown_wait_time + 2)
+            else:
+                await self.km.shutdown_kernel(now=True)
+        except Exception:  # noqa: BLE001 - killing the group below is what matters
+            pass
+        self.kill()
+        if self._socket_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL the kernel's process group, synchronously (safe from signal handlers)."""
+        if self.pgid is not None:
+            kill_group(self.pgid)
+            REGISTRY.discard(self.pgid)
+        proc = getattr(self.km.provisioner, "process", None)
+        if proc is not None:
+            try:
+                proc.kill()
+                proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+async def start_kernel(
+    name: str,
+    *,
+    specs: KernelSpecs,
+    cwd: Path,
+    env: dict[str, str],
+    startup_timeout: float = STARTUP_TIMEOUT_S,
+) -> Kernel:
+    """Start kernel ``name`` in ``cwd`` with ``env`` added, and wait until it answers."""
+    spec = specs.get(name)  # raises KernelStartError when missing
+    socket_dir = None
+    if os.name == "posix":
+        # short path: Unix socket paths are limited to ~107 bytes
+        socket_dir = tempfile.mkdtemp(prefix="gr-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        km = GuardedKernelManager(kernel_name=name, transport="ipc", ip=os.path.join(socket_dir, "k"))
+    else:
+        km = GuardedKernelManager(kernel_name=name)
+    km.kernel_spec  # noqa: B018 - resolve now (cached spec above proves it exists)
+    km.shutdown_wait_time = 2.0
+    kernel_env = {**os.environ, **(spec.env or {}), **env}
+    kernel_env.pop("JPY_PARENT_PID", None)
+    extra: list[str] = []
+    if spec.language.lower() == "python" and any("ipykernel" in a for a in spec.argv):
+        # Parallel kernels sharing one IPython history sqlite file lock each other out.
+        extra.append("--HistoryManager.hist_file=:memory:")
+    kernel: Kernel | None = None
+    try:
+        await km.start_kernel(cwd=str(cwd), env=kernel_env, extra_arguments=extra)
+        prov = km.provisioner
+        pid = getattr(getattr(prov, "process", None), "pid", None)
+        pgid = getattr(prov, "pgid", None) or pid
+        if pgid is not None:
+            REGISTRY.add(pgid)
+        kc = km.client()
+        kernel = Kernel(name=name, km=km, kc=kc, pgid=pgid, pid=pid, _socket_dir=socket_dir)
+        kc.start_channels()
+        await _wait_ready(kernel, startup_timeout)
+        kc.allow_stdin = False
+        return kernel
+    except asyncio.CancelledError:
+        if kernel is not None:
+            kernel.kill()
+        elif km.has_kernel:
+            await km.shutdown_kernel(now=True)
+        raise
+    except Exception as e:
+        detail = str(e) or type(e).__name__
+        if kernel is not None:
+            rc = kernel.returncode
+            kernel.kill()
+            if rc is not None:
+                detail = f"the kernel exited with code {rc} while starting" + (
+                    f" ({signal_name(rc)})" if signal_name(rc) else ""
+                )
+        elif km.has_kernel:
+            await km.shutdown_kernel(now=True)
+        if socket_dir:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        raise KernelStartError(f"kernel {name!r} failed to start: {detail}") from e
+
+
+async def _wait_ready(kernel: Kernel, timeout: float) -> None:
+    """Wait for kernel_info, failing fast when the kernel process dies meanwhile."""
+    ready = asyncio.ensure_future(kernel.kc._async_wait_for_ready(timeout=timeout))
+    try:
+        while True:
+            done, _ = await asyncio.wait({ready}, timeout=0.2)
+            if done:
+                ready.result()
+                return
+            if kernel.returncode is not None:
+                raise KernelStartError(f"the kernel exited with code {kernel.returncode} while starting")
+    finally:
+        if not ready.done():
+            ready.cancel()
