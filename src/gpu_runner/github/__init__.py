@@ -1,0 +1,1 @@
+"""GitHub: the API client, runners, comments and workflow commands."""

@@ -1,0 +1,310 @@
+"""Reports: pure functions of the result model (``results.json``).
+
+Per entry (:func:`write_entry_reports`): ``junit.xml``, and per notebook ``output.html``
+(nbconvert, self-contained) and ``output.pdf`` (headless Chromium, no TeX); the paths
+go into ``NotebookResult.files`` (``html``, ``pdf``) and results.json is rewritten.
+
+Per run (:func:`write_run_reports`): the merged ``junit.xml``, ``summary.md`` and the
+``index.html`` dashboard; in GitHub Actions also ``::error`` annotations, the job
+summary and the step outputs ``passed``, ``failed``, ``skipped``, ``total`` and
+``results-dir``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..results import RESULTS_FILE, EntryResult, load_results, write_json_atomic  # noqa: F401
+from .dashboard import DashboardEntry, render_dashboard
+from .junit import junit_for, write_junit
+from .pdf import PdfError, PdfPrinter, find_chromium
+from .summary import SUMMARY_MAX_CHARS, render_summary
+from .text import describe_failure, failure_details
+
+__all__ = [
+    "PdfPrinter",
+    "PdfError",
+    "RunReport",
+    "find_chromium",
+    "write_entry_reports",
+    "write_run_reports",
+    "load_entry",
+]
+
+JUNIT_FILE = "junit.xml"
+HTML_FILE = "output.html"
+PDF_FILE = "output.pdf"
+
+
+class _EchoLogger:
+    def info(self, msg: str) -> None:
+        import click
+
+        click.echo(f"gpu-runner: {msg}", err=True)
+
+    def warning(self, msg: str) -> None:
+        import click
+
+        click.echo(f"gpu-runner: warning: {msg}", err=True)
+
+
+def _logger(logger: Any) -> Any:
+    return logger if logger is not None else _EchoLogger()
+
+
+def load_entry(entry_dir: Path) -> EntryResult:
+    """results.json of an entry folder; a file this version cannot read is a ConfigError naming it."""
+    path = Path(entry_dir) / RESULTS_FILE
+    try:
+        return load_results(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no results.json here") from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(f"{path}: not a results.json this version can read: {e}") from None
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def write_entry_reports(
+    entry_dir: Path,
+    *,
+    pdf: bool = True,
+    browser: PdfPrinter | None = None,
+    logger: Any = None,
+    overwrite: bool = True,
+) -> EntryResult:
+    """junit.xml for the entry; output.html (and output.pdf) next to each executed notebook.
+
+    ``browser``: a warm :class:`PdfPrinter` shared by the run; without one, a printer is
+    started for this entry (only when there is HTML to print) and closed at the end.
+    ``overwrite=False`` keeps reports that are already there (``gpu-runner report``
+    on downloaded artifacts). A notebook whose output.ipynb is missing or unreadable gets
+    no HTML and one warning; the others go on. Returns the (updated) model.
+    """
+    log = _logger(logger)
+    entry_dir = Path(entry_dir)
+    result = load_entry(entry_dir)
+    changed = False
+
+    junit_path = entry_dir / JUNIT_FILE
+    if overwrite or not junit_path.exists():
+        try:
+            write_junit(junit_for([result]), junit_path)
+        except OSError as e:
+            log.warning(f"{junit_path}: could not write: {e}")
+
+    to_print: list[tuple[Any, Path, Path]] = []
+    for nb in result.notebooks:
+        nb_dir = entry_dir / nb.dir
+        html_path = nb_dir / HTML_FILE
+        have_html = html_path.exists() and not overwrite
+        if not have_html:
+            ipynb_rel = nb.files.get("ipynb") or f"{nb.dir}/output.ipynb"
+            ipynb = entry_dir / ipynb_rel
+            if not ipynb.is_file():
+                if nb.status != "skipped":
+                    log.warning(f"{entry_dir.name}: {nb.path}: no executed notebook ({ipynb_rel}); no HTML for it")
+                if nb.files.pop("html", None) is not None:
+                    changed = True
+                continue
+            try:
+                from .html import read_notebook, renderer
+
+                node = read_notebook(ipynb)
+                body = renderer().render(node, result, nb, resource_dir=str(ipynb.parent))
+                _write_text_atomic(html_path, body)
+                have_html = True
+            except Exception as e:  # noqa: BLE001 - one broken notebook must not stop the others
+                log.warning(f"{entry_dir.name}: {nb.path}: no HTML ({ipynb_rel} is not a readable notebook: "
+                            f"{_first_line(e)})")
+                if nb.files.pop("html", None) is not None:
+                    changed = True
+                continue
+        rel = _rel(html_path, entry_dir)
+        if nb.files.get("html") != rel:
+            nb.files["html"] = rel
+            changed = True
+        pdf_path = nb_dir / PDF_FILE
+        if pdf and (overwrite or not pdf_path.exists()):
+            to_print.append((nb, html_path, pdf_path))
+        elif pdf_path.exists() and nb.files.get("pdf") != _rel(pdf_path, entry_dir):
+            nb.files["pdf"] = _rel(pdf_path, entry_dir)
+            changed = True
+
+    if to_print:
+        printer = browser if browser is not None else PdfPrinter(logger=logger)
+        try:
+            if printer.start():
+                for nb, html_path, pdf_path in to_print:
+                    try:
+                        printer.print_pdf(html_path, pdf_path)
+                    except (PdfError, OSError) as e:
+                        log.warning(f"{entry_dir.name}: {nb.path}: no PDF: {e}")
+                        continue
+                    nb.files["pdf"] = _rel(pdf_path, entry_dir)
+                    changed = True
+        finally:
+            if browser is None:
+                printer.close()
+
+    if changed:
+        try:
+            result.write(entry_dir)
+        except OSError as e:
+            log.warning(f"{entry_dir / RESULTS_FILE}: could not record the HTML/PDF paths: {e}")
+    return result
+
+
+@dataclass
+class RunReport:
+    """What :func:`write_run_reports` found and wrote."""
+
+    entries: int = 0
+    entries_failed: int = 0
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    total: int = 0
+    junit_path: Path | None = None
+    summary_path: Path | None = None
+    dashboard_path: Path | None = None
+    annotations: int = 0
+    annotations_left_out: int = 0
+    unreadable: list[str] = field(default_factory=list)
+    """Entry folders whose results.json could not be read (each also warned about)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.entries_failed == 0 and not self.unreadable
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for p in (self.junit_path, self.summary_path, self.dashboard_path) if p is not None]
+
+
+def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = None) -> RunReport:
+    """Merged junit.xml, summary.md and index.html in ``out_dir`` from the entries' results.json;
+    in GitHub Actions also annotations, the job summary and the step outputs."""
+    log = _logger(logger)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = RunReport()
+    entries: list[DashboardEntry] = []
+    for d in entry_dirs:
+        try:
+            entries.append(DashboardEntry(load_entry(Path(d)), Path(d)))
+        except ConfigError as e:
+            log.warning(str(e))
+            report.unreadable.append(str(d))
+    results = [d.result for d in entries]
+
+    report.entries = len(results)
+    report.entries_failed = sum(1 for r in results if r.status == "failed")
+    for r in results:
+        c = r.counts()
+        report.passed += c["passed"]
+        report.failed += c["failed"]
+        report.skipped += c["skipped"]
+        report.total += c["total"]
+
+    report.junit_path = write_junit(junit_for(results), out_dir / JUNIT_FILE)
+    summary = render_summary(results, max_chars=SUMMARY_MAX_CHARS)
+    if report.unreadable:
+        summary += (f"\n> ⚠️ {len(report.unreadable)} entry folder(s) had a results.json that could not be read: "
+                    + ", ".join(f"`{Path(u).name}`" for u in report.unreadable[:20]) + "\n")
+    report.summary_path = out_dir / "summary.md"
+    _write_text_atomic(report.summary_path, summary)
+    report.dashboard_path = out_dir / "index.html"
+    _write_text_atomic(report.dashboard_path, render_dashboard(entries, out_dir))
+
+    from ..github import workflow
+
+    if workflow.in_github_actions():
+        annotations = _annotations(results)
+        report.annotations, report.annotations_left_out = workflow.annotate_errors(annotations)
+        if report.annotations_left_out:
+            log.info(f"annotated {report.annotations} of {len(annotations)} failures; "
+                     f"{report.annotations_left_out} left out (GitHub keeps 10 error annotations per step)")
+        try:
+            workflow.append_step_summary(summary)
+        except OSError as e:
+            log.warning(f"could not append to GITHUB_STEP_SUMMARY: {e}")
+        try:
+            workflow.set_outputs({
+                "passed": report.passed, "failed": report.failed, "skipped": report.skipped,
+                "total": report.total, "results-dir": str(out_dir),
+            })
+        except OSError as e:
+            log.warning(f"could not write GITHUB_OUTPUT: {e}")
+    log.info(
+        f"reports: {report.passed} passed, {report.failed} failed, {report.skipped} skipped on "
+        f"{report.entries} entr{'y' if report.entries == 1 else 'ies'}; dashboard {report.dashboard_path}"
+    )
+    return report
+
+
+def _annotations(results: list[EntryResult]) -> list:
+    """One ``::error`` per failing notebook (at its cell's line) and per failing check."""
+    from ..github.workflow import Annotation
+
+    out = []
+    for r in results:
+        for ch in r.checks:
+            if ch.status == "failed":
+                msg = failure_details(ch.failure) if ch.failure else (ch.summary or "check failed")
+                out.append(Annotation(message=msg, title=f"{r.entry.id}: system check {ch.name} failed"))
+        for nb in r.notebooks:
+            if nb.status != "failed":
+                continue
+            f = nb.failure
+            if f is None:
+                out.append(Annotation(message="failed", title=f"{r.entry.id}: {nb.path} failed", file=nb.path))
+                continue
+            head = describe_failure(f, max_chars=200)
+            out.append(Annotation(
+                message=_bounded_details(f),
+                title=f"{r.entry.id}: {nb.path}: {head}",
+                file=nb.path,
+                line=f.source_line,
+            ))
+    return out
+
+
+def _bounded_details(f: Any) -> str:
+    text = failure_details(f)
+    if len(text) > 3500:
+        text = text[:800] + "\n[...]\n" + text[-2600:]
+    return text
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__

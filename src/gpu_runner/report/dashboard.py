@@ -1,0 +1,287 @@
+"""index.html: the runtime x machine grid people look at instead of reading logs.
+
+One self-contained page (inline CSS and JS, a Content-Security-Policy that forbids any
+fetch), readable without JavaScript: each grid cell is a link to its entry's section,
+which lists the notebooks with links to their HTML (at the failing cell), PDF and
+.ipynb. Links are relative to the page, so it works from ``file://`` and from an
+unzipped artifact wherever the entry folders sit next to it. A pure function of the
+result model: nothing here looks at an executed notebook.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+
+from ..results import EntryResult, NotebookResult
+from .text import KIND_LABELS, describe_failure, fmt_duration, fmt_mib
+
+_ICON = {"passed": "✓", "failed": "✗", "skipped": "⤼"}
+_WORD = {"passed": "Passed", "failed": "Failed", "skipped": "Skipped"}
+LOCAL_MACHINE = "this machine"
+
+
+@dataclass
+class DashboardEntry:
+    """One entry as the dashboard shows it: the model plus where its folder is."""
+
+    result: EntryResult
+    entry_dir: Path
+
+
+def _asset(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def href(target: Path, base_dir: Path) -> str:
+    """A relative URL from ``base_dir`` to ``target``, each segment percent-encoded."""
+    rel = os.path.relpath(os.path.abspath(target), os.path.abspath(base_dir))
+    return "/".join(quote(part) for part in Path(rel).as_posix().split("/"))
+
+
+def grid_keys(result: EntryResult) -> tuple[str, str]:
+    """(row, column) of an entry: runtime x machine; a run without a matrix gets one cell."""
+    e = result.entry
+    row = e.runtime or e.id
+    col = e.machine or (LOCAL_MACHINE if e.provider == "local" else e.provider)
+    return row, col
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _pill(status: str) -> str:
+    return f'<span class="pill s-{_e(status)}"><span aria-hidden="true">{_ICON.get(status, "?")}</span> {_WORD.get(status, status)}</span>'
+
+
+def _badges(r: EntryResult) -> str:
+    out = []
+    if r.entry.ran_locally and r.entry.provider != "local":
+        out.append(f'<span class="badge local" title="A {_e(r.entry.provider)} entry whose notebooks ran on the '
+                   'machine that ran gpu-runner, not on its own VM">ran locally</span>')
+    if r.interrupted:
+        out.append('<span class="badge warn" title="Stopped before every notebook ran">interrupted</span>')
+    return "".join(out)
+
+
+def _gpu_text(r: EntryResult) -> str:
+    gpu = r.facts.get("gpu_model")
+    if not gpu:
+        return ""
+    n = r.facts.get("gpu_count")
+    return f"{n}× {gpu}" if isinstance(n, int) and n > 1 else str(gpu)
+
+
+def _nb_links(d: DashboardEntry, nb: NotebookResult, base: Path) -> str:
+    links = []
+    files = nb.files or {}
+    cell = nb.failure.cell_number if nb.status == "failed" and nb.failure else None
+    if files.get("html"):
+        frag = f"#cell-{cell}" if cell else ""
+        links.append(f'<a href="{href(d.entry_dir / files["html"], base)}{frag}">HTML</a>')
+    if files.get("pdf"):
+        links.append(f'<a href="{href(d.entry_dir / files["pdf"], base)}">PDF</a>')
+    if files.get("ipynb"):
+        links.append(f'<a href="{href(d.entry_dir / files["ipynb"], base)}" download>.ipynb</a>')
+    if files.get("log_py"):
+        links.append(f'<a href="{href(d.entry_dir / files["log_py"], base)}">log.py</a>')
+    if not links:
+        return '<span class="muted">no files</span>'
+    return " · ".join(links)
+
+
+def _failure_text(nb_or_check) -> str:
+    f = nb_or_check.failure
+    if nb_or_check.status == "skipped":
+        return f'<span class="muted">{_e(nb_or_check.skip_reason or "skipped")}</span>'
+    if nb_or_check.status != "failed":
+        rerun = getattr(nb_or_check, "rerun", None)
+        return f'<span class="muted">rerun {_e(rerun.status)}</span>' if rerun else ""
+    if f is None:
+        return "failed"
+    return (f'<span class="kind k-{_e(f.kind)}">{_e(KIND_LABELS.get(f.kind, f.kind))}</span> '
+            f'<span class="msg">{_e(describe_failure(f, max_chars=400))}</span>')
+
+
+def _entry_section(i: int, d: DashboardEntry, base: Path) -> str:
+    r = d.result
+    e = r.entry
+    c = r.counts()
+    row, col = grid_keys(r)
+    facts = []
+    for label, value in (
+        ("Runtime", e.runtime), ("Machine", e.machine), ("GPU", _gpu_text(r)),
+        ("Driver", r.facts.get("driver_version")), ("CUDA", r.facts.get("cuda_version")),
+        ("Host", r.facts.get("hostname")), ("Provider", e.provider), ("Runner label", e.label),
+        ("Started", r.started_at), ("Duration", fmt_duration(r.duration_s)),
+    ):
+        if value:
+            facts.append(f"<div><dt>{label}</dt><dd>{_e(value)}</dd></div>")
+    nb_rows = []
+    for nb in r.notebooks:
+        nb_rows.append(
+            f'<tr class="s-{_e(nb.status)}"><th scope="row"><code>{_e(nb.path)}</code></th>'
+            f"<td>{_pill(nb.status)}</td><td class=num>{fmt_duration(nb.duration_s)}</td>"
+            f"<td class=num>{fmt_mib(nb.gpu_peak_memory_mib)}</td>"
+            f"<td>{_failure_text(nb)}</td><td class=links>{_nb_links(d, nb, base)}</td></tr>"
+        )
+    check_rows = []
+    for ch in r.checks:
+        check_rows.append(
+            f'<tr class="s-{_e(ch.status)}"><th scope="row">{_e(ch.name)}</th><td>{_pill(ch.status)}</td>'
+            f"<td class=num>{fmt_duration(ch.duration_s)}</td>"
+            f'<td>{_failure_text(ch) if ch.status != "passed" else _e(ch.summary)}</td></tr>'
+        )
+    parts = [
+        f'<details class="entry s-{_e(r.status)}" id="entry-{i}"{" open" if r.status == "failed" else ""}>',
+        f'<summary><span class="sum-main">{_pill(r.status)} <span class="entry-id">{_e(e.id)}</span>'
+        f'<span class="muted"> {_e(row)} × {_e(col)}</span>{_badges(r)}</span>'
+        f'<span class="sum-counts">{c["passed"]} passed · {c["failed"]} failed · {c["skipped"]} skipped · '
+        f"{fmt_duration(r.duration_s)}</span></summary>",
+        f'<div class="entry-body"><dl class="facts">{"".join(facts)}</dl>',
+    ]
+    if nb_rows:
+        parts.append(
+            f'<table class="list"><caption>Notebooks of {_e(e.id)}</caption><thead><tr><th scope="col">Notebook</th>'
+            '<th scope="col">Result</th><th scope="col" class=num>Duration</th><th scope="col" class=num>GPU peak</th>'
+            '<th scope="col">What happened</th><th scope="col">Open</th></tr></thead><tbody>'
+            + "".join(nb_rows) + "</tbody></table>"
+        )
+    else:
+        parts.append('<p class="muted">No notebooks ran.</p>')
+    if check_rows:
+        parts.append(
+            f'<table class="list checks"><caption>System checks of {_e(e.id)}</caption><thead><tr>'
+            '<th scope="col">Check</th><th scope="col">Result</th><th scope="col" class=num>Duration</th>'
+            '<th scope="col">Summary</th></tr></thead><tbody>' + "".join(check_rows) + "</tbody></table>"
+        )
+    extra = [f'<a href="{href(d.entry_dir / "results.json", base)}">results.json</a>']
+    if (d.entry_dir / "junit.xml").exists():
+        extra.append(f'<a href="{href(d.entry_dir / "junit.xml", base)}">junit.xml</a>')
+    parts.append(f'<p class="entry-files">Entry files: {" · ".join(extra)}</p></div></details>')
+    return "\n".join(parts)
+
+
+def _tile(i: int, d: DashboardEntry) -> str:
+    r = d.result
+    c = r.counts()
+    row, col = grid_keys(r)
+    label = (f"{r.entry.id}: {_WORD.get(r.status, r.status)}; {c['passed']} passed, {c['failed']} failed, "
+             f"{c['skipped']} skipped. Show its notebooks.")
+    meta = " · ".join(x for x in (_gpu_text(r), fmt_duration(r.duration_s)) if x)
+    show_id = r.entry.id not in (row, f"{row}-{col}") and len(r.entry.id) < 48
+    return (
+        f'<a class="tile s-{_e(r.status)}" href="#entry-{i}" aria-label="{_e(label)}">'
+        f'<span class="tile-status"><span aria-hidden="true">{_ICON.get(r.status, "?")}</span> '
+        f'{_WORD.get(r.status, r.status)}</span>'
+        f'<span class="tile-counts" aria-hidden="true"><span class="n-p" title="passed">{c["passed"]}<small> passed</small></span>'
+        f'<span class="n-f{" nz" if c["failed"] else ""}" title="failed">{c["failed"]}<small> failed</small></span>'
+        f'<span class="n-s" title="skipped">{c["skipped"]}<small> skipped</small></span></span>'
+        + (f'<span class="tile-id">{_e(r.entry.id)}</span>' if show_id else "")
+        + f'<span class="tile-meta">{_e(meta)}</span>{_badges(r)}</a>'
+    )
+
+
+def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str = "GPU notebooks") -> str:
+    """The whole index.html text, for a page that will live in ``out_dir``."""
+    base = Path(out_dir)
+    results = [d.result for d in entries]
+    totals = {"passed": 0, "failed": 0, "skipped": 0}
+    for r in results:
+        for k in totals:
+            totals[k] += r.counts()[k]
+    failed_entries = sum(1 for r in results if r.status == "failed")
+    overall = "failed" if failed_entries else ("passed" if results else "skipped")
+    verdict = (f"{failed_entries} of {len(results)} entries failed" if failed_entries
+               else f"All {len(results)} entries passed" if results else "No results")
+
+    rows = sorted({grid_keys(r)[0] for r in results})
+    cols = sorted({grid_keys(r)[1] for r in results})
+    cells: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(results):
+        cells.setdefault(grid_keys(r), []).append(i)
+    grid = ['<div class="grid-wrap"><table class="grid" id="grid"><caption>Each cell is one runtime on one machine: '
+            'its colour is the outcome, its numbers count notebooks and system checks. Select a cell for its notebooks.'
+            '</caption><thead><tr><th scope="col"><span class="corner">runtime ↓ · machine →</span></th>']
+    grid += [f'<th scope="col">{_e(c)}</th>' for c in cols]
+    grid.append("</tr></thead><tbody>")
+    for row in rows:
+        grid.append(f'<tr><th scope="row">{_e(row)}</th>')
+        for col in cols:
+            idx = cells.get((row, col))
+            if not idx:
+                grid.append('<td class="empty"><span class="none" aria-label="not in this run">—</span></td>')
+            else:
+                grid.append("<td>" + "".join(_tile(i, entries[i]) for i in idx) + "</td>")
+        grid.append("</tr>")
+    grid.append("</tbody></table></div>")
+
+    failures = []
+    for i, d in enumerate(entries):
+        r = d.result
+        for ch in r.checks:
+            if ch.status == "failed":
+                failures.append(
+                    f'<li><a class="where" href="#entry-{i}"><span class="entry-id">{_e(r.entry.id)}</span> · '
+                    f'check <code>{_e(ch.name)}</code></a> {_failure_text(ch)}</li>'
+                )
+        for nb in r.notebooks:
+            if nb.status == "failed":
+                failures.append(
+                    f'<li><a class="where" href="#entry-{i}"><span class="entry-id">{_e(r.entry.id)}</span> · '
+                    f'<code>{_e(nb.path)}</code></a> {_failure_text(nb)} <span class="links">{_nb_links(d, nb, base)}</span></li>'
+                )
+
+    started = min((r.started_at for r in results if r.started_at), default="")
+    finished = max((r.finished_at for r in results if r.finished_at), default="")
+    versions = sorted({r.tool_version for r in results if r.tool_version})
+    sub = []
+    if started:
+        sub.append(f"started {_e(started)}")
+    if finished:
+        sub.append(f"finished {_e(finished)}")
+    if versions:
+        sub.append("gpu-runner " + _e(", ".join(versions)))
+    longest = max((r.duration_s for r in results), default=0.0)
+
+    body = [
+        '<a class="skip" href="#grid">Skip to the grid</a>',
+        f'<header class="top s-{overall}"><div><h1>{_e(title)}</h1><p class="sub">{" · ".join(sub)}</p></div>'
+        f'<p class="verdict" role="status"><span aria-hidden="true">{_ICON.get(overall, "")}</span> {_e(verdict)}</p></header>',
+        "<main>",
+        '<section class="totals" aria-label="Totals">'
+        f'<div class="stat s-passed"><span class="n">{totals["passed"]}</span> passed</div>'
+        f'<div class="stat s-failed"><span class="n">{totals["failed"]}</span> failed</div>'
+        f'<div class="stat s-skipped"><span class="n">{totals["skipped"]}</span> skipped</div>'
+        f'<div class="stat"><span class="n">{len(results)}</span> entr{"y" if len(results) == 1 else "ies"}</div>'
+        f'<div class="stat"><span class="n">{fmt_duration(longest)}</span> longest entry</div></section>',
+        '<section aria-labelledby="grid-h"><h2 id="grid-h">Runtimes × machines</h2>', *grid, "</section>",
+    ]
+    if failures:
+        body += ['<section aria-labelledby="fail-h" class="failures"><h2 id="fail-h">Failures '
+                 f'<span class="count">{len(failures)}</span></h2><ul>', *failures, "</ul></section>"]
+    body += [
+        '<section aria-labelledby="entries-h"><div class="entries-head"><h2 id="entries-h">Entries</h2>'
+        '<div class="controls"><label><input type="checkbox" id="only-failed"> only failed entries</label>'
+        '<button type="button" id="expand-all">Expand all</button>'
+        '<button type="button" id="collapse-all">Collapse all</button></div></div>',
+        *[_entry_section(i, d, base) for i, d in enumerate(entries)],
+        "</section></main>",
+        '<footer>Made by gpu-runner from each entry\'s results.json. Links are relative: keep the entry folders next to this page.</footer>',
+    ]
+    page_title = f"{_ICON.get(overall, '')} {verdict} · {title}"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'; img-src data:\">"
+        '<meta name="color-scheme" content="light dark">'
+        f"<title>{_e(page_title)}</title><style>{_asset('dashboard.css')}</style></head>\n"
+        f'<body data-overall="{overall}">\n' + "\n".join(body)
+        + f"\n<script>{_asset('dashboard.js')}</script>\n</body></html>\n"
+    )

@@ -1,0 +1,161 @@
+"""One executed notebook -> one self-contained ``output.html`` (nbconvert, lab template).
+
+Self-contained means nothing is fetched when the page opens: nbconvert's lab template
+loads require.js, MathJax, Mermaid and the widget manager from CDNs; this template drops
+those blocks (CSS is already inlined by nbconvert, images are data URIs). What that costs:
+LaTeX in Markdown stays as its TeX source, Mermaid diagrams as their text, and widgets
+show their text fallback. The banner at the top comes from the result model (never from
+the notebook): status, the failure in one line and a link to the failing cell, whose
+anchor is ``#cell-N`` (N counted from 1, as a reader counts cells).
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from typing import Any
+
+import nbformat
+from jinja2 import DictLoader
+
+from ..results import EntryResult, NotebookResult
+from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, tail
+
+TEMPLATE_NAME = "gpu_runner_notebook.html.j2"
+
+_TEMPLATE = r"""
+{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block extra_css -%}
+<meta name="generator" content="gpu-runner">
+<style type="text/css">{{ resources.gpu_runner.css }}</style>
+{%- endblock extra_css -%}
+{%- block body_header -%}
+{{ super() }}
+{{ resources.gpu_runner.banner }}
+{%- endblock body_header -%}
+{%- block any_cell -%}
+<a id="cell-{{ loop.index }}" class="gr-anchor{% if loop.index == resources.gpu_runner.failed_cell %} gr-failed-cell{% endif %}" aria-hidden="true"></a>
+{{ super() }}
+{%- endblock any_cell -%}
+"""
+
+_CSS = """
+.gr-banner { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 12px 0 20px;
+  padding: 12px 16px; border-radius: 8px; border: 1px solid; color: #1f2328; }
+.gr-banner a { color: inherit; font-weight: 600; }
+.gr-banner .gr-title { font-size: 16px; font-weight: 700; margin: 0 0 4px; }
+.gr-banner .gr-meta { color: #59636e; font-size: 13px; }
+.gr-banner pre { white-space: pre-wrap; word-break: break-word; max-height: 24em; overflow: auto;
+  background: rgba(255,255,255,.6); padding: 8px; border-radius: 6px; font-size: 12px; }
+.gr-kind { font-size: 11px; font-weight: 700; text-transform: uppercase; letter-spacing: .03em; vertical-align: middle;
+  border: 1px solid #cf222e; color: #cf222e; border-radius: 4px; padding: 0 5px; margin-left: 6px; }
+.gr-passed { background: #dafbe1; border-color: #4ac26b; }
+.gr-failed { background: #ffebe9; border-color: #ff8182; }
+.gr-skipped { background: #f6f8fa; border-color: #d1d9e0; }
+.gr-anchor { display: block; position: relative; top: -8px; visibility: hidden; }
+.gr-failed-cell + .jp-Cell { outline: 3px solid #cf222e; outline-offset: 4px; border-radius: 2px; }
+@media print {
+  .jp-InputArea-editor pre, .jp-OutputArea-output pre, .highlight pre { white-space: pre-wrap; word-break: break-word; }
+  .jp-OutputArea-output img { max-width: 100%; height: auto; }
+  .gr-banner pre { max-height: none; overflow: visible; }
+}
+"""
+
+
+def banner_html(result: EntryResult, nb: NotebookResult) -> str:
+    """The box at the top of the page: what happened, from the model."""
+    e = html.escape
+    entry = result.entry
+    where = [f"entry <b>{e(entry.id)}</b>"]
+    if entry.runtime:
+        where.append(f"runtime {e(entry.runtime)}")
+    if entry.machine:
+        where.append(f"machine {e(entry.machine)}")
+    gpu = result.facts.get("gpu_model")
+    if gpu:
+        where.append(f"GPU {e(str(gpu))}")
+    if entry.ran_locally and entry.provider != "local":
+        where.append("ran locally")
+    meta = [f"duration {fmt_duration(nb.duration_s)}"]
+    if nb.gpu_peak_memory_mib is not None:
+        meta.append(f"GPU peak memory {fmt_mib(nb.gpu_peak_memory_mib)}")
+    if nb.kernel:
+        meta.append(f"kernel {e(nb.kernel)}")
+    if nb.rerun is not None:
+        meta.append(f"rerun {e(nb.rerun.status)}")
+    meta_html = f'<div class="gr-meta">{" · ".join(where)}<br>{" · ".join(meta)}</div>'
+    if nb.status == "failed":
+        f = nb.failure
+        if f is None:
+            title, body = "✗ Failed", ""
+        else:
+            kind = KIND_LABELS.get(f.kind, f.kind)
+            title = f'✗ Failed: {e(describe_failure(f))} <span class="gr-kind">{e(kind)}</span>'
+            body = ""
+            if f.cell_number is not None:
+                body += f'<p><a href="#cell-{f.cell_number}">Go to cell {f.cell_number}</a>, where it failed.</p>'
+            if f.kind in ("timeout", "kernel_died", "setup_error") and f.message:
+                body += f"<p>{e(clean_output(f.message))}</p>"
+            out = clean_output(f.output_tail)
+            if out.strip() and f.kind in ("timeout", "kernel_died"):
+                body += (
+                    "<details open><summary>Last output before it stopped</summary>"
+                    f"<pre>{e(tail(out, max_chars=8000, max_lines=60))}</pre></details>"
+                )
+        return (
+            f'<section class="gr-banner gr-failed" role="alert" aria-label="Notebook result">'
+            f'<p class="gr-title">{title}</p>{body}{meta_html}</section>'
+        )
+    if nb.status == "skipped":
+        reason = e(nb.skip_reason or "")
+        return (
+            f'<section class="gr-banner gr-skipped" aria-label="Notebook result">'
+            f'<p class="gr-title">⤼ Skipped{": " + reason if reason else ""}</p>{meta_html}</section>'
+        )
+    return (
+        f'<section class="gr-banner gr-passed" aria-label="Notebook result">'
+        f'<p class="gr-title">✓ Passed</p>{meta_html}</section>'
+    )
+
+
+class NotebookHtmlRenderer:
+    """An nbconvert HTMLExporter with the offline template; build once, render many."""
+
+    def __init__(self) -> None:
+        from nbconvert import HTMLExporter
+
+        self._exporter = HTMLExporter(
+            template_name="lab",
+            template_file=TEMPLATE_NAME,
+            extra_loaders=[DictLoader({TEMPLATE_NAME: _TEMPLATE})],
+            embed_images=True,
+        )
+
+    def render(self, nb_node: Any, result: EntryResult, nb: NotebookResult, *, resource_dir: str = "") -> str:
+        failed_cell = nb.failure.cell_number if (nb.status == "failed" and nb.failure) else None
+        resources = {
+            "metadata": {"name": nb.path, "path": resource_dir},
+            "gpu_runner": {"banner": banner_html(result, nb), "failed_cell": failed_cell, "css": _CSS},
+        }
+        body, _ = self._exporter.from_notebook_node(nb_node, resources=resources)
+        return body
+
+
+_local = threading.local()
+
+
+def renderer() -> NotebookHtmlRenderer:
+    """One renderer per thread (building the exporter loads templates; it is not shared)."""
+    r = getattr(_local, "renderer", None)
+    if r is None:
+        r = _local.renderer = NotebookHtmlRenderer()
+    return r
+
+
+def read_notebook(path) -> Any:
+    """nbformat v4 node; raises on a file that is not a notebook."""
+    return nbformat.read(str(path), as_version=4)

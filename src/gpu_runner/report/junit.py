@@ -1,0 +1,162 @@
+"""JUnit XML from the result model: one ``<testsuite>`` per entry, one ``<testcase>`` per
+notebook and per system check.
+
+What the common consumers read, and what this writes for them:
+
+* EnricoMi/publish-unit-test-result-action (junitparser): testcase ``name``, ``classname``,
+  ``time``, ``file``, ``line``; result ``message``/``type``/text; ``system-out``.
+  Annotations go to ``file``:``line``.
+* mikepenz/action-junit-report: testcase ``file`` and ``line`` (when both are there it
+  uses them as they are, else it guesses from ``classname`` and the stack trace);
+  the failure ``message`` is the annotation's text, the failure body its raw details.
+* dorny/test-reporter (java-junit): ``parseFloat`` of ``time`` on ``<testsuites>``,
+  every ``<testsuite>`` and ``<testcase>`` (so ``time`` is always written), ``name``
+  trimmed, test cases grouped by ``classname``; failure ``message`` and body.
+* GitLab: testcase ``name``, ``classname``, ``file``, ``time``; it shows the failure
+  *body* (so the body starts with the message line).
+* Jenkins: ``classname`` split at the last dot into package and class, so classnames are
+  ``<entry id>.notebooks`` / ``<entry id>.checks`` (dots inside an entry id become ``_``).
+
+Every string passes through :func:`xml_safe` (no ANSI, no XML-illegal characters).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from junitparser import Failure as JFailure
+from junitparser import JUnitXml, Skipped, TestCase, TestSuite
+
+from ..results import CheckResult, EntryResult, NotebookResult
+from .text import clean_output, describe_failure, failure_details, one_line, tail, xml_safe
+
+SYSTEM_OUT_MAX_CHARS = 20_000
+SYSTEM_OUT_MAX_LINES = 300
+FAILURE_TEXT_MAX_CHARS = 60_000
+MESSAGE_MAX_CHARS = 1_000
+
+PROPERTY_FACTS = ("gpu_model", "gpu_count", "driver_version", "cuda_version", "hostname", "platform", "python")
+
+
+def _classname(entry_id: str, group: str) -> str:
+    return f"{entry_id.replace('.', '_')}.{group}"
+
+
+def _time(seconds: float | None) -> float:
+    return round(max(float(seconds or 0.0), 0.0), 3)
+
+
+def _set_failure(case: TestCase, failure, fallback_message: str) -> None:
+    if failure is not None:
+        message = describe_failure(failure, max_chars=MESSAGE_MAX_CHARS)
+        kind = failure.kind
+        body = failure_details(failure)
+    else:
+        message = one_line(fallback_message, MESSAGE_MAX_CHARS) or "failed"
+        kind = "failed"
+        body = message
+    jf = JFailure(xml_safe(message), xml_safe(kind))
+    if len(body) > FAILURE_TEXT_MAX_CHARS:
+        body = body[:2000] + "\n[...]\n" + body[-(FAILURE_TEXT_MAX_CHARS - 2000):]
+    jf.text = xml_safe(body)
+    case.result = [jf]
+
+
+def notebook_case(entry_id: str, nb: NotebookResult) -> TestCase:
+    case = TestCase(xml_safe(nb.path), _classname(entry_id, "notebooks"), _time(nb.duration_s))
+    case._elem.set("file", xml_safe(nb.path))
+    if nb.status == "failed":
+        _set_failure(case, nb.failure, "notebook failed")
+        if nb.failure is not None and nb.failure.source_line:
+            case._elem.set("line", str(int(nb.failure.source_line)))
+        out = clean_output(nb.failure.output_tail if nb.failure else None)
+        if out.strip():
+            case.system_out = tail(out, max_chars=SYSTEM_OUT_MAX_CHARS, max_lines=SYSTEM_OUT_MAX_LINES)
+    elif nb.status == "skipped":
+        case.result = [Skipped(xml_safe(one_line(nb.skip_reason or "skipped", MESSAGE_MAX_CHARS)))]
+    return case
+
+
+def check_case(entry_id: str, check: CheckResult) -> TestCase:
+    case = TestCase(xml_safe(check.name), _classname(entry_id, "checks"), _time(check.duration_s))
+    if check.status == "failed":
+        _set_failure(case, check.failure, check.summary or "check failed")
+    elif check.status == "skipped":
+        case.result = [Skipped(xml_safe(one_line(check.skip_reason or "skipped", MESSAGE_MAX_CHARS)))]
+    out = clean_output(check.summary)
+    if check.failure is not None and check.failure.output_tail:
+        out = (out + "\n" if out else "") + clean_output(check.failure.output_tail)
+    if out.strip():
+        case.system_out = tail(out, max_chars=SYSTEM_OUT_MAX_CHARS, max_lines=SYSTEM_OUT_MAX_LINES)
+    return case
+
+
+def entry_suite(result: EntryResult) -> TestSuite:
+    """The ``<testsuite>`` of one entry."""
+    entry = result.entry
+    suite = TestSuite(xml_safe(entry.id))
+    props: list[tuple[str, object]] = [
+        ("runtime", entry.runtime),
+        ("machine", entry.machine),
+        ("provider", entry.provider),
+        ("ran_locally", str(entry.ran_locally).lower()),
+        ("label", entry.label),
+    ]
+    props += [(k, result.facts.get(k)) for k in PROPERTY_FACTS]
+    props += [("interrupted", "true" if result.interrupted else None), ("gpu_runner_version", result.tool_version or None)]
+    for name, value in props:
+        if value is not None and value != "":
+            suite.add_property(name, xml_safe(str(value)))
+    for check in result.checks:
+        suite.add_testcase(check_case(entry.id, check))
+    for nb in result.notebooks:
+        suite.add_testcase(notebook_case(entry.id, nb))
+    suite.update_statistics()
+    _set_suite_time(suite, result)
+    if result.started_at:
+        suite.timestamp = xml_safe(result.started_at)
+    host = result.facts.get("hostname")
+    if host:
+        suite.hostname = xml_safe(str(host))
+    return suite
+
+
+def _set_suite_time(suite: TestSuite, result: EntryResult) -> None:
+    # the entry's wall time: notebooks may run in parallel, and checks and kernel starts
+    # take time too, so the sum of the cases is not what a reader asks for
+    suite.time = _time(result.duration_s)
+
+
+def junit_for(results: list[EntryResult], *, name: str = "gpu-runner") -> JUnitXml:
+    """A ``<testsuites>`` document with one suite per entry; its counts are the sums."""
+    xml = JUnitXml(name)
+    suites = [entry_suite(result) for result in results]
+    for suite in suites:
+        xml.add_testsuite(suite)
+    xml.update_statistics()
+    for suite, result in zip(suites, results):
+        _set_suite_time(suite, result)
+    # machine time of the run: the sum of the entries (they ran on different machines)
+    xml.time = _time(sum(r.duration_s or 0.0 for r in results))
+    return xml
+
+
+def write_junit(xml: JUnitXml, path: Path) -> Path:
+    """Write atomically, so a reader (or an uploader) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        xml.write(tmp, pretty=True)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path

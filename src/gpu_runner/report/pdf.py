@@ -1,0 +1,233 @@
+"""PDF without TeX: headless Chromium prints the notebook's HTML.
+
+One warm browser serves every notebook of a run (launching Chromium costs most of a
+second; printing a page a small part of that). Playwright drives the system Chromium
+through ``executable_path`` (its own browser downloads are never used). Every
+Playwright call runs on one private thread, so a :class:`PdfPrinter` may be shared by
+the threads of a run and used from inside a running asyncio loop.
+
+Chromium is found through ``GPU_RUNNER_CHROMIUM``, else ``chromium``,
+``chromium-browser``, ``google-chrome`` or ``google-chrome-stable`` on ``PATH``. When
+there is none, or it does not start, the printer says so once and prints nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+CHROMIUM_ENV = "GPU_RUNNER_CHROMIUM"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--no-first-run",
+    "--mute-audio",
+]
+_REMOTE = re.compile(r"^(https?|wss?|ftp)://", re.I)
+
+_warned_lock = threading.Lock()
+_warned: set[str] = set()
+
+
+class PdfError(Exception):
+    """One page could not be printed (the printer stays usable)."""
+
+
+def find_chromium() -> str | None:
+    """The Chromium executable to use, or None."""
+    env = os.environ.get(CHROMIUM_ENV, "").strip()
+    if env:
+        found = shutil.which(env)
+        return found if found else None
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _warn_once(logger: Any, key: str, message: str) -> None:
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    _warning(logger, message)
+
+
+def _warning(logger: Any, message: str) -> None:
+    if logger is not None:
+        logger.warning(message)
+    else:
+        import click
+
+        click.echo(f"gpu-runner: warning: {message}", err=True)
+
+
+class PdfPrinter:
+    """A warm headless Chromium that prints HTML files to PDF.
+
+    Use as a context manager, or call :meth:`close`. The browser starts on the first
+    :meth:`print_pdf` (or :meth:`start`); :attr:`available` is False, with
+    :attr:`unavailable_reason`, when there is no Chromium or it would not start.
+    """
+
+    def __init__(self, executable: str | None = None, *, logger: Any = None, timeout_s: float = 120.0) -> None:
+        self.executable = executable or find_chromium()
+        self.logger = logger
+        self.timeout_ms = int(timeout_s * 1000)
+        self.unavailable_reason: str | None = None
+        if self.executable is None:
+            env = os.environ.get(CHROMIUM_ENV, "").strip()
+            self.unavailable_reason = (
+                f"{CHROMIUM_ENV}={env!r} is not an executable" if env
+                else "no Chromium found (install the Debian package 'chromium' or set "
+                f"{CHROMIUM_ENV} to a Chromium or Chrome executable)"
+            )
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._pw: Any = None
+        self._browser: Any = None
+        self._page: Any = None
+        self._started = False
+        self.version: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason is None
+
+    def start(self) -> bool:
+        """Launch the browser if not yet done; False (and one warning) when it cannot run."""
+        with self._lock:
+            if self._started or not self.available:
+                if not self.available:
+                    self._say_unavailable()
+                return self.available
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-runner-pdf")
+            try:
+                self.version = self._pool.submit(self._launch).result()
+                self._started = True
+            except Exception as e:  # noqa: BLE001 - any launch failure means: no PDFs
+                self.unavailable_reason = f"Chromium ({self.executable}) did not start: {_first_line(e)}"
+                self._pool.submit(self._shutdown).result()
+                self._pool.shutdown(wait=True)
+                self._pool = None
+                self._say_unavailable()
+            return self.available
+
+    def _say_unavailable(self) -> None:
+        _warn_once(self.logger, f"pdf:{self.unavailable_reason}", f"no PDFs: {self.unavailable_reason}; "
+                   "HTML and every other report are written as usual (--no-pdf silences this)")
+
+    def _launch(self) -> str:
+        from playwright.sync_api import sync_playwright
+
+        self._pw = sync_playwright().start()
+        self._browser = self._pw.chromium.launch(
+            executable_path=self.executable, args=CHROMIUM_ARGS, headless=True, timeout=self.timeout_ms
+        )
+        return self._browser.version
+
+    def _new_page(self) -> Any:
+        ctx = self._browser.new_context(java_script_enabled=True, offline=True)
+        page = ctx.new_page()
+        page.set_default_timeout(self.timeout_ms)
+        # belt and braces: a notebook's own HTML outputs may point at the network; never wait on it
+        page.route(_REMOTE, lambda route: route.abort())
+        return page
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                try:
+                    self._pool.submit(self._shutdown).result(timeout=30)
+                except Exception:  # noqa: BLE001 - closing must never fail a run
+                    pass
+                self._pool.shutdown(wait=True)
+                self._pool = None
+            self._started = False
+
+    def _shutdown(self) -> None:
+        for obj, method in ((self._browser, "close"), (self._pw, "stop")):
+            if obj is not None:
+                try:
+                    getattr(obj, method)()
+                except Exception:  # noqa: BLE001
+                    pass
+        self._browser = self._pw = self._page = None
+
+    def __enter__(self) -> PdfPrinter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- printing ------------------------------------------------------------------------
+    def print_pdf(self, html_path: Path, pdf_path: Path) -> Path:
+        """Print ``html_path`` to ``pdf_path`` (A4, backgrounds on). Raises :class:`PdfError`."""
+        if not self.start():
+            raise PdfError(self.unavailable_reason or "no Chromium")
+        assert self._pool is not None
+        html_path = Path(html_path).resolve()
+        pdf_path = Path(pdf_path)
+        try:
+            data = self._pool.submit(self._print, html_path.as_uri()).result()
+        except PdfError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise PdfError(f"printing {html_path.name} failed: {_first_line(e)}") from e
+        pdf_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{pdf_path.name}.", dir=pdf_path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, pdf_path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return pdf_path
+
+    def _print(self, url: str) -> bytes:
+        for attempt in (1, 2):
+            if self._page is None or self._page.is_closed():
+                self._page = self._new_page()
+            try:
+                self._page.goto(url, wait_until="load")
+                return self._page.pdf(
+                    format="A4",
+                    print_background=True,
+                    prefer_css_page_size=True,
+                    margin={"top": "12mm", "bottom": "12mm", "left": "10mm", "right": "10mm"},
+                )
+            except Exception:
+                # a crashed or wedged page: start a fresh one once, then give up on this file
+                try:
+                    self._page.context.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                self._page = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -1,0 +1,211 @@
+"""summary.md: the run in Markdown, for the job summary and the pull-request comment.
+
+Totals, one row per entry, each failure with its cell, kind and message, then every
+notebook's duration and GPU peak memory. Bounded (PR comments take 65,536 characters):
+the parts that matter most come first, and what did not fit is named in a closing note.
+"""
+
+from __future__ import annotations
+
+import html
+
+from ..results import EntryResult, NotebookResult
+from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, tail
+
+SUMMARY_MAX_CHARS = 60_000
+_NOTE_RESERVE = 600
+
+_STATUS = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭️ skipped"}
+
+
+def md(text: object) -> str:
+    """Text made safe for a Markdown table cell: one line, no HTML, no accidental markup."""
+    s = " ".join(str(text).split())
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for ch in "\\`*_[]|~#":
+        s = s.replace(ch, "\\" + ch)
+    return s
+
+
+def _code(text: str) -> str:
+    return f"<code>{md(text)}</code>"
+
+
+def _code_html(text: str) -> str:
+    """For raw HTML blocks (``<details>``/``<summary>``), where Markdown escapes are not read."""
+    return f"<code>{html.escape(' '.join(str(text).split()))}</code>"
+
+
+def _fence(text: str, lang: str = "text") -> str:
+    longest = run = 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}{lang}\n{text}\n{ticks}"
+
+
+class _Budget:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[str] = []
+        self.size = 0
+        self.cut: dict[str, int] = {}
+
+    def fits(self, text: str) -> bool:
+        return self.size + len(text) + 1 <= self.limit - _NOTE_RESERVE
+
+    def add(self, text: str, what: str | None = None) -> bool:
+        if self.fits(text):
+            self.parts.append(text)
+            self.size += len(text) + 1
+            return True
+        if what:
+            self.cut[what] = self.cut.get(what, 0) + 1
+        return False
+
+
+def _gpu(result: EntryResult) -> str:
+    f = result.facts
+    gpu = f.get("gpu_model")
+    if not gpu:
+        return "—"
+    count = f.get("gpu_count")
+    s = f"{count}× {gpu}" if isinstance(count, int) and count > 1 else str(gpu)
+    extra = [f"driver {f['driver_version']}" if f.get("driver_version") else "",
+             f"CUDA {f['cuda_version']}" if f.get("cuda_version") else ""]
+    extra = [x for x in extra if x]
+    return md(s + (f" ({', '.join(extra)})" if extra else ""))
+
+
+def _entry_name(result: EntryResult) -> str:
+    note = ""
+    e = result.entry
+    if e.ran_locally and e.provider != "local":
+        note = " (ran locally)"
+    if result.interrupted:
+        note += " (interrupted)"
+    return _code(e.id) + note
+
+
+def _totals(results: list[EntryResult]) -> dict[str, int]:
+    t = {"passed": 0, "failed": 0, "skipped": 0, "total": 0, "notebooks": 0, "checks": 0}
+    for r in results:
+        for k, v in r.counts().items():
+            t[k] += v
+        t["notebooks"] += len(r.notebooks)
+        t["checks"] += len(r.checks)
+    return t
+
+
+def _failure_row(result: EntryResult, name: str, item_failure, kind_default: str) -> str:
+    f = item_failure
+    cell = str(f.cell_number) if f is not None and f.cell_number is not None else "—"
+    kind = KIND_LABELS.get(f.kind, f.kind) if f is not None else kind_default
+    msg = describe_failure(f, max_chars=300) if f is not None else "failed"
+    if f is not None and f.cell_number is not None and msg.startswith(f"cell {f.cell_number}: "):
+        msg = msg[len(f"cell {f.cell_number}: "):]
+    return f"| {_code(result.entry.id)} | {_code(name)} | {cell} | {md(kind)} | {md(msg)} |"
+
+
+def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_CHARS, title: str = "GPU notebooks") -> str:
+    """The whole summary.md text, at most ``max_chars`` characters."""
+    b = _Budget(max_chars)
+    t = _totals(results)
+    failed_entries = [r for r in results if r.status == "failed"]
+    if not results:
+        head = f"## ⚠️ {title}: no results"
+    elif failed_entries:
+        head = f"## ❌ {title}: {len(failed_entries)} of {len(results)} entr{'y' if len(results) == 1 else 'ies'} failed"
+    else:
+        head = f"## ✅ {title}: all {len(results)} entr{'y' if len(results) == 1 else 'ies'} passed"
+    b.add(head)
+    b.add("")
+    longest = max((r.duration_s for r in results), default=0.0)
+    b.add(
+        f"**{t['passed']} passed · {t['failed']} failed · {t['skipped']} skipped** — "
+        f"{t['notebooks']} notebook run(s) and {t['checks']} system check(s) on {len(results)} entr"
+        f"{'y' if len(results) == 1 else 'ies'}; longest entry {fmt_duration(longest)}."
+    )
+    b.add("")
+
+    # -- one row per entry -----------------------------------------------------------------
+    if results:
+        header = ("| Entry | Runtime | Machine | GPU | Result | Passed | Failed | Skipped | Duration |\n"
+                  "|---|---|---|---|---|--:|--:|--:|--:|")
+        b.add(header)
+        for r in results:
+            c = r.counts()
+            row = (f"| {_entry_name(r)} | {md(r.entry.runtime or '—')} | {md(r.entry.machine or '—')} | {_gpu(r)} | "
+                   f"{_STATUS.get(r.status, r.status)} | {c['passed']} | {c['failed']} | {c['skipped']} | "
+                   f"{fmt_duration(r.duration_s)} |")
+            b.add(row, "entry rows")
+        b.add("")
+
+    # -- failures --------------------------------------------------------------------------
+    failures: list[tuple[EntryResult, str, object]] = []
+    for r in results:
+        failures += [(r, f"check {c.name}", c.failure) for c in r.checks if c.status == "failed"]
+        failures += [(r, nb.path, nb.failure) for nb in r.notebooks if nb.status == "failed"]
+    if failures:
+        b.add(f"### Failures ({len(failures)})")
+        b.add("")
+        b.add("| Entry | Notebook or check | Cell | Kind | Message |\n|---|---|--:|---|---|")
+        for r, name, f in failures:
+            b.add(_failure_row(r, name, f, "failed"), "failure rows")
+        b.add("")
+        for r, name, f in failures:
+            if f is None:
+                continue
+            text = ""
+            if f.traceback:
+                text = clean_output(f.traceback)
+            elif f.output_tail:
+                text = clean_output(f.output_tail)
+            elif f.message:
+                text = clean_output(f.message)
+            if not text.strip():
+                continue
+            text = tail(text.strip("\n"), max_chars=3000, max_lines=40)
+            block = (f"<details><summary>{_code_html(r.entry.id)} · {_code_html(name)}"
+                     f"{f' · cell {f.cell_number}' if f.cell_number is not None else ''}</summary>\n\n"
+                     f"{_fence(text)}\n\n</details>")
+            b.add(block, "tracebacks")
+        b.add("")
+
+    # -- every notebook: duration and GPU peak memory ------------------------------------------
+    if any(r.notebooks for r in results):
+        b.add("### Notebooks")
+        b.add("")
+        for r in results:
+            if not r.notebooks:
+                continue
+            c = r.counts()
+            rows = [_nb_row(nb) for nb in r.notebooks]
+            block = (f"<details{' open' if r.status == 'failed' else ''}><summary>{_code_html(r.entry.id)}: "
+                     f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped</summary>\n\n"
+                     "| Notebook | Result | Duration | GPU peak memory | Note |\n|---|---|--:|--:|---|\n"
+                     + "\n".join(rows) + "\n\n</details>")
+            b.add(block, "notebook tables")
+        b.add("")
+
+    if b.cut:
+        what = ", ".join(f"{n} {k}" for k, n in b.cut.items())
+        b.parts.append(
+            f"> ✂️ Cut to stay within {max_chars:,} characters: {what} left out. "
+            "Everything is in index.html and junit.xml in the results artifact."
+        )
+    text = "\n".join(b.parts).rstrip("\n") + "\n"
+    return text[:max_chars]
+
+
+def _nb_row(nb: NotebookResult) -> str:
+    note = ""
+    if nb.status == "failed" and nb.failure is not None:
+        note = describe_failure(nb.failure, max_chars=160)
+    elif nb.status == "skipped":
+        note = nb.skip_reason or ""
+    elif nb.rerun is not None:
+        note = f"rerun {nb.rerun.status}"
+    return (f"| {_code(nb.path)} | {_STATUS.get(nb.status, nb.status)} | {fmt_duration(nb.duration_s)} | "
+            f"{fmt_mib(nb.gpu_peak_memory_mib)} | {md(note)} |")

@@ -1,0 +1,163 @@
+"""Text helpers every report shares: ANSI and XML-illegal characters, bounded tails,
+the one-line description of a failure, durations and sizes as people read them."""
+
+from __future__ import annotations
+
+import re
+import signal as _signal
+
+from ..results import Failure
+
+# CSI (colours, cursor moves), OSC (titles, hyperlinks) and the two-byte escapes.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+# Everything XML 1.0 forbids: C0 controls but tab/LF/CR, lone surrogates, U+FFFE/U+FFFF.
+_XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+KIND_LABELS = {
+    "error": "error",
+    "timeout": "timeout",
+    "kernel_died": "kernel died",
+    "rerun_error": "error on rerun",
+    "setup_error": "setup error",
+    "check_failed": "check failed",
+}
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def xml_safe(text: str | None) -> str:
+    """ANSI codes and characters XML 1.0 cannot carry removed (they would make the file unreadable)."""
+    if not text:
+        return ""
+    return _XML_ILLEGAL.sub("", strip_ansi(str(text)))
+
+
+def _resolve_carriage_returns(text: str) -> str:
+    # progress bars redraw a line with \r; a reader wants what the line finally showed
+    out = []
+    for line in text.split("\n"):
+        if "\r" in line:
+            parts = [p for p in line.split("\r") if p]
+            line = parts[-1] if parts else ""
+        out.append(line)
+    return "\n".join(out)
+
+
+def clean_output(text: str | None) -> str:
+    """Terminal output made readable: ANSI removed, ``\\r`` redraws resolved, XML-safe."""
+    if not text:
+        return ""
+    return xml_safe(_resolve_carriage_returns(strip_ansi(text.replace("\r\n", "\n"))))
+
+
+def tail(text: str, *, max_chars: int, max_lines: int | None = None) -> str:
+    """The end of ``text``, with a first line saying what was cut."""
+    lines = text.split("\n")
+    cut_lines = 0
+    if max_lines is not None and len(lines) > max_lines:
+        cut_lines = len(lines) - max_lines
+        lines = lines[-max_lines:]
+    out = "\n".join(lines)
+    cut_chars = 0
+    if len(out) > max_chars:
+        cut_chars = len(out) - max_chars
+        out = out[-max_chars:]
+    if cut_lines or cut_chars:
+        what = f"{cut_lines} lines" if cut_lines else f"{cut_chars} characters"
+        if cut_lines and cut_chars:
+            what = f"{cut_lines} lines and {cut_chars} characters"
+        out = f"[... {what} cut; the start is in the executed notebook ...]\n" + out
+    return out
+
+
+def one_line(text: str | None, max_chars: int = 500) -> str:
+    """Whitespace runs (newlines included) collapsed to one space, bounded."""
+    s = " ".join(xml_safe(text).split())
+    return s if len(s) <= max_chars else s[: max_chars - 1] + "…"
+
+
+def signal_name(sig: str | int | None) -> str | None:
+    if sig is None or sig == "":
+        return None
+    try:
+        return _signal.Signals(int(sig)).name
+    except (ValueError, TypeError):
+        return str(sig)
+
+
+def fmt_seconds_limit(seconds: float) -> str:
+    return f"{seconds:g} s"
+
+
+def failure_headline(f: Failure) -> str:
+    """What went wrong, without the cell: ``ZeroDivisionError: division by zero``,
+    ``timed out after 600 s``, ``kernel died (SIGKILL)``."""
+    kind = f.kind
+    if kind in ("error", "rerun_error") and f.ename:
+        core = f"{f.ename}: {f.evalue}" if f.evalue else f.ename
+        if kind == "rerun_error":
+            core = f"on rerun, {core}"
+    elif kind == "timeout":
+        core = f"timed out after {fmt_seconds_limit(f.timeout_s)}" if f.timeout_s else "timed out"
+    elif kind == "kernel_died":
+        core = "kernel died"
+        sig = signal_name(f.signal)
+        if sig:
+            core += f" (killed by {sig})"
+        elif f.exit_code is not None:
+            core += f" (exit code {f.exit_code})"
+    else:
+        core = f.message or KIND_LABELS.get(kind, kind)
+    return one_line(core or f.message or kind)
+
+
+def describe_failure(f: Failure, *, max_chars: int = 500) -> str:
+    """One line naming the cell as a reader counts it: ``cell 4: ZeroDivisionError: division by zero``."""
+    head = failure_headline(f)
+    if f.cell_number is not None:
+        head = f"cell {f.cell_number}: {head}"
+    return one_line(head, max_chars)
+
+
+def failure_details(f: Failure) -> str:
+    """The long text of a failure: the description, the engine's own message when it says
+    more, then the traceback (ANSI removed)."""
+    parts = [describe_failure(f, max_chars=2000)]
+    msg = clean_output(f.message).strip()
+    if msg and msg not in parts[0]:
+        parts.append(msg)
+    extra = []
+    if f.kind == "timeout" and f.timeout_s:
+        extra.append(f"limit: {fmt_seconds_limit(f.timeout_s)}")
+    if f.signal:
+        extra.append(f"signal: {signal_name(f.signal)}")
+    if f.exit_code is not None:
+        extra.append(f"exit code: {f.exit_code}")
+    if extra:
+        parts.append(", ".join(extra))
+    if f.traceback:
+        parts.append(clean_output(f.traceback).strip("\n"))
+    return "\n\n".join(p for p in parts if p)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    total = int(round(seconds))
+    m, s = divmod(total, 60)
+    if m < 60:
+        return f"{m} m {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} m"
+
+
+def fmt_mib(mib: float | None) -> str:
+    if mib is None:
+        return "—"
+    if mib >= 10240:
+        return f"{mib / 1024:,.1f} GiB"
+    return f"{mib:,.0f} MiB"
