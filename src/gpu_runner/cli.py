@@ -99,6 +99,87 @@ def run_cmd(
     sys.exit(outcome.exit_code)
 
 
+@cli.command("plan")
+@click.option("--matrix", "matrix_path", required=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="Matrix file (YAML).")
+@click.option("--runtime", "runtimes", multiple=True, metavar="NAME",
+              help="Only this runtime (repeatable; a glob like 'torch-*' works).")
+@click.option("--machine", "machines", multiple=True, metavar="NAME",
+              help="Only this machine (repeatable; globs work).")
+@click.option("--changed-files", "changed_files", default=None, metavar="FILE|-",
+              help="Repo-relative paths, one a line ('-' reads stdin): keep the runtimes whose notebooks or "
+                   "paths they touch; a change to the matrix file keeps everything.")
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default=None,
+              help="json: {\"include\": [...]} for a GitHub matrix; table: for people.  "
+                   "[default: table on a terminal, else json]")
+def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, ...], changed_files: str | None,
+             fmt: str | None) -> None:
+    """Expand a matrix file into entries: one runtime on one machine, each with an id and a runner label.
+
+    In GitHub Actions ($GITHUB_OUTPUT set) also writes the outputs matrix=<json> and has-work=true|false.
+    """
+    from . import plan as planning
+
+    changed = planning.read_changed_files(changed_files) if changed_files is not None else None
+    p = planning.plan(matrix_path, runtimes=list(runtimes), machines=list(machines), changed_files=changed,
+                      check_notebooks=True)
+    for line in planning.warning_lines(p.warnings, github=os.environ.get("GITHUB_ACTIONS") == "true"):
+        click.echo(line, err=True)
+    for note in p.notes:
+        click.echo(note, err=True)
+    if os.environ.get("GITHUB_OUTPUT"):
+        planning.write_github_output(p, os.environ["GITHUB_OUTPUT"])
+    if (fmt or ("table" if sys.stdout.isatty() else "json")) == "json":
+        click.echo(p.matrix_json())
+    else:
+        from rich.console import Console
+
+        Console().print(planning.table(p))
+
+
+@cli.command("report")
+@click.argument("results_dirs", nargs=-1, required=True, metavar="RESULTS_DIR...",
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the merged junit.xml, summary.md and index.html go.  [default: the first RESULTS_DIR]")
+@click.option("--pdf/--no-pdf", "pdf", default=True, show_default=True,
+              help="Print each notebook's HTML to PDF with headless Chromium where no PDF is there yet.")
+def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool) -> None:
+    """Merge entry folders (every folder holding a results.json under each RESULTS_DIR) into one report.
+
+    Writes per-entry junit.xml, HTML and PDF where missing, then the merged junit.xml,
+    summary.md and index.html. Exit 0 when everything passed, 1 when anything failed,
+    2 when no results.json is found.
+    """
+    from .report import PdfPrinter, write_entry_reports, write_run_reports
+    from .results import find_entry_dirs
+
+    entry_dirs: list[Path] = []
+    for d in results_dirs:
+        if not d.is_dir():
+            raise ConfigError(f"{d}: no such folder")
+        entry_dirs += [e for e in find_entry_dirs(d) if e not in entry_dirs]
+    if not entry_dirs:
+        raise ConfigError("no results.json found under " + ", ".join(str(d) for d in results_dirs)
+                          + "; give the folder `gpu-runner run --out` wrote, or the downloaded artifacts")
+    printer = PdfPrinter() if pdf else None
+    readable: list[Path] = []
+    try:
+        for d in entry_dirs:
+            try:
+                write_entry_reports(d, pdf=pdf, browser=printer, overwrite=False)
+                readable.append(d)
+            except ConfigError as e:
+                click.secho(f"gpu-runner: warning: {e}", fg="yellow", err=True)
+    finally:
+        if printer is not None:
+            printer.close()
+    if not readable:
+        raise ConfigError("no readable results.json under " + ", ".join(str(d) for d in results_dirs))
+    report = write_run_reports(entry_dirs, out_dir or results_dirs[0])
+    sys.exit(report.exit_code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map every error to its exit code."""
     try:
