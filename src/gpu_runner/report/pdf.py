@@ -204,6 +204,14 @@ class PdfPrinter:
             raise
         return pdf_path
 
+    def run(self, fn: Any) -> Any:
+        """Call ``fn(browser)`` on the printer's thread with the warm Playwright browser
+        (for screenshots or checks that need a real page); returns what ``fn`` returns."""
+        if not self.start():
+            raise PdfError(self.unavailable_reason or "no Chromium")
+        assert self._pool is not None
+        return self._pool.submit(fn, self._browser).result()
+
     def _print(self, url: str) -> bytes:
         for attempt in (1, 2):
             if self._page is None or self._page.is_closed():

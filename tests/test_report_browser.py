@@ -1,0 +1,178 @@
+"""Reports in a real headless Chromium: PDFs (rendered back with pdftoppm) and the dashboard
+(DOM checked, screenshot taken). Skipped without Chromium, except under CI, where it must run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from report_fixtures.entries import build_run
+
+from gpu_runner.report import PdfPrinter, find_chromium, write_entry_reports, write_run_reports
+from gpu_runner.results import load_results
+
+pytestmark = pytest.mark.slow
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def info(self, msg: str) -> None:
+        pass
+
+    def warning(self, msg: str) -> None:
+        self.warnings.append(msg)
+
+
+def _need(tool: str, found: object) -> None:
+    if found:
+        return
+    why = f"{tool} is not installed (Debian: apt-get install {'chromium' if tool == 'Chromium' else 'poppler-utils'})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}; CI must run the browser tests")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def printer():
+    _need("Chromium", find_chromium())
+    p = PdfPrinter()
+    try:
+        assert p.start(), p.unavailable_reason
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture(scope="module")
+def rendered(printer, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("results")
+    dirs = build_run(root)
+    log = Recorder()
+    for d in dirs:
+        write_entry_reports(d, pdf=True, browser=printer, logger=log)
+    write_run_reports(dirs, root, logger=log)
+    return root
+
+
+def test_every_rendered_notebook_has_a_pdf_that_pdftoppm_renders(rendered, tmp_path):
+    _need("pdftoppm", shutil.which("pdftoppm"))
+    count = 0
+    for entry in sorted(rendered.glob("*/results.json")):
+        result = load_results(entry)
+        for nb in result.notebooks:
+            if "html" not in nb.files:
+                assert "pdf" not in nb.files
+                continue
+            pdf = entry.parent / nb.files["pdf"]
+            assert pdf.read_bytes().startswith(b"%PDF-"), pdf
+            prefix = tmp_path / f"{entry.parent.name}-{Path(nb.dir).name}".replace(" ", "_")
+            subprocess.run(["pdftoppm", "-r", "40", "-png", "-f", "1", "-l", "1", str(pdf), str(prefix)],
+                           check=True, capture_output=True, timeout=60)
+            pngs = list(tmp_path.glob(prefix.name + "*.png"))
+            assert len(pngs) == 1 and pngs[0].stat().st_size > 2000
+            count += 1
+    assert count == 6  # 4 in pytorch-a100, 1 in pytorch-l4, 1 in jax-a100 (broken/absent have none)
+
+
+def test_the_pdf_carries_the_banner_and_the_traceback(rendered):
+    if not shutil.which("pdftotext"):
+        pytest.skip("pdftotext is not installed")
+    pdf = rendered / "pytorch-a100/notebooks/notebooks/divide/output.pdf"
+    text = subprocess.run(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
+    assert "cell 3: ZeroDivisionError: division by zero" in text
+    assert "Traceback" in text
+
+
+def test_dashboard_in_chromium(printer, rendered, tmp_path):
+    index = rendered / "index.html"
+    shot = tmp_path / "dashboard.png"
+
+    def check(browser):
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        requests, errors = [], []
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(index.as_uri(), wait_until="load")
+        out = {
+            "title": page.title(),
+            "verdict": page.inner_text(".verdict"),
+            "tiles": page.locator("a.tile").count(),
+            "failed_tiles": page.locator("a.tile.s-failed").count(),
+            "passed_tiles": page.locator("a.tile.s-passed").count(),
+            "empty": page.locator("td.empty").count(),
+            "cols": page.locator("table.grid thead th").all_inner_texts(),
+            "rows": page.locator("table.grid tbody th").all_inner_texts(),
+            "local_badges": page.locator("a.tile .badge.local").count(),
+            "labels": [page.locator("a.tile").nth(i).get_attribute("aria-label") for i in range(3)],
+        }
+        l4 = page.locator("a.tile.s-passed")
+        target = l4.get_attribute("href")
+        out["l4_open_before"] = page.locator(f"details{target}").evaluate("d => d.open")
+        l4.click()
+        out["l4_open_after"] = page.locator(f"details{target}").evaluate("d => d.open")
+        out["l4_in_view"] = page.locator(f"details{target} > summary").evaluate(
+            "s => { const r = s.getBoundingClientRect(); return r.top >= 0 && r.top < window.innerHeight; }")
+        out["focused"] = page.evaluate("document.activeElement.tagName")
+        page.check("#only-failed")
+        out["l4_visible_when_only_failed"] = page.locator(f"details{target}").is_visible()
+        out["failed_visible_when_only_failed"] = page.locator("details.entry.s-failed").first.is_visible()
+        page.uncheck("#only-failed")
+        # a failure's HTML link leads to the failing cell of a page that exists
+        link = page.locator(".failures a", has_text="HTML").first
+        out["fail_href"] = link.get_attribute("href")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(shot), full_page=True)
+        page.goto(index.as_uri())
+        link = page.locator(".failures a", has_text="HTML").first
+        link.click()
+        page.wait_for_load_state("load")
+        out["after_click_url"] = page.url
+        out["anchor_ok"] = page.evaluate(
+            "() => { const a = document.getElementById(location.hash.slice(1)); return !!a; }")
+        out["requests"] = requests
+        out["errors"] = errors
+        ctx.close()
+        return out
+
+    out = printer.run(check)
+    assert out["title"].startswith("✗ 2 of 3 entries failed")
+    assert "2 of 3 entries failed" in out["verdict"]
+    assert (out["tiles"], out["failed_tiles"], out["passed_tiles"], out["empty"]) == (3, 2, 1, 1)
+    assert out["cols"][1:] == ["a100", "l4"] and out["rows"] == ["jax", "pytorch"]
+    assert out["local_badges"] == 1
+    assert any("pytorch-a100: Failed; 2 passed, 4 failed, 1 skipped" in lbl for lbl in out["labels"])
+    assert out["l4_open_before"] is False and out["l4_open_after"] is True and out["l4_in_view"]
+    assert out["focused"] == "SUMMARY"
+    assert not out["l4_visible_when_only_failed"] and out["failed_visible_when_only_failed"]
+    assert "/output.html#cell-" in out["fail_href"]
+    assert "/output.html#cell-" in out["after_click_url"] and out["anchor_ok"]
+    assert all(u.startswith(("file:", "data:", "about:")) for u in out["requests"]), out["requests"]
+    assert not out["errors"], out["errors"]
+    assert shot.stat().st_size > 20_000
+
+
+def test_notebook_html_opens_offline_without_fetching(printer, rendered):
+    page_path = rendered / "pytorch-a100/notebooks/notebooks/divide/output.html"
+
+    def check(browser):
+        ctx = browser.new_context()
+        page = ctx.new_page()
+        requests = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(page_path.as_uri() + "#cell-3", wait_until="load")
+        banner = page.inner_text(".gr-banner")
+        failed = page.locator(".gr-failed-cell + .jp-Cell").inner_text()
+        ctx.close()
+        return requests, banner, failed
+
+    requests, banner, failed = printer.run(check)
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests
+    assert "cell 3: ZeroDivisionError: division by zero" in banner
+    assert "x / 0" in failed
