@@ -413,3 +413,21 @@ def test_root_directory(tmp_path: Path) -> None:
     assert lm.root_dir(cwd=tmp_path) == (tmp_path / "repo").resolve()  # the work tree
     lm = load_text(tmp_path / "repo" / "matrix", "root: ../..\n" + MINIMAL)
     assert lm.root_dir(cwd=Path("/")) == tmp_path.resolve()  # explicit, relative to the file
+
+
+@pytest.mark.parametrize("text", ["90", "90s", "30m", "2h", "1h30m", "1d", " 2h 15m ", "1.5h",
+                                  "", "soon", "2x", "1h30", "h", "-1"])
+def test_schema_duration_pattern_agrees_with_the_model(text: str) -> None:
+    schema = config.DURATION_SCHEMA["anyOf"][1]
+    by_schema = jsonschema.Draft202012Validator(schema).is_valid(text)
+    try:
+        by_model = config.parse_duration(text) > 0
+    except ValueError:
+        by_model = False
+    assert by_schema == by_model
+
+
+def test_unknown_key_in_a_list_item_suggests(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, MINIMAL + "    checks: [{name: x, run: 'true', expct_exit: 1}]\n")
+    assert msg == "m.yml:6:37: runtimes.pytorch.checks[0].expct_exit: unknown key 'expct_exit'; did you mean " \
+                  "'expect_exit'?"

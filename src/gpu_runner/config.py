@@ -23,6 +23,8 @@ import json
 import math
 import re
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -138,8 +140,9 @@ _DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*
 DURATION_SCHEMA = {
     "anyOf": [
         {"type": "number", "exclusiveMinimum": 0},
-        {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*d)?\s*(\d+(\.\d+)?\s*h)?\s*(\d+(\.\d+)?\s*m)?\s*(\d+(\.\d+)?\s*s)?\s*$",
-         "examples": ["90s", "30m", "2h", "1h30m", "1d"]},
+        {"type": "string", "minLength": 1, "examples": ["90s", "30m", "2h", "1h30m", "1d"],
+         "pattern": r"^\s*(?:\d+(?:\.\d+)?|(?:\d+(?:\.\d+)?\s*d)?\s*(?:\d+(?:\.\d+)?\s*h)?\s*"
+                    r"(?:\d+(?:\.\d+)?\s*m)?\s*(?:\d+(?:\.\d+)?\s*s)?)\s*$"},
     ],
     "description": "Seconds, or a duration such as '90s', '30m', '2h', '1h30m'.",
 }
@@ -192,8 +195,7 @@ def _check_item(value: Any) -> Any:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False,
-                              use_attribute_docstrings=True, validate_default=False)
+    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -671,51 +673,38 @@ def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _strip(ann: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> ``X``."""
+    while True:
+        origin = typing.get_origin(ann)
+        if origin is Annotated:
+            ann = typing.get_args(ann)[0]
+        elif origin in (typing.Union, types.UnionType):
+            rest = [a for a in typing.get_args(ann) if a is not type(None)]
+            if len(rest) != 1:
+                return ann
+            ann = rest[0]
+        else:
+            return ann
+
+
 def _model_at(path: Path_) -> type[BaseModel] | None:
     """The model class whose fields live at ``path`` (for listing the allowed keys)."""
     model: Any = Matrix
     i = 0
     while i < len(path):
-        part = path[i]
         fields = getattr(model, "model_fields", None)
-        if fields is None or part not in fields:
+        if fields is None or path[i] not in fields:
             return None
-        ann = fields[part].annotation
-        target = _unwrap_model(ann)
-        if target is not None and not _is_dict(ann) and not _is_list(ann):
-            model = target
+        ann = _strip(fields[path[i]].annotation)
+        i += 1
+        while typing.get_origin(ann) in (dict, list):  # a map key or a list index comes next
+            ann = _strip(typing.get_args(ann)[-1])
             i += 1
-        elif target is not None:  # dict[Name, Model] or list[Model]: skip the key/index
-            model = target
-            i += 2
-        else:
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
+        model = ann
     return model
-
-
-def _args(ann: Any) -> tuple[Any, ...]:
-    return getattr(ann, "__args__", ()) or ()
-
-
-def _is_dict(ann: Any) -> bool:
-    return any(getattr(a, "__origin__", None) is dict for a in (ann, *_args(ann)))
-
-
-def _is_list(ann: Any) -> bool:
-    return any(getattr(a, "__origin__", None) is list for a in (ann, *_args(ann)))
-
-
-def _unwrap_model(ann: Any) -> type[BaseModel] | None:
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for a in _args(ann):
-        found = _unwrap_model(a)
-        if found is not None:
-            return found
-    meta = getattr(ann, "__origin__", None)
-    if meta is not None and isinstance(meta, type) and issubclass(meta, BaseModel):
-        return meta
-    return None
 
 
 def _pydantic_problem(doc: Document, err: dict[str, Any]) -> Problem:
