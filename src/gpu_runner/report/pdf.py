@@ -139,6 +139,11 @@ class PdfPrinter:
         self._browser = self._pw.chromium.launch(
             executable_path=self.executable, args=CHROMIUM_ARGS, headless=True, timeout=self.timeout_ms
         )
+        # open the page and print once now, so the first notebook does not pay for the
+        # renderer process, fonts and the PDF backend starting up
+        self._page = self._new_page()
+        self._page.set_content("<!DOCTYPE html><p>warm-up</p>")
+        self._page.pdf(format="A4")
         return self._browser.version
 
     def _new_page(self) -> Any:
