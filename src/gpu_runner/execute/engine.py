@@ -50,6 +50,7 @@ from .metrics import Sampler, gpu_presence
 from .spec import EntryRun, NotebookSpec
 
 ARTIFACTS_ENV = "GPU_RUNNER_ARTIFACTS_DIR"
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 INTERRUPT_GRACE_S = 5.0
 """How long a timed-out cell gets to answer the interrupt before its kernel is killed."""
 
@@ -79,10 +80,8 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
-        if self.interrupted_by == "SIGINT":
-            return 130
-        if self.interrupted_by == "SIGTERM":
-            return 143
+        if self.interrupted_by:  # the shell's convention: 128 + signal number
+            return 128 + int(getattr(signal, self.interrupted_by, signal.SIGTERM))
         failed = any(n.status == "failed" for r in self.results for n in [*r.notebooks, *r.checks])
         return EXIT_FAILED if failed else EXIT_OK
 
@@ -108,14 +107,16 @@ class Executor:
         self.sampler: Sampler | None = None
         self.interrupted_by: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._writers: set[asyncio.Task[Any]] = set()
 
     # -- entry level -----------------------------------------------------------------------
     async def run(self, runs: list[EntryRun]) -> RunOutcome:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self._on_signal, sig)
+        self._loop = asyncio.get_running_loop()
+        previous = {}
+        for sig in _STOP_SIGNALS:
+            with contextlib.suppress(ValueError, OSError):  # not the main thread: the caller handles signals
+                previous[sig] = signal.signal(sig, self._on_signal)
         self.sampler = Sampler()
         self.sampler.start()
         results: list[EntryResult] = []
@@ -128,25 +129,32 @@ class Executor:
                 results.append(await self.run_entry(run, entry_dir))
         finally:
             await self.sampler.stop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.remove_signal_handler(sig)
+            for sig, handler in previous.items():
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(sig, handler)
             REGISTRY.kill_all()
             self.log.close()
         return RunOutcome(results, dirs, self.interrupted_by)
 
-    def _on_signal(self, sig: int) -> None:
+    def _on_signal(self, sig: int, frame: Any = None) -> None:
+        """A plain signal handler: Python runs it between bytecodes even while the event loop
+        is busy, so kernels die at once; then the loop is asked to wind the notebooks up
+        (their executed notebooks are written with the outputs they got)."""
+        REGISTRY.kill_all()
         name = signal.Signals(sig).name
         if self.interrupted_by is not None:
-            # second signal: stop waiting for anything
-            REGISTRY.kill_all()
+            # a second signal: stop now, the default way
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
             return
         self.interrupted_by = name
-        self.log.warning(f"{name} received: stopping notebooks and killing their kernels")
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            self._loop.call_soon_threadsafe(self._cancel_all, name)
+
+    def _cancel_all(self, name: str) -> None:
+        self.log.warning(f"{name} received: stopped the notebooks and killed their kernels")
         for t in list(self._tasks):
             t.cancel()
-        # the cancelled notebooks kill their kernels; this is the backstop if one cannot
-        asyncio.get_running_loop().call_later(3.0, REGISTRY.kill_all)
 
     async def run_entry(self, run: EntryRun, entry_dir: Path) -> EntryResult:
         _prepare_entry_dir(entry_dir)
@@ -290,7 +298,7 @@ class Executor:
             record_timing=True,
             iopub_timeout=10,
             raise_on_iopub_timeout=False,
-            coalesce_streams=True,
+            coalesce_streams=False,  # nbclient's merge is quadratic in chunks; ours is linear
             resources={"metadata": {"path": str(spec.source.parent)}},
         )
         client.kc = kernel.kc
@@ -364,8 +372,11 @@ class Executor:
             except CellTimeoutError:
                 failure = await self._on_timeout(client, kernel, cell, idx, limit, notebook_bound, timeout_s)
             except DeadKernelError:
+                if self.interrupted_by:
+                    raise asyncio.CancelledError from None  # we killed it: recorded as interrupted
                 failure = await self._on_death(kernel, cell, idx)
             cell_s = time.monotonic() - t_cell
+            nbtools.coalesce_streams(cell)
             written = nbtools.cap_outputs(cell, idx, nb_dir / "outputs")
             if written:
                 self.log.info(f"[{spec.path}] cell {idx + 1}: long output kept in full under outputs/")

@@ -252,6 +252,42 @@ def tail(text: str, limit: int = 4000) -> str:
     return "…" + text[-limit:]
 
 
+_BACKSPACE_RE = re.compile(r"[^\n]\b")
+_CR_RE = re.compile(r"^.*\r(?=[^\n])", re.MULTILINE)
+
+
+def coalesce_streams(cell: NotebookNode) -> None:
+    """Merge consecutive stream outputs of the same stream, in linear time, and apply
+    carriage returns and backspaces as a terminal would (progress bars)."""
+    merged: list[Any] = []
+    pieces: list[str] = []
+
+    def close() -> None:
+        if pieces:
+            text = "".join(pieces)
+            if "\b" in text:
+                prev = None
+                while prev != text:
+                    prev, text = text, _BACKSPACE_RE.sub("", text)
+            if "\r" in text:
+                text = _CR_RE.sub("", text.replace("\r\n", "\n"))
+            merged[-1]["text"] = text
+            pieces.clear()
+
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream" and merged and pieces and merged[-1].get("name") == out.get("name"):
+            t = out.get("text", "")
+            pieces.append("".join(t) if isinstance(t, list) else t)
+            continue
+        close()
+        merged.append(out)
+        if out.get("output_type") == "stream":
+            t = out.get("text", "")
+            pieces.append("".join(t) if isinstance(t, list) else t)
+    close()
+    cell["outputs"] = merged
+
+
 def cap_outputs(cell: NotebookNode, index: int, spill_dir: Path, limit: int = MAX_CELL_TEXT) -> list[str]:
     """Keep at most ``limit`` characters of each stream in the notebook; the whole text of an
     over-long stream is written to ``spill_dir/cell-<n>-<stream>.txt``. Returns files written."""
