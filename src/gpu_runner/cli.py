@@ -42,6 +42,12 @@ def cli() -> None:
 
 @cli.command("run")
 @click.argument("paths", nargs=-1, metavar="[PATH|GLOB]...")
+@click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Run the entries of a matrix file whose machine is local (instead of PATHs).")
+@click.option("--runtime", "runtimes", multiple=True, metavar="NAME", help="With --matrix: only this runtime (repeatable).")
+@click.option("--machine", "machines", multiple=True, metavar="NAME", help="With --matrix: only this machine (repeatable).")
+@click.option("--local", "run_cloud_locally", is_flag=True,
+              help="With --matrix: also run the notebooks of cloud entries on this machine (marked as such).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Results folder; one sub-folder per entry.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
@@ -56,8 +62,14 @@ def cli() -> None:
               help="Inject a parameter (value read as a YAML scalar) after the cell tagged 'parameters'.")
 @click.option("--log", "log_mode", type=click.Choice(["py", "none"]), default="none", show_default=True,
               help="'py': write and print a jupytext percent-format log.py of each executed notebook.")
+@click.option("--pdf/--no-pdf", "pdf", default=True, show_default=True,
+              help="Print each notebook's HTML to PDF with headless Chromium.")
 def run_cmd(
     paths: tuple[str, ...],
+    matrix_path: Path | None,
+    runtimes: tuple[str, ...],
+    machines: tuple[str, ...],
+    run_cloud_locally: bool,
     out_dir: Path,
     jobs: int | None,
     timeout_s: float | None,
@@ -66,37 +78,75 @@ def run_cmd(
     kernel: str | None,
     params: tuple[str, ...],
     log_mode: str,
+    pdf: bool,
 ) -> None:
-    """Execute notebooks on this machine and write results to --out.
+    """Execute notebooks on this machine, write results to --out, and report.
 
-    With no PATH, runs the notebooks under ./notebooks.
+    With no PATH and no --matrix, runs the notebooks under ./notebooks. Leaves
+    OUT/<entry>/results.json, each notebook's executed .ipynb, HTML, PDF, metrics,
+    params and artifacts, OUT/<entry>/junit.xml, and OUT/summary.md, OUT/junit.xml,
+    OUT/index.html across entries.
     """
+    import threading
+
     from .execute.engine import run_entries
     from .execute.spec import DEFAULT_CELL_TIMEOUT_S, DEFAULT_TIMEOUT_S, EntryRun, collect_notebooks
     from .log import Logger
+    from .report import PdfPrinter, write_entry_reports, write_run_reports
     from .results import EntryInfo
 
     parameters = dict(_parse_param(p) for p in params)
-    if not paths:
-        if not Path("notebooks").is_dir():
-            raise ConfigError("no PATH given and no ./notebooks folder here; name the notebooks to run")
-        paths = ("notebooks",)
-    notebooks = collect_notebooks(list(paths))
-    runs = [
-        EntryRun(
-            info=EntryInfo(id="local"),
-            notebooks=notebooks,
-            parameters=parameters,
-            timeout_s=timeout_s or DEFAULT_TIMEOUT_S,
-            cell_timeout_s=cell_timeout_s or DEFAULT_CELL_TIMEOUT_S,
-            kernel=kernel,
-            rerun=rerun,
-            log_py=log_mode == "py",
-        )
-    ]
-    logger = Logger.for_environment()
-    outcome = run_entries(runs, out_dir=out_dir, jobs=jobs or os.cpu_count() or 1, logger=logger)
-    sys.exit(outcome.exit_code)
+    if matrix_path is not None:
+        from .plan import local_runs
+
+        if paths:
+            raise ConfigError("give notebook PATHs or --matrix, not both")
+        runs = local_runs(matrix_path, runtimes=list(runtimes), machines=list(machines), local=run_cloud_locally)
+        for r in runs:  # the command line overrides the matrix
+            r.parameters.update(parameters)
+            r.timeout_s = timeout_s or r.timeout_s
+            r.cell_timeout_s = cell_timeout_s or r.cell_timeout_s
+            r.kernel = kernel or r.kernel
+            r.rerun = rerun or r.rerun
+            r.log_py = log_mode == "py"
+    else:
+        if runtimes or machines or run_cloud_locally:
+            raise ConfigError("--runtime, --machine and --local select matrix entries: give --matrix FILE too")
+        if not paths:
+            if not Path("notebooks").is_dir():
+                raise ConfigError("no PATH given and no ./notebooks folder here; name the notebooks to run")
+            paths = ("notebooks",)
+        runs = [
+            EntryRun(
+                info=EntryInfo(id="local"),
+                notebooks=collect_notebooks(list(paths)),
+                parameters=parameters,
+                timeout_s=timeout_s or DEFAULT_TIMEOUT_S,
+                cell_timeout_s=cell_timeout_s or DEFAULT_CELL_TIMEOUT_S,
+                kernel=kernel,
+                rerun=rerun,
+                log_py=log_mode == "py",
+            )
+        ]
+    jobs = jobs or os.cpu_count() or 1
+    logger = Logger.for_environment(jobs=jobs)
+    # the browser warms up while the notebooks run
+    printer = PdfPrinter(logger=logger) if pdf else None
+    warm = threading.Thread(target=printer.start, daemon=True) if printer else None
+    if warm:
+        warm.start()
+    try:
+        outcome = run_entries(runs, out_dir=out_dir, jobs=jobs, logger=logger)
+        if warm:
+            warm.join()
+        for d in outcome.entry_dirs:
+            write_entry_reports(d, pdf=pdf and not outcome.interrupted_by, browser=printer, logger=logger)
+    finally:
+        if printer is not None:
+            printer.close()
+    report = write_run_reports(outcome.entry_dirs, out_dir, logger=logger)
+    logger.info(f"results: {out_dir}/ (summary.md, index.html, junit.xml)")
+    sys.exit(outcome.exit_code if outcome.interrupted_by else report.exit_code)
 
 
 @cli.command("plan")

@@ -32,6 +32,8 @@ def escape_property(value: str) -> str:
 
 
 def _fmt_s(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.1f}s"
     m, s = divmod(int(round(seconds)), 60)
@@ -204,7 +206,9 @@ class RichLogger(Logger):
             if log_text:
                 self.console.rule(f"{name} (log.py)")
                 self.console.print(log_text, markup=False, highlight=False)
-            self.console.print(f"[{colour}]{status.upper():>7}[/] {name} in {_fmt_s(duration_s)}{tail}",
+            from rich.markup import escape
+
+            self.console.print(f"[{colour}]{status.upper():>7}[/] {escape(name)} in {_fmt_s(duration_s)}{escape(tail)}",
                                highlight=False)
 
     def close(self) -> None:

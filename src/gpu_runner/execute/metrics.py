@@ -44,7 +44,7 @@ class Nvml:
             if not self.available:
                 self.reason = "NVML found no GPU"
         except Exception as e:  # noqa: BLE001 - no driver, no library, no device: all mean "no GPU"
-            self.reason = f"NVML unavailable ({type(e).__name__}: {e})" if str(e) else "NVML unavailable"
+            self.reason = f"NVML: {e}" if str(e) else f"NVML: {type(e).__name__}"
 
     def describe(self) -> list[dict[str, Any]]:
         out = []
@@ -102,17 +102,17 @@ def gpu_presence() -> tuple[bool, str]:
         else:
             smi = shutil.which("nvidia-smi")
             if smi is None:
-                _GPU_PRESENCE = (False, f"no NVIDIA GPU found: nvidia-smi is not on PATH and {nv.reason}")
+                _GPU_PRESENCE = (False, f"no NVIDIA GPU found (nvidia-smi not on PATH; {nv.reason})")
             else:
                 try:
                     r = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
                     gpus = [l for l in r.stdout.splitlines() if l.startswith("GPU ")]
                     _GPU_PRESENCE = (
                         (True, f"{len(gpus)} GPU(s) via nvidia-smi") if r.returncode == 0 and gpus
-                        else (False, f"no NVIDIA GPU found: nvidia-smi -L exited {r.returncode}")
+                        else (False, f"no NVIDIA GPU found (nvidia-smi -L exited {r.returncode}; {nv.reason})")
                     )
                 except (OSError, subprocess.TimeoutExpired) as e:
-                    _GPU_PRESENCE = (False, f"no NVIDIA GPU found: nvidia-smi failed ({e})")
+                    _GPU_PRESENCE = (False, f"no NVIDIA GPU found (nvidia-smi failed: {e})")
         nv.shutdown()
     return _GPU_PRESENCE
 
