@@ -7,6 +7,7 @@ Exit codes (every command): 0 all passed, 1 a notebook or check failed,
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 from . import __version__
 from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE, ConfigError, GpuRunnerError
 
+_FLOAT_12 = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -31,6 +33,8 @@ def _parse_param(raw: str) -> tuple[str, Any]:
         parsed = value  # not a YAML scalar: keep the text as it was typed
     if isinstance(parsed, (dict, list)):
         parsed = value  # -p takes scalars; flow collections stay strings
+    if isinstance(parsed, str) and _FLOAT_12.match(parsed.strip()):
+        parsed = float(parsed)  # YAML 1.2 reads 1e-3 as a number; PyYAML (YAML 1.1) would keep a string
     return name, parsed
 
 

@@ -50,6 +50,7 @@ from .metrics import Sampler, gpu_presence
 from .spec import EntryRun, NotebookSpec
 
 ARTIFACTS_ENV = "GPU_RUNNER_ARTIFACTS_DIR"
+KERNEL_LOG = "kernel.log"  # what the kernel process itself printed; removed when empty
 _STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 INTERRUPT_GRACE_S = 5.0
 """How long a timed-out cell gets to answer the interrupt before its kernel is killed."""
@@ -66,6 +67,11 @@ class _Client(NotebookClient):
 
     output_task: asyncio.Task[Any] | None = None
     current_index: int | None = None
+    cell_limit_s: float | None = None
+
+    def _get_timeout(self, cell: Any) -> float | None:  # type: ignore[override]
+        # nbclient's own timeout is whole seconds; the notebook's deadline needs the fraction
+        return self.cell_limit_s
 
     async def _async_poll_output_msg(self, parent_msg_id: str, cell: Any, cell_index: int) -> None:
         self.output_task = asyncio.current_task()
@@ -262,7 +268,8 @@ class Executor:
         async with alive:
             t_kernel = time.monotonic()
             try:
-                kernel = await start_kernel(prepared.kernel_name, specs=self.specs, cwd=spec.source.parent, env=env)
+                kernel = await start_kernel(prepared.kernel_name, specs=self.specs, cwd=spec.source.parent, env=env,
+                                            log_path=nb_dir / KERNEL_LOG)
             except KernelStartError as e:
                 await asyncio.to_thread(self._write_nb, prepared.nb, nb_dir / "output.ipynb")
                 files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
@@ -345,14 +352,13 @@ class Executor:
             limit = min(run.cell_timeout_s, remaining)
             notebook_bound = remaining < run.cell_timeout_s
             if limit <= 0:
-                p.failure = Failure(
-                    kind="timeout", cell_index=idx, ename="NotebookTimeout",
-                    evalue=f"the notebook exceeded its {timeout_s:g} s limit before cell {idx + 1}",
-                    message=f"notebook timed out after {timeout_s:g} s (limit reached before cell {idx + 1})",
-                    timeout_s=timeout_s,
-                )
+                evalue = f"the notebook exceeded its {timeout_s:g} s limit before cell {idx + 1} started"
+                p.failure = Failure(kind="timeout", cell_index=idx, ename="CellTimeoutError", evalue=evalue,
+                                    message=f"timeout: {evalue}", timeout_s=timeout_s,
+                                    source_line=prepared.source_lines[idx] if idx < len(prepared.source_lines)
+                                    else None)
                 break
-            client.timeout = max(1, math.ceil(limit))
+            client.cell_limit_s = limit
             client.current_index = idx
             t_cell = time.monotonic()
             failure: Failure | None = None
@@ -411,7 +417,7 @@ class Executor:
                 task.cancel()
         err = nbtools.error_output(cell) or {}
         what = (f"the notebook exceeded its {timeout_s:g} s limit" if notebook_bound
-                else f"cell {idx + 1} exceeded the {math.ceil(limit):g} s cell timeout")
+                else f"cell {idx + 1} exceeded the {limit:g} s cell timeout")
         how = "the kernel ignored the interrupt and was killed" if killed else "the kernel was interrupted"
         evalue = f"{what}; {how}"
         cell.setdefault("outputs", []).append(nbformat.v4.new_output(
@@ -419,7 +425,7 @@ class Executor:
         return Failure(
             kind="timeout", cell_index=idx, ename="CellTimeoutError", evalue=evalue,
             traceback=nbtools.strip_ansi("\n".join(err.get("traceback", []))) or None,
-            message=f"timeout: {evalue}", timeout_s=timeout_s if notebook_bound else math.ceil(limit),
+            message=f"timeout: {evalue}", timeout_s=timeout_s if notebook_bound else limit,
         )
 
     async def _on_death(self, kernel: Kernel, cell: Any, idx: int) -> Failure:
@@ -429,11 +435,13 @@ class Executor:
         evalue = f"the kernel died while running cell {idx + 1}: {how}"
         if sig == "SIGKILL":
             evalue += " (often the out-of-memory killer)"
+        said = nbtools.strip_ansi(kernel.log_tail()).strip()
+        trace = [f"gpu-runner: {evalue}"] + ([f"The kernel's last words ({KERNEL_LOG}):", said] if said else [])
         cell.setdefault("outputs", []).append(nbformat.v4.new_output(
-            "error", ename="DeadKernelError", evalue=evalue, traceback=[f"gpu-runner: {evalue}"]))
+            "error", ename="DeadKernelError", evalue=evalue, traceback=trace))
         return Failure(
             kind="kernel_died", cell_index=idx, ename="DeadKernelError", evalue=evalue, message=evalue,
-            signal=sig, exit_code=rc if (rc is not None and rc >= 0) else None,
+            traceback="\n".join(trace), signal=sig, exit_code=rc if (rc is not None and rc >= 0) else None,
         )
 
     async def _conclude(
@@ -490,6 +498,8 @@ class Executor:
             files["first_run_ipynb"] = f"{spec.out_subdir}/first-run.ipynb"
         if log_text is not None:
             files["log_py"] = f"{spec.out_subdir}/log.py"
+        if (nb_dir / KERNEL_LOG).exists():
+            files["kernel_log"] = f"{spec.out_subdir}/{KERNEL_LOG}"
         if (nb_dir / "outputs").is_dir():
             files["outputs"] = sorted(f"{spec.out_subdir}/outputs/{p.name}" for p in (nb_dir / "outputs").iterdir())
         self.log.notebook_finished(spec.path, status, duration, msg, log_text)

@@ -19,6 +19,7 @@ import atexit
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -129,6 +130,8 @@ class Kernel:
     pgid: int | None
     pid: int | None
     _socket_dir: str | None = field(default=None, repr=False)
+    _log: Any = field(default=None, repr=False)
+    log_path: Path | None = None
 
     @property
     def returncode(self) -> int | None:
@@ -168,6 +171,24 @@ class Kernel:
         self.kill()
         if self._socket_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
+        self.close_log()
+
+    def close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+            if self.log_path is not None and self.log_path.exists() and self.log_path.stat().st_size == 0:
+                self.log_path.unlink()
+
+    def log_tail(self, limit: int = 4000) -> str:
+        """The end of what the kernel process itself printed (not the notebook's outputs)."""
+        if self._log is not None:
+            self._log.flush()
+        try:
+            data = self.log_path.read_bytes()[-limit:] if self.log_path else b""
+        except OSError:
+            return ""
+        return data.decode("utf-8", errors="replace")
 
     def kill(self) -> None:
         """SIGKILL the kernel's process group, synchronously (safe from signal handlers)."""
@@ -189,9 +210,14 @@ async def start_kernel(
     specs: KernelSpecs,
     cwd: Path,
     env: dict[str, str],
+    log_path: Path | None = None,
     startup_timeout: float = STARTUP_TIMEOUT_S,
 ) -> Kernel:
-    """Start kernel ``name`` in ``cwd`` with ``env`` added, and wait until it answers."""
+    """Start kernel ``name`` in ``cwd`` with ``env`` added, and wait until it answers.
+
+    The kernel process's own stdout and stderr (crash messages, C-level library output,
+    the kernel's logging) go to ``log_path``, not to gpu-runner's terminal.
+    """
     spec = specs.get(name)  # raises KernelStartError when missing
     socket_dir = None
     if os.name == "posix":
@@ -209,15 +235,18 @@ async def start_kernel(
         # Parallel kernels sharing one IPython history sqlite file lock each other out.
         extra.append("--HistoryManager.hist_file=:memory:")
     kernel: Kernel | None = None
+    log = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115 - closed with the kernel
+    streams = {"stdout": log, "stderr": subprocess.STDOUT} if log is not None else {}
     try:
-        await km.start_kernel(cwd=str(cwd), env=kernel_env, extra_arguments=extra)
+        await km.start_kernel(cwd=str(cwd), env=kernel_env, extra_arguments=extra, **streams)
         prov = km.provisioner
         pid = getattr(getattr(prov, "process", None), "pid", None)
         pgid = getattr(prov, "pgid", None) or pid
         if pgid is not None:
             REGISTRY.add(pgid)
         kc = km.client()
-        kernel = Kernel(name=name, km=km, kc=kc, pgid=pgid, pid=pid, _socket_dir=socket_dir)
+        kernel = Kernel(name=name, km=km, kc=kc, pgid=pgid, pid=pid, _socket_dir=socket_dir, _log=log,
+                        log_path=log_path)
         kc.start_channels()
         await _wait_ready(kernel, startup_timeout)
         kc.allow_stdin = False
@@ -225,8 +254,12 @@ async def start_kernel(
     except asyncio.CancelledError:
         if kernel is not None:
             kernel.kill()
-        elif km.has_kernel:
-            await km.shutdown_kernel(now=True)
+            kernel.close_log()
+        else:
+            if km.has_kernel:
+                await km.shutdown_kernel(now=True)
+            if log is not None:
+                log.close()
         raise
     except Exception as e:
         detail = str(e) or type(e).__name__
@@ -237,8 +270,15 @@ async def start_kernel(
                 detail = f"the kernel exited with code {rc} while starting" + (
                     f" ({signal_name(rc)})" if signal_name(rc) else ""
                 )
-        elif km.has_kernel:
-            await km.shutdown_kernel(now=True)
+            said = kernel.log_tail(1500).strip()
+            if said:
+                detail += f"; it said:\n{said}"
+            kernel.close_log()
+        else:
+            if km.has_kernel:
+                await km.shutdown_kernel(now=True)
+            if log is not None:
+                log.close()
         if socket_dir:
             shutil.rmtree(socket_dir, ignore_errors=True)
         raise KernelStartError(f"kernel {name!r} failed to start: {detail}") from e

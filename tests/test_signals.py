@@ -1,0 +1,135 @@
+"""No orphaned kernels, ever: SIGTERM, SIGINT and SIGKILL of a parallel `gpu-runner run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import by_path, make_nb, results, saved
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
+
+# Each notebook starts a child of its own (as DataLoader workers or a server would) and then hangs.
+HANG = [
+    "import subprocess, sys\nchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "print('child', child.pid, flush=True)",
+    "import time\ntime.sleep(600)",
+]
+
+
+def _start(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    return subprocess.Popen([sys.executable, "-m", "gpu_runner", "run", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _wait_for_hanging_children(proc: subprocess.Popen[str], count: int, timeout: float = 90) -> list[psutil.Process]:
+    """Wait until ``count`` notebooks have started their child (a process whose parent is a kernel)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs = _descendants(proc.pid)
+        grandchildren = [p for p in procs if _safe_cmdline(p).endswith("time.sleep(600)")]
+        if len(grandchildren) >= count:
+            time.sleep(0.5)  # let the kernels reach their sleeping cell
+            return _descendants(proc.pid)
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.1)
+    raise AssertionError("the notebooks never started")
+
+
+def _safe_cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _gone(procs: list[psutil.Process], timeout: float = 10) -> list[psutil.Process]:
+    """The processes still alive after ``timeout`` (zombies count as gone: they hold nothing)."""
+    deadline = time.monotonic() + timeout
+    alive = procs
+    while time.monotonic() < deadline:
+        alive = []
+        for p in procs:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return alive
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signalled_parallel_run_leaves_no_kernel_and_saves_what_ran(nbdir, sig, code):
+    for name in ("a", "b", "c"):
+        make_nb(nbdir, f"{name}.ipynb", *HANG)
+    proc = _start(nbdir, ".", "-j", "2", "--out", "o", "--no-pdf")
+    procs = _wait_for_hanging_children(proc, 2)
+    kernels = [p for p in procs if "ipykernel" in _safe_cmdline(p)]
+    assert len(kernels) >= 2  # two executing, the third started ahead
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == code, out
+    assert _gone(procs) == [], "processes left behind"
+
+    res = results(nbdir / "o")
+    assert res["interrupted"] is True
+    nbs = by_path(res)
+    interrupted = [n for n in nbs.values() if n["status"] == "failed"]
+    assert len(interrupted) == 2 and all(n["failure"]["kind"] == "interrupted" for n in interrupted)
+    assert all(n["failure"]["cell_index"] == 1 for n in interrupted)
+    for n in interrupted:  # the executed notebook, with the outputs it got
+        assert "child" in saved(nbdir / "o", n).cells[0].outputs[0]["text"]
+    (not_run,) = [n for n in nbs.values() if n["status"] == "skipped"]
+    assert "interrupted before" in not_run["skip_reason"]
+    assert (nbdir / "o/summary.md").exists()  # the reports of what did finish
+
+
+def test_sigkill_of_gpu_runner_takes_its_kernels_with_it(nbdir):
+    """Nothing can run in a SIGKILLed process: the kernels die by their parent-death signal."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux-only")
+    make_nb(nbdir, "a.ipynb", *HANG)
+    make_nb(nbdir, "b.ipynb", *HANG)
+    proc = _start(nbdir, ".", "-j", "2", "--out", "o", "--no-pdf")
+    procs = _wait_for_hanging_children(proc, 2)
+    kernels = [p for p in procs if "ipykernel" in _safe_cmdline(p)]
+    assert len(kernels) == 2
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert _gone(kernels) == [], "kernels outlived a SIGKILLed gpu-runner"
+    for p in _gone(procs, timeout=0.1):  # the kernels' own children are not ours to reap here
+        p.kill()
+
+
+def test_a_normal_run_leaves_no_process_behind(nbdir):
+    make_nb(nbdir, "spawns.ipynb",
+            "import subprocess, sys\nchild = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            "print(child.pid)")
+    proc = _start(nbdir, "spawns.ipynb", "--out", "o", "--no-pdf")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    nb = results(nbdir / "o")["notebooks"][0]
+    pid = int(saved(nbdir / "o", nb).cells[0].outputs[0]["text"])
+    try:
+        child = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return  # killed and reaped already
+    assert _gone([child]) == [], "the notebook's child outlived its kernel"
