@@ -546,7 +546,18 @@ def entry_run(entry: Entry, notebooks: list[NotebookSpec], *, ran_locally: bool 
         kernel=entry.kernel,
         rerun=entry.rerun,
         checks=[dict(c) for c in entry.checks],
+        # a cloud entry run on this machine (--local) is not on the machine the matrix describes
+        expected_gpus=None if (ran_locally and not entry.is_local) else expected_gpus(entry),
+        expected_gpu_type=None if (ran_locally and not entry.is_local) else entry.accelerator_type,
     )
+
+
+def expected_gpus(entry: Entry) -> int | None:
+    """The GPU count the ``gpu`` check holds the entry's machine to: the matrix's count; None
+    for a local machine that declares no accelerator (any machine may run it)."""
+    if entry.is_local and not entry.gpu_count and not entry.accelerator_type:
+        return None
+    return entry.gpu_count
 
 
 def local_runs(matrix_path: Path, *, runtimes: Sequence[str] = (), machines: Sequence[str] = (),
@@ -627,7 +638,7 @@ def table(p: Plan) -> Any:
 
 
 __all__ = [
-    "Entry", "GceSpec", "Plan", "entry_id", "entry_run", "expand", "find_entry", "glob_regex", "local_runs",
+    "Entry", "GceSpec", "Plan", "entry_id", "entry_run", "expand", "expected_gpus", "find_entry", "glob_regex", "local_runs",
     "path_matches", "plan", "read_changed_files", "run_identity", "runner_label", "runtimes_for_changes",
     "table", "warning_lines", "write_github_output",
 ]

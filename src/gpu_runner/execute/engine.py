@@ -45,6 +45,7 @@ from ..results import (
     write_json_atomic,
 )
 from . import notebook as nbtools
+from .checks import run_entry_checks
 from .kernels import REGISTRY, Kernel, KernelSpecs, KernelStartError, signal_name, start_kernel
 from .metrics import Sampler, gpu_presence
 from .spec import EntryRun, NotebookSpec
@@ -115,6 +116,8 @@ class Executor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writers: set[asyncio.Task[Any]] = set()
+        self._checks: asyncio.Task[Any] | None = None
+        """The entry's system checks: kernels start meanwhile, notebooks execute after them."""
 
     # -- entry level -----------------------------------------------------------------------
     async def run(self, runs: list[EntryRun]) -> RunOutcome:
@@ -167,6 +170,10 @@ class Executor:
         started, t0 = _now(), time.monotonic()
         alive = asyncio.Semaphore(self.jobs * 2)  # executing + started ahead
         slots = asyncio.Semaphore(self.jobs)
+        self._checks = None
+        if run.checks:
+            self._checks = asyncio.ensure_future(run_entry_checks(run, entry_dir, self.log))
+            self._tasks.add(self._checks)
         tasks = []
         for spec in run.notebooks:
             task = asyncio.ensure_future(self._notebook_task(run, spec, entry_dir, alive, slots))
@@ -185,15 +192,14 @@ class Executor:
                 self._tasks.discard(task)
         if self._writers:
             await asyncio.gather(*self._writers, return_exceptions=True)
-        failed = any(n.status == "failed" for n in nb_results)
+        checks = None
+        if self._checks is not None:
+            with contextlib.suppress(asyncio.CancelledError):  # cancelled before it began: no checks
+                checks = await self._checks
+            self._tasks.discard(self._checks)
+        failed = any(n.status == "failed" for n in [*nb_results, *(checks.results if checks else [])])
         all_skipped = bool(nb_results) and all(n.status == "skipped" for n in nb_results)
-        host = {
-            "hostname": socket.gethostname(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpu_count": os.cpu_count(),
-        }
-        facts = {**host, **(self.sampler.facts() if self.sampler else {})}
+        facts = {**host_facts(), **(self.sampler.facts() if self.sampler else {}), **(checks.facts if checks else {})}
         result = EntryResult(
             entry=run.info,
             status="failed" if failed else ("skipped" if all_skipped else "passed"),
@@ -201,6 +207,7 @@ class Executor:
             finished_at=_now(),
             duration_s=round(time.monotonic() - t0, 3),
             notebooks=nb_results,
+            checks=checks.results if checks else [],
             facts=facts,
             options={
                 "jobs": self.jobs,
@@ -279,6 +286,8 @@ class Executor:
                                           nb_dir, spec, params, None, None)
             kernel_start_s = time.monotonic() - t_kernel
             try:
+                if self._checks is not None:  # the checks come first; they end by their own timeouts
+                    await asyncio.wait({self._checks})
                 async with slots:
                     outcome, nb_to_save, first_pass, metrics = await self._execute(
                         prepared, kernel, spec, nb_dir, run, timeout_s
@@ -537,6 +546,16 @@ class Executor:
         text = nbtools.render_log_py(nb)
         (nb_dir / "log.py").write_text(text, encoding="utf-8")
         return text
+
+
+def host_facts() -> dict[str, Any]:
+    """What every entry records about the machine it ran on."""
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def _prepare_entry_dir(entry_dir: Path) -> None:

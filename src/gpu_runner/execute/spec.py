@@ -51,6 +51,12 @@ class EntryRun:
     rerun: bool = False
     log_py: bool = False
     checks: list[Any] = field(default_factory=list)
+    """System checks to run before the notebooks (the matrix's plain data: ``{"name": "gpu"}``
+    or ``{"name", "run", "expect_exit", "timeout_s"}``); empty: none."""
+    expected_gpus: int | None = None
+    """GPUs the matrix says this machine has (the ``gpu`` check compares); None: no expectation."""
+    expected_gpu_type: str | None = None
+    """The matrix's accelerator type, e.g. ``nvidia-l4`` (a different model is a warning)."""
 
 
 def _has_magic(s: str) -> bool:
