@@ -68,6 +68,9 @@ def cli() -> None:
               help="'py': write and print a jupytext percent-format log.py of each executed notebook.")
 @click.option("--pdf/--no-pdf", "pdf", default=True, show_default=True,
               help="Print each notebook's HTML to PDF with headless Chromium.")
+@click.option("--checks/--no-checks", "checks", default=True, show_default=True,
+              help="Run system checks before the notebooks: with --matrix the runtime's checks, else every "
+                   "built-in with no expected GPU count (see `gpu-runner check`).")
 def run_cmd(
     paths: tuple[str, ...],
     matrix_path: Path | None,
@@ -83,6 +86,7 @@ def run_cmd(
     params: tuple[str, ...],
     log_mode: str,
     pdf: bool,
+    checks: bool,
 ) -> None:
     """Execute notebooks on this machine, write results to --out, and report.
 
@@ -93,6 +97,7 @@ def run_cmd(
     """
     import threading
 
+    from .execute.checks import default_specs
     from .execute.engine import run_entries
     from .execute.spec import DEFAULT_CELL_TIMEOUT_S, DEFAULT_TIMEOUT_S, EntryRun, collect_notebooks
     from .log import Logger
@@ -113,6 +118,7 @@ def run_cmd(
             r.kernel = kernel or r.kernel
             r.rerun = rerun or r.rerun
             r.log_py = log_mode == "py"
+            r.checks = r.checks if checks else []
     else:
         if runtimes or machines or run_cloud_locally:
             raise ConfigError("--runtime, --machine and --local select matrix entries: give --matrix FILE too")
@@ -130,6 +136,7 @@ def run_cmd(
                 kernel=kernel,
                 rerun=rerun,
                 log_py=log_mode == "py",
+                checks=default_specs() if checks else [],
             )
         ]
     jobs = jobs or os.cpu_count() or 1
@@ -151,6 +158,97 @@ def run_cmd(
     report = write_run_reports(outcome.entry_dirs, out_dir, logger=logger)
     logger.info(f"results: {out_dir}/ (summary.md, index.html, junit.xml)")
     sys.exit(outcome.exit_code if outcome.interrupted_by else report.exit_code)
+
+
+@cli.command("check")
+@click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Matrix file; with --entry, run that entry's checks and hold the machine to its GPU count.")
+@click.option("--entry", "entry_id", default=None, metavar="ID", help="Entry id (as `gpu-runner plan` lists it).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Results folder; writes OUT/<entry id>/results.json, junit.xml and checks/.")
+@click.option("--kernel", default=None, metavar="NAME",
+              help="Probe the frameworks in this kernel's Python.  [default: the entry's kernel, else python3]")
+def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, kernel: str | None) -> None:
+    """Prove the machine and the runtime: GPU, CUDA, compilers, frameworks, resources.
+
+    Without --matrix runs every built-in check with no expected GPU count (on a machine
+    without a GPU the GPU checks are skipped). With --matrix FILE --entry ID runs the
+    runtime's checks, its command checks included, and fails when the GPUs found are not
+    the machine's count in the matrix. Exit 0 when every check passed or was skipped,
+    1 when one failed, 2 on a usage or matrix error.
+    """
+    import time
+    from datetime import datetime, timezone
+
+    from .execute.checks import context_for, default_specs, log_outcome, run_checks
+    from .execute.engine import _prepare_entry_dir, host_facts
+    from .execute.spec import EntryRun
+    from .log import Logger
+    from .report import write_entry_reports
+    from .results import EntryInfo, EntryResult
+
+    if (matrix_path is None) != (entry_id is None):
+        raise ConfigError("--matrix FILE and --entry ID go together (`gpu-runner plan --matrix FILE` lists the ids)")
+    if matrix_path is not None:
+        from .plan import expected_gpus, find_entry
+
+        if not matrix_path.is_file():
+            raise ConfigError(f"{matrix_path}: no such file")
+        entry = find_entry(matrix_path, str(entry_id))
+        # on the entry's own VM the GitHub runner is named after the entry's label
+        own_vm = not entry.is_local and os.environ.get("RUNNER_NAME") == entry.label
+        run = EntryRun(
+            info=EntryInfo(id=entry.id, runtime=entry.runtime, machine=entry.machine,
+                           label=None if entry.is_local else entry.label, provider=entry.provider,
+                           ran_locally=not own_vm),
+            notebooks=[], env=dict(entry.env), kernel=kernel or entry.kernel, checks=[dict(c) for c in entry.checks],
+            expected_gpus=expected_gpus(entry), expected_gpu_type=entry.accelerator_type,
+        )
+    else:
+        run = EntryRun(info=EntryInfo(id="local"), notebooks=[], kernel=kernel, checks=default_specs())
+    entry_dir = out_dir / run.info.id
+    _prepare_entry_dir(entry_dir)
+    started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
+    ctx = context_for(run, entry_dir)
+    outcome = run_checks(run.checks, ctx)
+    statuses = {r.status for r in outcome.results}
+    result = EntryResult(
+        entry=run.info,
+        status="failed" if "failed" in statuses else ("skipped" if statuses == {"skipped"} else "passed"),
+        started_at=started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        duration_s=round(time.monotonic() - t0, 3), checks=outcome.results,
+        facts={**host_facts(), **outcome.facts},
+        options={"command": "check", "expected_gpus": run.expected_gpus, "pythons": ctx.pythons},
+        tool_version=__version__,
+    )
+    result.write(entry_dir)
+    logger = Logger.for_environment()
+    if sys.stdout.isatty() and not logger.github:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        colour = {"passed": "green", "failed": "red", "skipped": "yellow"}
+        t = Table(title=f"System checks of {run.info.id}", title_justify="left")
+        for col in ("check", "result", "time", "verdict"):
+            t.add_column(col, overflow="fold", no_wrap=col in ("check", "result"))
+        for r in outcome.results:
+            what = r.summary or r.skip_reason or (r.failure.message if r.failure else "")
+            t.add_row(escape(r.name), f"[{colour[r.status]}]{r.status}[/]", f"{r.duration_s:.1f}s", escape(what))
+        Console().print(t)
+    else:
+        log_outcome(logger, outcome)
+    if not outcome.results:
+        click.echo(f"{run.info.id}: no checks to run (the runtime declares checks: [])")
+    write_entry_reports(entry_dir, pdf=False, logger=logger)
+    f = result.facts
+    if f.get("gpu_model"):
+        click.echo(f"GPU: {f.get('gpu_count')}× {f['gpu_model']}, driver {f.get('driver_version')}, "
+                   f"CUDA {f.get('cuda_version')}")
+    c = result.counts()
+    click.echo(f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped; "
+               f"results: {entry_dir}/results.json, {entry_dir}/junit.xml")
+    sys.exit(EXIT_FAILED if result.status == "failed" else EXIT_OK)
 
 
 @cli.command("plan")
