@@ -253,7 +253,8 @@ def test_log_py_is_percent_format_with_outputs_as_comments_and_printed_in_a_gith
     log = (nbdir / "o/local/notebooks/l/log.py").read_text()
     assert "# %% [markdown]" in log and "print('hello log')" in log and "# hello log" in log
     out = r.stdout
-    start, end = out.index("::group::l.ipynb"), out.index("::endgroup::")
+    start = out.index("::group::l.ipynb")
+    end = out.index("::endgroup::", start)
     assert start < out.index("cell 1/1 ok") < out.index("# hello log") < end
     assert end < out.index("[PASSED] l.ipynb")
 
@@ -307,3 +308,28 @@ def test_notebook_paths_outside_the_working_directory_are_named_from_the_folder_
     assert r.returncode == 0
     nb = results(tmp_path / "here/o")["notebooks"][0]
     assert nb["path"] == "nbs/z.ipynb" and re.fullmatch(r"notebooks/nbs/z", nb["dir"])
+
+
+@pytest.mark.parametrize("forkserver", ["1", "0"])
+def test_every_notebook_gets_a_fresh_kernel_in_its_folder_with_its_environment(nbdir, forkserver):
+    """Kernels forked from the fork server (or started from scratch with GPU_RUNNER_FORKSERVER=0)
+    are fresh processes: nothing one notebook did is seen by the next, sys.path starts with the
+    notebook's folder, and gpu-runner's own modules never shadow a notebook's imports."""
+    (nbdir / "b").mkdir()
+    (nbdir / "b/metrics.py").write_text("WHO = 'the notebook folder'\n")  # same name as a gpu-runner module
+    probe = ("import json, os, sys\nimport metrics\n"
+             "print(json.dumps({'marked': hasattr(json, 'marked'), 'pid': os.getpid(), 'cwd': os.getcwd(),\n"
+             "                  'ours_on_path': [p for p in sys.path if 'gpu_runner' in p], 'metrics': metrics.WHO,\n"
+             "                  'artifacts': os.environ['GPU_RUNNER_ARTIFACTS_DIR'], 'extra': os.environ.get('EXTRA')}))\n"
+             "json.marked = True")
+    for name in ("one", "two", "three"):
+        make_nb(nbdir, f"b/{name}.ipynb", probe)
+    r = gpu_runner("run", "b", "--out", "o", "--no-pdf", "--no-checks", "-j", "1", cwd=nbdir,
+                   env={"GPU_RUNNER_FORKSERVER": forkserver, "EXTRA": "from the caller"})
+    assert r.returncode == 0, r.stdout[-3000:]
+    seen = [json.loads(_outputs_text(saved(nbdir / "o", n).cells[0])) for n in results(nbdir / "o")["notebooks"]]
+    assert [s["marked"] for s in seen] == [False, False, False]
+    assert len({s["pid"] for s in seen}) == 3
+    folder = str((nbdir / "b").resolve())
+    assert all(s["cwd"] == folder and s["metrics"] == "the notebook folder" and not s["ours_on_path"] for s in seen)
+    assert len({s["artifacts"] for s in seen}) == 3 and all(s["extra"] == "from the caller" for s in seen)

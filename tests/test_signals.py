@@ -37,18 +37,27 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _wait_for_hanging_children(proc: subprocess.Popen[str], count: int, timeout: float = 90) -> list[psutil.Process]:
-    """Wait until ``count`` notebooks have started their child (a process whose parent is a kernel)."""
+def _wait_for_hanging_children(proc: subprocess.Popen[str], count: int, timeout: float = 90
+                               ) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """Wait until ``count`` notebooks have started their child; return (every descendant, the kernels)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         procs = _descendants(proc.pid)
         grandchildren = [p for p in procs if _safe_cmdline(p).endswith("time.sleep(600)")]
         if len(grandchildren) >= count:
             time.sleep(0.5)  # let the kernels reach their sleeping cell
-            return _descendants(proc.pid)
+            kernels = [k for k in (_parent(g) for g in grandchildren) if k is not None]
+            return _descendants(proc.pid), kernels
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         time.sleep(0.1)
     raise AssertionError("the notebooks never started")
+
+
+def _parent(p: psutil.Process) -> psutil.Process | None:
+    try:
+        return p.parent()
+    except psutil.Error:
+        return None
 
 
 def _safe_cmdline(p: psutil.Process) -> str:
@@ -81,9 +90,8 @@ def test_a_signalled_parallel_run_leaves_no_kernel_and_saves_what_ran(nbdir, sig
     for name in ("a", "b", "c"):
         make_nb(nbdir, f"{name}.ipynb", *HANG)
     proc = _start(nbdir, ".", "-j", "2", "--out", "o", "--no-pdf")
-    procs = _wait_for_hanging_children(proc, 2)
-    kernels = [p for p in procs if "ipykernel" in _safe_cmdline(p)]
-    assert len(kernels) >= 2  # two executing, the third started ahead
+    procs, kernels = _wait_for_hanging_children(proc, 2)
+    assert len(kernels) == 2 and len(procs) > 4  # two executing, the third started ahead
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == code, out
@@ -109,8 +117,7 @@ def test_sigkill_of_gpu_runner_takes_its_kernels_with_it(nbdir):
     make_nb(nbdir, "a.ipynb", *HANG)
     make_nb(nbdir, "b.ipynb", *HANG)
     proc = _start(nbdir, ".", "-j", "2", "--out", "o", "--no-pdf")
-    procs = _wait_for_hanging_children(proc, 2)
-    kernels = [p for p in procs if "ipykernel" in _safe_cmdline(p)]
+    procs, kernels = _wait_for_hanging_children(proc, 2)
     assert len(kernels) == 2
     proc.kill()
     proc.communicate(timeout=30)

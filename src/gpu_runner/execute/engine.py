@@ -46,7 +46,7 @@ from ..results import (
 )
 from . import notebook as nbtools
 from .checks import run_entry_checks
-from .kernels import REGISTRY, Kernel, KernelSpecs, KernelStartError, signal_name, start_kernel
+from .kernels import REGISTRY, ForkServers, Kernel, KernelSpecs, KernelStartError, signal_name, start_kernel
 from .metrics import Sampler, gpu_presence
 from .spec import EntryRun, NotebookSpec
 
@@ -111,6 +111,7 @@ class Executor:
         self.jobs = max(1, jobs)
         self.log = logger
         self.specs = KernelSpecs()
+        self.forks = ForkServers()
         self.sampler: Sampler | None = None
         self.interrupted_by: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -137,6 +138,7 @@ class Executor:
                 dirs.append(entry_dir)
                 results.append(await self.run_entry(run, entry_dir))
         finally:
+            await self.forks.close()
             await self.sampler.stop()
             for sig, handler in previous.items():
                 with contextlib.suppress(ValueError, OSError):
@@ -276,7 +278,7 @@ class Executor:
             t_kernel = time.monotonic()
             try:
                 kernel = await start_kernel(prepared.kernel_name, specs=self.specs, cwd=spec.source.parent, env=env,
-                                            log_path=nb_dir / KERNEL_LOG)
+                                            log_path=nb_dir / KERNEL_LOG, forks=self.forks)
             except KernelStartError as e:
                 await asyncio.to_thread(self._write_nb, prepared.nb, nb_dir / "output.ipynb")
                 files["ipynb"] = f"{spec.out_subdir}/output.ipynb"

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -38,14 +40,195 @@ class KernelStartError(Exception):
     """The kernel could not be started (missing kernelspec, crashed at start, never ready)."""
 
 
+_FORKSERVER = Path(__file__).with_name("_forkserver.py")
+FORKSERVER_ENV = "GPU_RUNNER_FORKSERVER"
+"""Set to 0 to start every kernel as its own process from scratch."""
+PER_NOTEBOOK_ENV = frozenset({"GPU_RUNNER_ARTIFACTS_DIR"})
+"""Environment that differs between notebooks of one entry; everything else keys the fork server."""
+
+
+class ForkedProcess:
+    """A kernel forked by a :class:`ForkServer`, with the parts of Popen's API the kernel
+    manager uses. Its exit status arrives from the server (it is the server's child)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdin = self.stdout = self.stderr = None
+        self._exited = asyncio.Event()
+
+    def _set_exit(self, status: int) -> None:
+        self.returncode = status
+        self._exited.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self.returncode  # only called once poll() has a status
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+
+class ForkServer:
+    """One ``_forkserver.py`` process: a Python with ipykernel imported, forking kernels."""
+
+    def __init__(self, python: str, env: dict[str, str]) -> None:
+        self.python = python
+        self.env = env
+        self.proc: asyncio.subprocess.Process | None = None
+        self.error: str | None = None
+        self._next = 0
+        self._pending: dict[int, asyncio.Future[ForkedProcess]] = {}
+        self._children: dict[int, ForkedProcess] = {}
+        self._early_exits: dict[int, int] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._started = asyncio.Lock()
+
+    async def start(self, timeout: float = 60.0) -> bool:
+        async with self._started:
+            if self.proc is not None or self.error is not None:
+                return self.error is None
+            try:
+                self.proc = await asyncio.create_subprocess_exec(
+                    self.python, str(_FORKSERVER), str(os.getpid()),
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.DEVNULL, env=self.env, start_new_session=True,
+                )
+                REGISTRY.add(self.proc.pid)
+                line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)  # type: ignore[union-attr]
+                if not line or not json.loads(line).get("ready"):
+                    raise RuntimeError("it exited while importing ipykernel")
+            except Exception as e:  # noqa: BLE001 - any failure means: launch kernels the usual way
+                self.error = str(e) or type(e).__name__
+                await self.close()
+                return False
+            self._reader = asyncio.ensure_future(self._read())
+            return True
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                break
+            msg = json.loads(line)
+            if "exit" in msg:
+                child = self._children.pop(msg["exit"], None)
+                if child is not None:
+                    child._set_exit(msg["status"])
+                else:
+                    self._early_exits[msg["exit"]] = msg["status"]
+            elif "id" in msg:
+                fut = self._pending.pop(msg["id"], None)
+                if fut is None or fut.done():
+                    continue
+                if "pid" in msg:
+                    child = ForkedProcess(msg["pid"])
+                    self._children[child.pid] = child
+                    if child.pid in self._early_exits:
+                        child._set_exit(self._early_exits.pop(child.pid))
+                    fut.set_result(child)
+                else:
+                    fut.set_exception(RuntimeError(msg.get("error", "fork failed")))
+        # the server is gone: its children died with it (parent-death signal)
+        self.error = self.error or "the fork server exited"
+        for child in self._children.values():
+            child._set_exit(-signal.SIGKILL)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(RuntimeError(self.error))
+
+    async def spawn(self, args: list[str], *, cwd: str, env: dict[str, str], log: str | None) -> ForkedProcess:
+        assert self.proc is not None and self.proc.stdin is not None
+        self._next += 1
+        fut: asyncio.Future[ForkedProcess] = asyncio.get_running_loop().create_future()
+        self._pending[self._next] = fut
+        self.proc.stdin.write((json.dumps({"id": self._next, "args": args, "cwd": cwd, "env": env,
+                                           "log": log}) + "\n").encode())
+        await self.proc.stdin.drain()
+        return await asyncio.wait_for(fut, 30)
+
+    async def close(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(Exception):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # EOF: the server kills its children and exits
+            await asyncio.wait_for(self.proc.wait(), 5)
+        kill_group(self.proc.pid)
+        REGISTRY.discard(self.proc.pid)
+        with contextlib.suppress(Exception):
+            await self.proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+
+
+class ForkServers:
+    """Fork servers of a run, one per Python interpreter and entry environment."""
+
+    def __init__(self) -> None:
+        self.enabled = os.name == "posix" and os.environ.get(FORKSERVER_ENV, "1") != "0"
+        self._servers: dict[tuple[str, tuple[tuple[str, str], ...]], ForkServer] = {}
+
+    async def get(self, python: str, env: dict[str, str]) -> ForkServer | None:
+        if not self.enabled:
+            return None
+        base = {k: v for k, v in env.items() if k not in PER_NOTEBOOK_ENV}
+        key = (python, tuple(sorted(base.items())))
+        server = self._servers.get(key)
+        if server is None:
+            server = self._servers[key] = ForkServer(python, base)
+        return server if await server.start() else None
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close() for s in self._servers.values()), return_exceptions=True)
+        self._servers.clear()
+
+
+def _ipykernel_args(cmd: list[str]) -> list[str] | None:
+    """The arguments of ``PYTHON -m ipykernel_launcher ARGS``, or None for any other command."""
+    if len(cmd) >= 3 and cmd[1:3] == ["-m", "ipykernel_launcher"]:
+        return cmd[3:]
+    return None
+
+
 class GuardedKernelManager(AsyncKernelManager):
-    """An AsyncKernelManager whose kernel dies with this process (Linux: PR_SET_PDEATHSIG)."""
+    """An AsyncKernelManager whose kernel dies with this process (Linux: PR_SET_PDEATHSIG),
+    forked from a :class:`ForkServer` when one serves this kernel's Python."""
+
+    fork_server: ForkServer | None = None
+    log_path: str | None = None
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)
-        if sys.platform.startswith("linux"):
+        if sys.platform.startswith("linux") and self.fork_server is None:
             return [sys.executable, "-I", "-S", str(_PDEATHSIG_HELPER), str(os.getpid()), "--", *cmd]
         return cmd
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        server = self.fork_server
+        args = _ipykernel_args(kernel_cmd)
+        if server is None or args is None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            return
+        prov = self.provisioner
+        assert prov is not None
+        proc = await server.spawn(args, cwd=str(kw.get("cwd") or os.getcwd()), env=dict(kw.get("env") or {}),
+                                  log=self.log_path)
+        prov.process = proc  # type: ignore[attr-defined]
+        prov.pid = proc.pid  # type: ignore[attr-defined]
+        prov.pgid = proc.pid  # type: ignore[attr-defined]
+        prov.cwd = kw.get("cwd")  # type: ignore[attr-defined]
+        self._reconcile_connection_info(prov.connection_info)
 
 
 class KernelRegistry:
@@ -211,6 +394,7 @@ async def start_kernel(
     cwd: Path,
     env: dict[str, str],
     log_path: Path | None = None,
+    forks: ForkServers | None = None,
     startup_timeout: float = STARTUP_TIMEOUT_S,
 ) -> Kernel:
     """Start kernel ``name`` in ``cwd`` with ``env`` added, and wait until it answers.
@@ -230,13 +414,20 @@ async def start_kernel(
     km.shutdown_wait_time = 2.0
     kernel_env = {**os.environ, **(spec.env or {}), **env}
     kernel_env.pop("JPY_PARENT_PID", None)
+    if forks is not None and _ipykernel_args(spec.argv) is not None:
+        python = spec.argv[0]
+        if python in {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]}:
+            python = sys.executable  # as jupyter_client resolves it
+        km.fork_server = await forks.get(python, kernel_env)
+    km.log_path = str(log_path) if log_path is not None else None
     extra: list[str] = []
     if spec.language.lower() == "python" and any("ipykernel" in a for a in spec.argv):
         # Parallel kernels sharing one IPython history sqlite file lock each other out.
         extra.append("--HistoryManager.hist_file=:memory:")
     kernel: Kernel | None = None
     log = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115 - closed with the kernel
-    streams = {"stdout": log, "stderr": subprocess.STDOUT} if log is not None else {}
+    # a forked kernel opens the log itself
+    streams = {"stdout": log, "stderr": subprocess.STDOUT} if (log is not None and km.fork_server is None) else {}
     try:
         await km.start_kernel(cwd=str(cwd), env=kernel_env, extra_arguments=extra, **streams)
         prov = km.provisioner

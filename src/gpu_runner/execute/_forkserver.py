@@ -1,0 +1,154 @@
+"""A fork server for IPython kernels: import ipykernel once, fork a fresh kernel per notebook.
+
+Starting a kernel the usual way spends most of its half second of CPU importing
+ipykernel, IPython, zmq and tornado. This process imports them once, then forks: each
+child is a new process (no notebook state is shared) that starts exactly as
+``python -m ipykernel_launcher ARGS`` would, in its own process group, with
+the notebook's working directory, environment and log file.
+
+Run as ``python _forkserver.py PARENT_PID`` under the kernel's own Python. Standalone on
+purpose: it imports nothing from gpu-runner. It never creates a thread or a zmq context,
+so forking is safe. Protocol, one JSON object per line:
+
+    stdin   {"id": N, "args": [...], "cwd": "...", "env": {...}, "log": "..."}
+    stdout  {"ready": true}                       once the imports are done
+            {"id": N, "pid": PID} | {"id": N, "error": "..."}
+            {"exit": PID, "status": CODE}        CODE < 0: killed by signal -CODE
+
+Children die with the server (PR_SET_PDEATHSIG), and the server dies with gpu-runner,
+so a SIGKILLed gpu-runner leaves no kernel behind. EOF on stdin: kill every child, exit.
+"""
+
+import ctypes
+import json
+import os
+import select
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+
+
+def _pdeathsig() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _send(obj: dict) -> None:
+    data = (json.dumps(obj) + "\n").encode()
+    while data:  # raw fd writes: no Python buffer for a forked child to inherit
+        data = data[os.write(1, data):]
+
+
+def _child(req: dict) -> None:
+    """In the forked child: become the kernel. Never returns."""
+    code = 1
+    try:
+        os.setpgid(0, 0)  # its own process group (the parent sets it too: no window for a missed kill)
+        _pdeathsig()
+        try:  # what top and `ps -o comm` show
+            ctypes.CDLL(None).prctl(PR_SET_NAME, b"ipykernel", 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if req.get("log") else \
+            os.open(os.devnull, os.O_WRONLY)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.closerange(3, 65536)
+        os.chdir(req["cwd"])
+        os.environ.clear()
+        os.environ.update(req["env"])
+        # as `python -m` would: the working directory first on sys.path
+        sys.path[0] = os.getcwd()
+        sys.argv = ["ipykernel_launcher", *req["args"]]
+        import runpy
+
+        runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - report to the log, exit non-zero
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def main() -> None:
+    parent = int(sys.argv[1])
+    _pdeathsig()
+    if os.getppid() != parent:
+        sys.exit(1)
+    sys.path[0] = os.getcwd()  # not this script's folder: it must not shadow a notebook's imports
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is gpu-runner's to handle
+    import ipykernel.ipkernel  # noqa: F401 - the point: import once, fork many
+    import ipykernel.kernelapp  # noqa: F401
+    import ipykernel_launcher  # noqa: F401
+
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    signal.set_wakeup_fd(w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children: set[int] = set()
+    _send({"ready": True})
+    buf = b""
+    while True:
+        try:
+            ready, _, _ = select.select([0, r], [], [])
+        except InterruptedError:
+            continue
+        if r in ready:
+            os.read(r, 4096)
+            while children:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                children.discard(pid)
+                _send({"exit": pid, "status": os.waitstatus_to_exitcode(status)})
+        if 0 in ready:
+            chunk = os.read(0, 65536)
+            if not chunk:  # gpu-runner is done (or gone): no kernel outlives it
+                for pid in children:
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                return
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                req = json.loads(line)
+                try:
+                    pid = os.fork()
+                except OSError as e:
+                    _send({"id": req["id"], "error": str(e)})
+                    continue
+                if pid == 0:
+                    _child(req)
+                try:
+                    os.setpgid(pid, pid)
+                except OSError:
+                    pass  # the child got there first
+                children.add(pid)
+                _send({"id": req["id"], "pid": pid})
+
+
+if __name__ == "__main__":
+    main()
