@@ -332,6 +332,129 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool) 
     sys.exit(report.exit_code)
 
 
+class _DurationType(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        from .config import parse_duration
+
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+def _runner_logger() -> Any:
+    from .log import Logger
+
+    return Logger.for_environment()
+
+
+def _on_sigterm_raise_interrupt() -> None:
+    """GitHub cancels a step with SIGINT, then SIGTERM: both unwind through start's cleanup."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@cli.command("start")
+@click.option("--matrix", "matrix_path", required=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="Matrix file (YAML).")
+@click.option("--entry", "entry_id", required=True, metavar="ID", help="The entry's id (gpu-runner plan lists them).")
+@click.option("--project", default=None, metavar="PROJECT",
+              help="GCP project.  [default: the matrix file's gce.project, else GOOGLE_CLOUD_PROJECT]")
+@click.option("--timeout", "timeout_s", type=_DurationType(), default="10m", show_default=True,
+              help="How long to wait for GitHub to list the runner online once the VM is created.")
+@click.option("--poll", "poll_s", type=_DurationType(), default="5s", show_default=True,
+              help="How often to look at the runner, the VM and its serial console while waiting.")
+@click.option("--runner-group-id", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runner group of the just-in-time runner.")
+@click.option("--runner-version", default=None, metavar="VERSION",
+              help="actions/runner release to install when the image has none (with --runner-sha256).")
+@click.option("--runner-sha256", default=None, metavar="HEX", help="sha256 of that release's linux-x64 tarball.")
+def start_cmd(matrix_path: Path, entry_id: str, project: str | None, timeout_s: float, poll_s: float,
+              runner_group_id: int, runner_version: str | None, runner_sha256: str | None) -> None:
+    """Create the entry's GPU VM with a just-in-time GitHub runner, and wait until it is online.
+
+    Walks the capacity ladder (the machine's zones in order, SPOT then STANDARD where the
+    matrix allows), and on any failure or cancellation deletes the VM and the registration
+    it made (exit 3). Writes label, instance, zone and provisioning-model to $GITHUB_OUTPUT.
+    Needs GITHUB_REPOSITORY and a token (GPU_RUNNER_GITHUB_TOKEN or GITHUB_TOKEN).
+    """
+    from .cloud import lifecycle
+    from .github.workflow import set_outputs
+    from .plan import find_entry
+
+    if (runner_version is None) != (runner_sha256 is None):
+        raise ConfigError("--runner-version and --runner-sha256 go together (the checksum pins the download)")
+    entry = find_entry(matrix_path, entry_id)
+    logger = _runner_logger()
+    if entry.is_local or entry.gce is None:
+        logger.info(f"{entry.id} runs on a local machine ({entry.runs_on}): no VM to start")
+        set_outputs({"label": entry.runs_on, "instance": "", "zone": "", "provisioning-model": ""})
+        return
+    ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
+    opts = lifecycle.StartOptions(online_timeout_s=timeout_s, poll_s=poll_s, runner_group_id=runner_group_id)
+    if runner_version and runner_sha256:
+        opts.runner_version, opts.runner_sha256 = runner_version, runner_sha256
+    _on_sigterm_raise_interrupt()
+    started = lifecycle.start(ctx, entry, opts)
+    set_outputs(started.outputs())
+    logger.info(f"started {started.label}: VM {started.instance} in {started.zone} ({started.provisioning_model}), "
+                "runner online")
+
+
+@cli.command("stop")
+@click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Matrix file (YAML), with --entry.")
+@click.option("--entry", "entry_id", default=None, metavar="ID", help="The entry's id.")
+@click.option("--label", default=None, metavar="LABEL", help="Or the runner label / VM name itself.")
+@click.option("--project", default=None, metavar="PROJECT",
+              help="GCP project.  [default: the matrix file's gce.project, else GOOGLE_CLOUD_PROJECT]")
+def stop_cmd(matrix_path: Path | None, entry_id: str | None, label: str | None, project: str | None) -> None:
+    """Delete the entry's VM (in whatever zone it is) and its runner registration.
+
+    Idempotent: succeeds when both are already gone, and after a start that failed or was
+    cancelled half-way. Says when Compute Engine preempted the VM.
+    """
+    from .cloud import lifecycle
+    from .plan import find_entry
+
+    if label is None and (matrix_path is None or entry_id is None):
+        raise ConfigError("stop needs --matrix FILE --entry ID, or --label LABEL")
+    entry = find_entry(matrix_path, entry_id) if matrix_path is not None and entry_id is not None else None
+    logger = _runner_logger()
+    if entry is not None and (entry.is_local or entry.gce is None):
+        logger.info(f"{entry.id} runs on a local machine: nothing to stop")
+        return
+    name = label or entry.label  # type: ignore[union-attr]
+    ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
+    lifecycle.stop(ctx, name, zones=entry.gce.zones if entry is not None and entry.gce else None)
+
+
+@cli.command("janitor")
+@click.option("--max-age", "max_age_s", type=_DurationType(), default="3h", show_default=True,
+              help="Delete our VMs older than this (by their created label).")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option("--project", default=None, metavar="PROJECT", help="GCP project.  [default: GOOGLE_CLOUD_PROJECT]")
+def janitor_cmd(max_age_s: float, dry_run: bool, project: str | None) -> None:
+    """Delete leftovers: VMs labelled gpu-runner=1 older than --max-age or whose workflow run has
+    finished, and offline gpu-runner-* registrations without a VM whose run has finished."""
+    from .cloud import lifecycle
+
+    logger = _runner_logger()
+    ctx = lifecycle.make_context(lifecycle.project_for(None, project), log=logger.info, mask=logger.mask)
+    swept = lifecycle.janitor(ctx, max_age_s=max_age_s, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    logger.info(f"janitor: {verb} {len(swept.vms)} VM(s) and {len(swept.runners)} registration(s); "
+                f"kept {len(swept.kept)} VM(s) of runs in progress")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map every error to its exit code."""
     try:

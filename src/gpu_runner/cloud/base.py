@@ -1,0 +1,150 @@
+"""The provider interface: create a VM for an entry, wait until it is up, delete it, list ours.
+
+A provider knows one cloud. It does not know GitHub: the start/stop/janitor flow
+(:mod:`gpu_runner.cloud.lifecycle`) hands it the metadata the VM needs (the startup
+script and the runner's just-in-time config) and the labels that mark it as ours.
+
+Errors a provider raises, so that the capacity ladder can decide:
+
+* :class:`CapacityError`: this zone (or this provisioning model) has no room now; try the next.
+* :class:`QuotaError`: the project is out of quota; no other zone of the region will help. Stop.
+* :class:`CloudError`: anything else, after the provider's own retries (429, 5xx). Stop.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..errors import InfraError
+
+OURS_LABEL = "gpu-runner"
+"""Every VM we create carries ``gpu-runner=1``; the janitor and ``stop`` look for it."""
+
+STATUS_MARKER = "gpu-runner-status:"
+"""What the startup script prints on the serial console (and sets as a guest attribute):
+``gpu-runner-status: <state> <detail>``. ``start`` polls for it to fail fast."""
+
+STATES_FAILED = ("health-failed", "runner-failed", "install-failed")
+
+
+class CloudError(InfraError):
+    """A cloud call failed for good (after retries)."""
+
+
+class CapacityError(CloudError):
+    """No capacity for this request in this zone now (stockout, resource not ready)."""
+
+
+class QuotaError(CloudError):
+    """The project's quota does not allow this VM; another zone of the region will not help."""
+
+
+@dataclass
+class Instance:
+    """What we need to know about one of our VMs."""
+
+    name: str
+    zone: str
+    status: str
+    """PROVISIONING, STAGING, RUNNING, STOPPING, SUSPENDED, TERMINATED, ... (Compute Engine's words)."""
+    labels: dict[str, str] = field(default_factory=dict)
+    provisioning_model: str = "STANDARD"
+    created: float | None = None
+    """Epoch seconds, from the ``created`` label."""
+    preempted: bool = False
+
+    @property
+    def run_id(self) -> str | None:
+        return self.labels.get("gh-run-id")
+
+    def age_s(self, now: float | None = None) -> float | None:
+        if self.created is None:
+            return None
+        return (now if now is not None else time.time()) - self.created
+
+
+@dataclass
+class VmRequest:
+    """One VM to create: everything but the zone and provisioning model (the ladder's rungs)."""
+
+    name: str
+    project: str
+    spec: object
+    """The entry's :class:`gpu_runner.plan.GceSpec`."""
+    labels: dict[str, str]
+    metadata: dict[str, str]
+    """Instance metadata; values may be secret (the runner's config): never log them."""
+
+
+def gce_label_value(text: str) -> str:
+    """A string as a Compute Engine label value: lower case, [a-z0-9_-], at most 63."""
+    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-")[:63]
+
+
+def parse_status_line(text: str) -> tuple[str, str] | None:
+    """The last ``gpu-runner-status: STATE DETAIL`` in serial console text, as (state, detail)."""
+    found = None
+    for line in text.splitlines():
+        i = line.find(STATUS_MARKER)
+        if i >= 0:
+            state, _, detail = line[i + len(STATUS_MARKER):].strip().partition(" ")
+            found = (state, detail.strip())
+    return found
+
+
+class Provider(ABC):
+    """One cloud: create, wait until ready, delete, list ours."""
+
+    name: str = "?"
+
+    @abstractmethod
+    def create(self, req: VmRequest, zone: str, provisioning_model: str) -> Instance:
+        """Create the VM and return once the cloud accepted it (the create operation finished).
+
+        Raises CapacityError, QuotaError or CloudError."""
+
+    @abstractmethod
+    def get(self, project: str, zone: str, name: str) -> Instance | None:
+        """The VM, or None when it does not exist."""
+
+    @abstractmethod
+    def delete(self, project: str, zone: str, name: str, *, wait: bool = True) -> bool:
+        """Delete the VM; False when it was already gone. Idempotent."""
+
+    @abstractmethod
+    def list_ours(self, project: str, labels: Mapping[str, str] | None = None, *,
+                  name: str | None = None) -> list[Instance]:
+        """Every VM labelled ``gpu-runner=1`` (and ``labels``; named ``name``), in every zone."""
+
+    def serial_output(self, project: str, zone: str, name: str, start: int = 0) -> tuple[str, int]:
+        """(serial console text from byte ``start``, the next offset); ('', start) when there is none."""
+        return "", start
+
+    def serial_tail(self, project: str, zone: str, name: str, lines: int = 40) -> str:
+        """The last lines of the VM's serial console ('' when there is none)."""
+        text, _ = self.serial_output(project, zone, name)
+        return "\n".join(text.splitlines()[-lines:])
+
+    def was_preempted(self, project: str, zones: list[str], name: str) -> bool:
+        """Whether Compute Engine preempted this VM (looked up after it is gone)."""
+        return False
+
+    def wait_ready(self, project: str, zone: str, name: str, *, timeout_s: float, poll_s: float) -> Instance:
+        """Wait until the VM is RUNNING; CloudError when it stops or disappears first."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            inst = self.get(project, zone, name)
+            if inst is None:
+                raise CloudError(f"VM {name} in {zone} disappeared while starting")
+            if inst.status == "RUNNING":
+                return inst
+            if inst.status in ("STOPPING", "TERMINATED", "SUSPENDED", "STOPPED"):
+                why = " (preempted)" if inst.preempted else ""
+                raise CloudError(f"VM {name} in {zone} is {inst.status}{why} before it ran")
+            if time.monotonic() >= deadline:
+                raise CloudError(f"VM {name} in {zone} still {inst.status} after {timeout_s:.0f}s")
+            time.sleep(poll_s)

@@ -1,0 +1,288 @@
+"""The Compute Engine provider, on google-cloud-compute (REST transport).
+
+* Create: ``InstancesClient.insert_unary`` with a ``request_id`` (so a retried insert never makes
+  two VMs), then ``ZoneOperationsClient.wait`` until the operation is DONE. (``op.result()``
+  of the extended operation polls the default endpoint, so it is not used.)
+* Errors are classified for the capacity ladder: ``ZONE_RESOURCE_POOL_EXHAUSTED(_WITH_DETAILS)``,
+  ``RESOURCE_NOT_READY`` and ``UNSUPPORTED_OPERATION`` are :class:`CapacityError` (next zone);
+  quota errors are :class:`QuotaError` naming the quota and region; 429 and 5xx are retried
+  with backoff that honours Retry-After.
+* ``GPU_RUNNER_COMPUTE_EMULATOR_HOST=host:port`` points the client at a plain-HTTP endpoint
+  with anonymous credentials (like Google's other ``*_EMULATOR_HOST`` variables).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .base import OURS_LABEL, CapacityError, CloudError, Instance, Provider, QuotaError, VmRequest
+from .retry import call_with_retry
+
+EMULATOR_ENV = "GPU_RUNNER_COMPUTE_EMULATOR_HOST"
+CAPACITY_CODES = frozenset({
+    "ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "RESOURCE_NOT_READY",
+    "UNSUPPORTED_OPERATION", "RESOURCE_POOL_EXHAUSTED",
+})
+DEFAULT_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+OPERATION_TIMEOUT_S = 600.0
+
+
+def client_kwargs() -> dict[str, Any]:
+    """Constructor arguments for the compute_v1 clients (emulator aware)."""
+    host = os.environ.get(EMULATOR_ENV, "").strip()
+    if not host:
+        return {"transport": "rest"}
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+
+    endpoint = host if host.startswith(("http://", "https://")) else f"http://{host}"
+    return {"transport": "rest", "credentials": AnonymousCredentials(),
+            "client_options": ClientOptions(api_endpoint=endpoint)}
+
+
+def _last(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _status_name(status: Any) -> str:
+    return str(getattr(status, "name", status))
+
+
+def _region(zone: str) -> str:
+    return zone.rsplit("-", 1)[0]
+
+
+def _op_errors(op: Any) -> list[dict[str, Any]]:
+    out = []
+    if op.error and op.error.errors:
+        for e in op.error.errors:
+            quota = {}
+            for d in e.error_details:
+                if d.quota_info and d.quota_info.metric_name:
+                    qi = d.quota_info
+                    quota = {"metric": qi.metric_name, "limit_name": qi.limit_name, "limit": qi.limit,
+                             "dimensions": dict(qi.dimensions)}
+            out.append({"code": e.code, "message": e.message, "quota": quota})
+    return out
+
+
+def classify(errors: list[dict[str, Any]], zone: str, what: str) -> CloudError:
+    """The error a list of Compute Engine errors ({code, message, quota}) stands for."""
+    codes = [str(e.get("code") or "") for e in errors]
+    text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or "unknown error"
+    if any(c in CAPACITY_CODES for c in codes):
+        return CapacityError(f"{what} in {zone}: {text}")
+    for e in errors:
+        code = str(e.get("code") or "")
+        if "QUOTA" in code.upper() or code == "quotaExceeded":
+            q = e.get("quota") or {}
+            region = (q.get("dimensions") or {}).get("region") or _region(zone)
+            metric = q.get("metric") or q.get("limit_name") or _quota_from_message(str(e.get("message")))
+            limit = f" (limit {q['limit']:g})" if isinstance(q.get("limit"), (int, float)) and q.get("limit") else ""
+            return QuotaError(f"quota {metric or '?'} exceeded in region {region}{limit}: {e.get('message')}. "
+                              f"Ask for more in the Cloud console (IAM & Admin > Quotas) or choose another "
+                              f"region or machine.")
+    return CloudError(f"{what} in {zone}: {text}")
+
+
+def _quota_from_message(message: str) -> str | None:
+    import re
+
+    m = re.search(r"Quota '([^']+)'", message)
+    return m.group(1) if m else None
+
+
+def _http_errors(exc: Any) -> list[dict[str, Any]]:
+    out = []
+    for e in getattr(exc, "errors", None) or []:
+        if isinstance(e, dict):
+            out.append({"code": e.get("reason") or e.get("code"), "message": e.get("message"), "quota": {}})
+    if not out:
+        out.append({"code": getattr(exc, "reason", None) or getattr(exc, "code", None),
+                    "message": getattr(exc, "message", str(exc)), "quota": {}})
+    return out
+
+
+def label_filter(labels: Mapping[str, str], name: str | None = None) -> str:
+    """A Compute Engine list filter: every condition in parentheses (an implicit AND)."""
+    parts = [f'(labels.{k} = "{v}")' for k, v in labels.items()]
+    if name:
+        parts.append(f'(name = "{name}")')
+    return " ".join(parts)
+
+
+class GceProvider(Provider):
+    name = "gce"
+
+    def __init__(self, *, log: Callable[[str], None] | None = None) -> None:
+        from google.cloud import compute_v1
+
+        self.compute_v1 = compute_v1
+        kw = client_kwargs()
+        self.instances = compute_v1.InstancesClient(**kw)
+        self.operations = compute_v1.ZoneOperationsClient(**kw)
+        self.log = log or (lambda _m: None)
+        self.operation_timeout_s = OPERATION_TIMEOUT_S
+
+    # -- calls ------------------------------------------------------------------------
+    def _call(self, fn: Callable[..., Any], what: str, *, raw: bool = False, **kwargs: Any) -> Any:
+        """``fn(**kwargs)`` with retries; errors other than NotFound become CloudError (``raw``: kept)."""
+        import requests
+        from google.api_core import exceptions as gexc
+
+        kwargs.setdefault("retry", None)  # ours (below) honours Retry-After; the library's default does not
+        kwargs.setdefault("timeout", 180.0)
+        try:
+            return call_with_retry(fn, what=what, on_retry=self.log, **kwargs)
+        except gexc.NotFound:
+            raise
+        except gexc.GoogleAPICallError as e:
+            if raw:
+                raise
+            hint = ""
+            if e.code in (401, 403):
+                hint = (" (the caller needs roles/compute.instanceAdmin.v1 on the project and "
+                        "roles/iam.serviceAccountUser on the VMs' service account)")
+            raise CloudError(f"Compute Engine: {what}: {e.code} {e.message}{hint}") from None
+        except requests.RequestException as e:
+            raise CloudError(f"Compute Engine: {what}: {e}") from None
+
+    def _wait_op(self, project: str, zone: str, op: Any, what: str) -> Any:
+        deadline = time.monotonic() + self.operation_timeout_s
+        while _status_name(op.status) != "DONE":
+            if time.monotonic() >= deadline:
+                raise CloudError(f"{what} in {zone}: operation {op.name} not done after "
+                                 f"{self.operation_timeout_s:.0f}s")
+            op = self._call(self.operations.wait, f"wait for {what}", project=project, zone=zone,
+                            operation=op.name)
+        return op
+
+    # -- the VM -------------------------------------------------------------------------
+    def build_instance(self, req: VmRequest, zone: str, provisioning_model: str) -> Any:
+        """The Instance resource for ``req`` in ``zone`` with ``provisioning_model``."""
+        c = self.compute_v1
+        s: Any = req.spec
+        disk = c.AttachedDisk(
+            boot=True, auto_delete=True,
+            initialize_params=c.AttachedDiskInitializeParams(
+                source_image=s.source_image, disk_size_gb=int(s.disk_size_gb),
+                disk_type=f"zones/{zone}/diskTypes/{s.disk_type}"))
+        nic = c.NetworkInterface()
+        if s.network:
+            nic.network = s.network if "/" in s.network else f"global/networks/{s.network}"
+        if s.subnetwork:
+            nic.subnetwork = s.subnetwork if "/" in s.subnetwork else (
+                f"regions/{_region(zone)}/subnetworks/{s.subnetwork}")
+        if not s.network and not s.subnetwork:
+            nic.network = "global/networks/default"
+        if s.external_ip:
+            nic.access_configs = [c.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")]
+        scheduling = c.Scheduling(
+            provisioning_model=provisioning_model,
+            on_host_maintenance="TERMINATE",
+            automatic_restart=False,
+            instance_termination_action="DELETE",
+            max_run_duration=c.Duration(seconds=int(s.max_run_duration_s)))
+        inst = c.Instance(
+            name=req.name,
+            machine_type=f"zones/{zone}/machineTypes/{s.machine_type}",
+            disks=[disk],
+            network_interfaces=[nic],
+            scheduling=scheduling,
+            labels=dict(req.labels),
+            metadata=c.Metadata(items=[c.Items(key=k, value=v) for k, v in req.metadata.items()]),
+            service_accounts=[c.ServiceAccount(email=s.service_account or "default",
+                                               scopes=list(s.scopes or DEFAULT_SCOPES))],
+        )
+        if s.accelerator_count and s.attach_accelerators and s.accelerator_type:
+            inst.guest_accelerators = [c.AcceleratorConfig(
+                accelerator_type=f"zones/{zone}/acceleratorTypes/{s.accelerator_type}",
+                accelerator_count=int(s.accelerator_count))]
+        return inst
+
+    def create(self, req: VmRequest, zone: str, provisioning_model: str) -> Instance:
+        from google.api_core import exceptions as gexc
+
+        what = f"create {req.name} ({provisioning_model})"
+        resource = self.build_instance(req, zone, provisioning_model)
+        request_id = str(uuid.uuid4())  # the same id on every retry: Compute Engine de-duplicates
+        try:
+            op = self._call(self.instances.insert_unary, what, raw=True, request=self.compute_v1.InsertInstanceRequest(
+                project=req.project, zone=zone, instance_resource=resource, request_id=request_id))
+        except gexc.GoogleAPICallError as e:
+            raise classify(_http_errors(e), zone, what) from None
+        op = self._wait_op(req.project, zone, op, what)
+        errors = _op_errors(op)
+        if errors:
+            raise classify(errors, zone, what)
+        return Instance(name=req.name, zone=zone, status="PROVISIONING", labels=dict(req.labels),
+                        provisioning_model=provisioning_model)
+
+    def _to_instance(self, inst: Any) -> Instance:
+        labels = dict(inst.labels)
+        try:
+            created = float(labels["created"]) if "created" in labels else None
+        except ValueError:
+            created = None
+        return Instance(name=inst.name, zone=_last(inst.zone), status=_status_name(inst.status), labels=labels,
+                        provisioning_model=inst.scheduling.provisioning_model or "STANDARD", created=created)
+
+    def get(self, project: str, zone: str, name: str) -> Instance | None:
+        from google.api_core import exceptions as gexc
+
+        try:
+            inst = self._call(self.instances.get, f"get {name}", project=project, zone=zone, instance=name)
+        except gexc.NotFound:
+            return None
+        return self._to_instance(inst)
+
+    def delete(self, project: str, zone: str, name: str, *, wait: bool = True) -> bool:
+        from google.api_core import exceptions as gexc
+
+        try:
+            op = self._call(self.instances.delete, f"delete {name}", request=self.compute_v1.DeleteInstanceRequest(
+                project=project, zone=zone, instance=name, request_id=str(uuid.uuid4())))
+        except gexc.NotFound:
+            return False
+        if wait:
+            op = self._wait_op(project, zone, op, f"delete {name}")
+            errors = _op_errors(op)
+            if errors and not any(e["code"] == "RESOURCE_NOT_FOUND" for e in errors):
+                raise classify(errors, zone, f"delete {name}")
+        return True
+
+    def list_ours(self, project: str, labels: Mapping[str, str] | None = None, *,
+                  name: str | None = None) -> list[Instance]:
+        flt = label_filter({OURS_LABEL: "1", **(labels or {})}, name)
+        pager = self._call(self.instances.aggregated_list, "list VMs",
+                           request=self.compute_v1.AggregatedListInstancesRequest(project=project, filter=flt))
+        out = []
+        for _scope, scoped in pager:
+            for inst in scoped.instances:
+                out.append(self._to_instance(inst))
+        return out
+
+    def serial_output(self, project: str, zone: str, name: str, start: int = 0) -> tuple[str, int]:
+        """(contents since ``start``, next offset); ('', start) when the VM is gone."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            out = self._call(self.instances.get_serial_port_output, f"serial console of {name}",
+                             request=self.compute_v1.GetSerialPortOutputInstanceRequest(
+                                 project=project, zone=zone, instance=name, port=1, start=start))
+        except (gexc.NotFound, gexc.BadRequest):
+            return "", start
+        return out.contents, int(out.next_ or start)
+
+    def was_preempted(self, project: str, zones: list[str], name: str) -> bool:
+        flt = '(operationType = "compute.instances.preempted")'
+        for zone in zones:
+            pager = self._call(self.operations.list, "list operations", request=self.compute_v1.ListZoneOperationsRequest(
+                project=project, zone=zone, filter=flt))
+            if any(_last(op.target_link) == name for op in pager):
+                return True
+        return False

@@ -1,0 +1,334 @@
+"""start / stop / janitor: one ephemeral GPU runner per matrix entry, and never a leaked VM.
+
+``start`` registers a just-in-time runner, walks the capacity ladder (the machine's zones in
+order, for each provisioning model in order: SPOT first, then STANDARD where allowed), and
+waits until GitHub lists the runner online. Whatever goes wrong after the registration (no
+capacity, quota, an API that keeps failing, a GPU health check that fails, a runner that never
+comes online, a cancellation), ``start`` deletes what it made before it raises.
+
+``stop`` deletes the VM wherever it is (found by name and the ``gpu-runner=1`` label across
+zones) and the registration; it is idempotent. ``janitor`` deletes what the other two missed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError, InfraError
+from .base import (
+    OURS_LABEL,
+    STATES_FAILED,
+    CapacityError,
+    Instance,
+    Provider,
+    VmRequest,
+    gce_label_value,
+    parse_status_line,
+)
+from .startup import HEALTH_TRIES, HEALTH_WAIT_S, RUNNER_SHA256, RUNNER_VERSION, render
+
+JIT_METADATA_KEY = "gpu-runner-jitconfig"
+RUNNER_PREFIX = "gpu-runner-"
+GONE = ("STOPPING", "STOPPED", "TERMINATED", "SUSPENDING", "SUSPENDED")
+SERIAL_KEEP_LINES = 200
+_RUN_RE = re.compile(r"^gpu-runner-(?P<run>[a-z0-9]+)-(?P<attempt>[a-z0-9]+)-")
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class StartOptions:
+    online_timeout_s: float = 600.0
+    """How long to wait for GitHub to list the runner online after the VM was created."""
+    poll_s: float = 5.0
+    runner_group_id: int = 1
+    runner_version: str = RUNNER_VERSION
+    runner_sha256: str = RUNNER_SHA256
+    health_tries: int = HEALTH_TRIES
+    health_wait_s: float = HEALTH_WAIT_S
+
+
+@dataclass
+class Started:
+    label: str
+    instance: str
+    zone: str
+    provisioning_model: str
+
+    def outputs(self) -> dict[str, str]:
+        return {"label": self.label, "instance": self.instance, "zone": self.zone,
+                "provisioning-model": self.provisioning_model}
+
+
+@dataclass
+class Context:
+    """What the three commands work with."""
+
+    provider: Provider
+    runners: Any
+    """A :class:`gpu_runner.github.runners.Runners` (or None for local entries)."""
+    project: str
+    repo: str
+    log: Log
+    mask: Callable[[str], None] = lambda _s: None
+    run_id: str = "local"
+    attempt: str = "1"
+
+
+def vm_labels(ctx: Context, entry: Any, now: float | None = None) -> dict[str, str]:
+    """The matrix's labels plus ours (DESIGN.md section 4)."""
+    labels = {k: gce_label_value(str(v)) for k, v in (entry.gce.labels or {}).items()}
+    labels.update({
+        OURS_LABEL: "1",
+        "gh-repo": gce_label_value(ctx.repo.replace("/", "_")),
+        "gh-run-id": gce_label_value(ctx.run_id),
+        "gh-run-attempt": gce_label_value(ctx.attempt),
+        "entry": gce_label_value(entry.id),
+        "created": str(int(now if now is not None else time.time())),
+    })
+    return labels
+
+
+# --------------------------------------------------------------------------------------
+# start
+# --------------------------------------------------------------------------------------
+
+
+def _ladder(ctx: Context, req: VmRequest, spec: Any) -> Instance:
+    if not spec.zones:
+        raise ConfigError(f"machine of entry {req.name}: no zones to create the VM in (set zones:)")
+    misses: list[str] = []
+    for model in spec.provisioning_models:
+        for zone in spec.zones:
+            ctx.log(f"creating VM {req.name}: {spec.machine_type} ({model}) in {zone}")
+            try:
+                return ctx.provider.create(req, zone, model)
+            except CapacityError as e:
+                ctx.log(f"no capacity: {e}; trying the next {'zone' if zone != spec.zones[-1] else 'rung'}")
+                misses.append(f"{zone}/{model}")
+    raise InfraError(f"no capacity for {spec.machine_type} in any zone: tried {', '.join(misses)}. "
+                     f"Add zones to the machine, allow STANDARD (spot: preferred), or retry later.")
+
+
+def _wait_online(ctx: Context, inst: Instance, runner_id: int, opts: StartOptions) -> None:
+    deadline = time.monotonic() + opts.online_timeout_s
+    offset = 0
+    serial: list[str] = []
+    said = ""
+    while True:
+        runner = ctx.runners.get(runner_id)
+        if runner is not None and runner.status == "online":
+            ctx.log(f"runner {inst.name} is online")
+            return
+        if runner is None:
+            raise InfraError(f"runner registration {inst.name} disappeared while waiting for it to come online")
+        vm = ctx.provider.get(ctx.project, inst.zone, inst.name)
+        if vm is not None and vm.status == "RUNNING":
+            text, offset = ctx.provider.serial_output(ctx.project, inst.zone, inst.name, offset)
+            serial = (serial + text.splitlines())[-SERIAL_KEEP_LINES:]
+        st = parse_status_line("\n".join(serial))
+        tail = "\n".join(serial[-40:]) or "(no serial console output)"
+        if st and st[0] in STATES_FAILED:
+            raise InfraError(f"VM {inst.name} in {inst.zone}: {st[0]}: {st[1]}\nlast serial console lines:\n{tail}")
+        if vm is None or vm.status in GONE:
+            preempted = ctx.provider.was_preempted(ctx.project, [inst.zone], inst.name)
+            what = "was preempted" if preempted else ("is gone" if vm is None else f"is {vm.status}")
+            raise InfraError(f"VM {inst.name} in {inst.zone} {what} before its runner came online\n"
+                             f"last serial console lines:\n{tail}")
+        now_saying = (f"waiting for VM {inst.name} ({vm.status})" if vm.status != "RUNNING" else
+                      f"waiting for runner {inst.name} to come online (VM running"
+                      f"{', ' + st[0] if st else ''})")
+        if now_saying != said:
+            ctx.log(now_saying)
+            said = now_saying
+        if time.monotonic() >= deadline:
+            raise InfraError(f"runner {inst.name} did not come online within {opts.online_timeout_s:.0f}s "
+                             f"(VM {vm.status} in {inst.zone})\nlast serial console lines:\n{tail}")
+        time.sleep(opts.poll_s)
+
+
+def start(ctx: Context, entry: Any, opts: StartOptions | None = None) -> Started:
+    """Register the runner, create the VM, wait until the runner is online. Cleans up on failure."""
+    opts = opts or StartOptions()
+    spec = entry.gce
+    label = entry.label
+    ctx.log(f"registering just-in-time runner {label} in {ctx.repo} (label {label})")
+    jit = ctx.runners.create_jit(label, [label], runner_group_id=opts.runner_group_id)
+    ctx.mask(jit.encoded_jit_config)
+    script = render(expected_gpus=entry.gpu_count, runner_version=opts.runner_version,
+                    runner_sha256=opts.runner_sha256, health_tries=opts.health_tries,
+                    health_wait_s=opts.health_wait_s)
+    metadata = {"startup-script": script, JIT_METADATA_KEY: jit.encoded_jit_config,
+                "block-project-ssh-keys": "true", "enable-guest-attributes": "TRUE"}
+    if entry.gpu_count:
+        metadata["install-nvidia-driver"] = "True"  # Deep Learning VM images install it on first boot
+    req = VmRequest(name=label, project=ctx.project, spec=spec, labels=vm_labels(ctx, entry), metadata=metadata)
+    done = False
+    try:
+        inst = _ladder(ctx, req, spec)
+        ctx.log(f"VM {label} created in {inst.zone} ({inst.provisioning_model})")
+        _wait_online(ctx, inst, jit.runner.id, opts)
+        done = True
+        return Started(label=label, instance=label, zone=inst.zone, provisioning_model=inst.provisioning_model)
+    finally:
+        if not done:
+            ctx.log(f"start of {label} failed or was cancelled: deleting its VM and registration")
+            _cleanup(ctx, label, jit.runner.id)
+
+
+def _cleanup(ctx: Context, label: str, runner_id: int | None) -> None:
+    errors = []
+    try:
+        for vm in ctx.provider.list_ours(ctx.project, name=label):
+            ctx.provider.delete(ctx.project, vm.zone, vm.name)
+            ctx.log(f"deleted VM {vm.name} in {vm.zone}")
+    except Exception as e:  # keep going: the registration must go too
+        errors.append(f"VM: {e}")
+    try:
+        if runner_id is not None and ctx.runners.delete(runner_id):
+            ctx.log(f"removed runner registration {label}")
+    except Exception as e:
+        errors.append(f"registration: {e}")
+    for err in errors:
+        ctx.log(f"cleanup of {label} incomplete ({err}); `gpu-runner stop --label {label}` or the janitor retries")
+
+
+# --------------------------------------------------------------------------------------
+# stop
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stopped:
+    label: str
+    deleted_vms: list[str] = field(default_factory=list)
+    preempted: bool = False
+    removed_runner: bool = False
+
+    def summary(self) -> str:
+        parts = []
+        if self.deleted_vms:
+            parts.append(f"deleted VM {', '.join(self.deleted_vms)}")
+        if self.preempted:
+            parts.append("the VM was preempted (Spot capacity reclaimed by Compute Engine)")
+        if self.removed_runner:
+            parts.append("removed the runner registration")
+        return f"{self.label}: " + ("; ".join(parts) if parts else "nothing left to delete (already gone)")
+
+
+def stop(ctx: Context, label: str, zones: list[str] | None = None) -> Stopped:
+    """Delete the VM named ``label`` wherever it is, and its registration. Idempotent."""
+    out = Stopped(label=label)
+    vms = ctx.provider.list_ours(ctx.project, name=label)
+    for vm in vms:
+        if vm.status in GONE and vm.provisioning_model == "SPOT":
+            out.preempted = out.preempted or ctx.provider.was_preempted(ctx.project, [vm.zone], vm.name)
+        ctx.provider.delete(ctx.project, vm.zone, vm.name)
+        out.deleted_vms.append(f"{vm.name} ({vm.zone}, {vm.status})")
+    if not vms and zones:
+        out.preempted = ctx.provider.was_preempted(ctx.project, zones, label)
+    if ctx.runners is not None:
+        runner = ctx.runners.find(label)
+        if runner is not None:
+            out.removed_runner = ctx.runners.delete(runner.id)
+    ctx.log(out.summary())
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# janitor
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Swept:
+    vms: list[str] = field(default_factory=list)
+    runners: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def janitor(ctx: Context, *, max_age_s: float, dry_run: bool = False, now: float | None = None) -> Swept:
+    """Delete our VMs older than ``max_age_s`` or whose workflow run has finished, and offline
+    registrations named ``gpu-runner-*`` that have no VM and whose run has finished."""
+    now = time.time() if now is None else now
+    out = Swept()
+    verb = "would delete" if dry_run else "deleted"
+    my_repo = gce_label_value(ctx.repo.replace("/", "_"))
+    finished: dict[str, bool | None] = {}
+
+    def run_finished(run_id: str | None) -> bool | None:
+        if not run_id or ctx.runners is None:
+            return None
+        if run_id not in finished:
+            finished[run_id] = ctx.runners.run_finished(run_id)
+        return finished[run_id]
+
+    live: set[str] = set()
+    for vm in ctx.provider.list_ours(ctx.project):
+        age = vm.age_s(now)
+        why = None
+        if age is not None and age > max_age_s:
+            why = f"{age / 3600:.1f} h old"
+        elif vm.labels.get("gh-repo") == my_repo and run_finished(vm.run_id):
+            why = f"workflow run {vm.run_id} has finished"
+        if why is None:
+            live.add(vm.name)
+            out.kept.append(vm.name)
+            continue
+        if not dry_run:
+            ctx.provider.delete(ctx.project, vm.zone, vm.name)
+        out.vms.append(vm.name)
+        ctx.log(f"{verb} VM {vm.name} in {vm.zone} ({vm.status}): {why}")
+    if ctx.runners is not None:
+        for r in ctx.runners.list(RUNNER_PREFIX):
+            if r.status != "offline" or r.busy or r.name in live:
+                continue
+            m = _RUN_RE.match(r.name)
+            run_id = m.group("run") if m else None
+            done = run_finished(run_id) if run_id and run_id.isdigit() else True
+            if not done:
+                continue
+            if not dry_run:
+                ctx.runners.delete(r.id)
+            out.runners.append(r.name)
+            ctx.log(f"{verb} offline runner registration {r.name}")
+    if not out.vms and not out.runners:
+        ctx.log("nothing to delete")
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Wiring
+# --------------------------------------------------------------------------------------
+
+
+def project_for(entry: Any | None, explicit: str | None = None, env: Any = None) -> str:
+    """The GCP project: --project, else the matrix file's gce.project, else GOOGLE_CLOUD_PROJECT."""
+    import os
+
+    env = os.environ if env is None else env
+    project = explicit or (entry.gce.project if entry is not None and entry.gce else None) or env.get(
+        "GOOGLE_CLOUD_PROJECT")
+    if not project:
+        raise ConfigError("no GCP project: set gce.project in the matrix file, pass --project, or set "
+                          "GOOGLE_CLOUD_PROJECT")
+    return project
+
+
+def make_context(project: str, *, log: Log, mask: Callable[[str], None] = lambda _s: None,
+                 github: bool = True) -> Context:
+    """A context on Compute Engine and this repository's runners, from the environment."""
+    from ..github.client import client, repository
+    from ..github.runners import Runners
+    from ..plan import run_identity
+    from .gce import GceProvider
+
+    repo = repository()
+    runners = Runners(client(), repo) if github else None
+    run_id, attempt = run_identity()
+    return Context(provider=GceProvider(log=log), runners=runners, project=project, repo=repo, log=log, mask=mask,
+                   run_id=run_id, attempt=attempt)

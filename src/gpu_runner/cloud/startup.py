@@ -1,0 +1,35 @@
+"""Render the VM startup script (``startup.sh``) for one entry."""
+
+from __future__ import annotations
+
+import shlex
+from importlib import resources
+
+RUNNER_VERSION = "2.321.0"
+"""The runner release installed when the image has none (``/opt/actions-runner``)."""
+RUNNER_SHA256 = "ba46ba7ce3a4d7236b16fbe44419fb453bc08f866b24f04d549ec89f1722a29e"
+"""sha256 of actions-runner-linux-x64-2.321.0.tar.gz, as the release page lists it."""
+HEALTH_TRIES = 30
+HEALTH_WAIT_S = 10
+
+
+def template() -> str:
+    return resources.files(__package__).joinpath("startup.sh").read_text(encoding="utf-8")
+
+
+def render(*, expected_gpus: int, runner_version: str = RUNNER_VERSION, runner_sha256: str = RUNNER_SHA256,
+           health_tries: int = HEALTH_TRIES, health_wait_s: float = HEALTH_WAIT_S) -> str:
+    """The startup script with its settings filled in (shell-quoted)."""
+    values = {
+        "EXPECTED_GPUS": str(int(expected_gpus)),
+        "RUNNER_VERSION": shlex.quote(runner_version),
+        "RUNNER_SHA256": shlex.quote(runner_sha256.lower()),
+        "HEALTH_TRIES": str(max(1, int(health_tries))),
+        "HEALTH_WAIT_S": shlex.quote(f"{health_wait_s:g}"),
+    }
+    text = template()
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", value)
+    if "@@" in text:  # pragma: no cover - a placeholder without a value
+        raise ValueError("startup.sh: unrendered placeholder")
+    return text

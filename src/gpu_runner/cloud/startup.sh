@@ -1,0 +1,149 @@
+#!/bin/bash
+# gpu-runner: the startup script of an ephemeral GPU runner VM (rendered by `gpu-runner start`).
+#
+# 1. reads the runner's just-in-time config from instance metadata, then removes it from the
+#    metadata (when the VM's service account may call setMetadata);
+# 2. checks the GPUs (nvidia-smi lists the expected count), retrying while the driver installs;
+# 3. uses the runner on the image, or installs the pinned runner release (checksum verified);
+# 4. runs one job with `run.sh --jitconfig`, then deletes this VM (power-off if it may not).
+#
+# Progress goes to the serial console as `gpu-runner-status: STATE DETAIL` lines (and to the
+# guest attribute gpu-runner/status); `gpu-runner start` polls them to fail fast.
+# The GPU_RUNNER_* variables below exist for tests; on a VM they are unset.
+set -uo pipefail
+
+EXPECTED_GPUS=@@EXPECTED_GPUS@@
+RUNNER_VERSION=@@RUNNER_VERSION@@
+RUNNER_SHA256=@@RUNNER_SHA256@@
+HEALTH_TRIES=@@HEALTH_TRIES@@
+HEALTH_WAIT_S=@@HEALTH_WAIT_S@@
+JIT_KEY=gpu-runner-jitconfig
+
+MD="${GPU_RUNNER_METADATA_URL:-http://metadata.google.internal/computeMetadata/v1}"
+API="${GPU_RUNNER_COMPUTE_API:-https://compute.googleapis.com/compute/v1}"
+RUNNER_DIR="${GPU_RUNNER_RUNNER_DIR:-/opt/actions-runner}"
+RUNNER_URL_BASE="${GPU_RUNNER_RUNNER_URL_BASE:-https://github.com/actions/runner/releases/download}"
+HEALTH_DETAIL=""
+
+md() {
+  curl -sSf --retry 5 --retry-connrefused -H 'Metadata-Flavor: Google' "$MD/$1"
+}
+
+status() {  # STATE DETAIL...
+  local state=$1
+  shift
+  echo "gpu-runner-status: $state $*"
+  curl -sS -o /dev/null -X PUT -H 'Metadata-Flavor: Google' --data "$state $*" \
+    "$MD/instance/guest-attributes/gpu-runner/status" 2>/dev/null || true
+}
+
+access_token() {
+  md 'instance/service-accounts/default/token' | sed -n 's/.*"access_token" *: *"\([^"]*\)".*/\1/p'
+}
+
+delete_self() {  # WHY
+  status deleting "$1"
+  local tok
+  tok=$(access_token)
+  if ! curl -sSf -o /dev/null -X DELETE -H "Authorization: Bearer $tok" "$SELF"; then
+    echo "gpu-runner: this VM may not delete itself; powering off (gpu-runner stop or janitor deletes it)"
+    poweroff
+  fi
+}
+
+forget_jitconfig() {  # drop the runner config from the instance metadata; needs compute.instances.setMetadata
+  command -v python3 >/dev/null 2>&1 || return 1
+  local tok body
+  tok=$(access_token) || return 1
+  body=$(curl -sSf -H "Authorization: Bearer $tok" "$SELF" | python3 -c '
+import json, sys
+md = json.load(sys.stdin).get("metadata", {})
+items = [i for i in md.get("items", []) if i.get("key") != sys.argv[1]]
+print(json.dumps({"kind": "compute#metadata", "fingerprint": md.get("fingerprint", ""), "items": items}))
+' "$JIT_KEY") || return 1
+  curl -sSf -o /dev/null -X POST -H "Authorization: Bearer $tok" -H 'Content-Type: application/json' \
+    --data "$body" "$SELF/setMetadata"
+}
+
+gpu_health() {
+  local i n out
+  if [ "$EXPECTED_GPUS" -eq 0 ]; then
+    status health-ok "no GPU expected"
+    return 0
+  fi
+  for ((i = 1; i <= HEALTH_TRIES; i++)); do
+    if out=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>&1); then
+      n=$(printf '%s\n' "$out" | grep -c .)
+      if [ "$n" -eq "$EXPECTED_GPUS" ]; then
+        status health-ok "$n GPU(s): $(printf '%s\n' "$out" | sort | uniq -c | tr -s ' \n' ' ')"
+        return 0
+      fi
+      HEALTH_DETAIL="nvidia-smi lists $n GPU(s), expected $EXPECTED_GPUS"
+    else
+      HEALTH_DETAIL="nvidia-smi failed: $(printf '%s\n' "$out" | tail -n 1)"
+    fi
+    echo "gpu-runner: GPU check $i/$HEALTH_TRIES: $HEALTH_DETAIL"
+    if [ "$i" -lt "$HEALTH_TRIES" ]; then
+      sleep "$HEALTH_WAIT_S"
+    fi
+  done
+  return 1
+}
+
+install_runner() {
+  local tgz=/tmp/actions-runner-$RUNNER_VERSION.tar.gz
+  if [ -x "$RUNNER_DIR/run.sh" ]; then
+    echo "gpu-runner: using the runner in $RUNNER_DIR"
+    return 0
+  fi
+  echo "gpu-runner: installing runner $RUNNER_VERSION into $RUNNER_DIR"
+  curl -sSfL --retry 5 -o "$tgz" \
+    "$RUNNER_URL_BASE/v$RUNNER_VERSION/actions-runner-linux-x64-$RUNNER_VERSION.tar.gz" || return 1
+  echo "$RUNNER_SHA256  $tgz" | sha256sum -c - || return 1
+  mkdir -p "$RUNNER_DIR" && tar -xzf "$tgz" -C "$RUNNER_DIR" && rm -f "$tgz"
+}
+
+main() {
+  local jit rc
+  PROJECT=$(md project/project-id) || { echo "gpu-runner: no metadata server"; exit 1; }
+  ZONE=$(md instance/zone)
+  ZONE=${ZONE##*/}
+  NAME=$(md instance/name)
+  SELF="$API/projects/$PROJECT/zones/$ZONE/instances/$NAME"
+  status booting "$NAME"
+
+  if ! jit=$(md "instance/attributes/$JIT_KEY"); then
+    delete_self "no runner config in the metadata (used already: this VM has run its job)"
+    return 1
+  fi
+  if forget_jitconfig; then
+    echo "gpu-runner: runner config removed from the instance metadata"
+  else
+    echo "gpu-runner: runner config stays in the instance metadata until this VM is deleted"
+  fi
+
+  if ! gpu_health; then
+    status health-failed "$HEALTH_DETAIL"
+    delete_self "GPU health check failed"
+    return 1
+  fi
+  if ! install_runner; then
+    status install-failed "could not install runner $RUNNER_VERSION (download or checksum)"
+    delete_self "runner install failed"
+    return 1
+  fi
+
+  status runner-starting "runner $NAME"
+  export RUNNER_ALLOW_RUNASROOT=1
+  "$RUNNER_DIR/run.sh" --jitconfig "$jit"
+  rc=$?
+  jit=""
+  if [ "$rc" -eq 0 ]; then
+    status job-done "runner exited"
+  else
+    status runner-failed "runner exited with $rc"
+  fi
+  delete_self "job done"
+}
+
+main "$@"

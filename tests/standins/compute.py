@@ -1,0 +1,335 @@
+"""A Compute Engine stand-in: instances (insert, get, delete, list, aggregatedList with label
+filters, serial port output, setMetadata) and zone operations (get, wait, list), with VMs
+that boot, run the gpu-runner startup script's part (health check, runner connects to the
+GitHub stand-in) and can be preempted.
+
+Failure knobs (attributes, settable while it runs):
+
+* ``stockout_zones``: inserts in these zones fail with ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS;
+  ``stockout_rate``: the same at random for that share of inserts; ``stockout_models``: only
+  for these provisioning models (empty: all).
+* ``quota``: ``(metric, region)``: inserts fail with QUOTA_EXCEEDED.
+* ``throttle``: a list of ``(status, retry_after or None)`` answered, in order, to the next requests.
+* ``health_fail``: the VM's GPU health check fails (the serial console says so).
+* ``never_online``: the VM runs but its runner never connects.
+* ``boot_s``: seconds from insert to RUNNING.
+* :meth:`preempt`: Compute Engine takes a Spot VM back (it is deleted, a
+  ``compute.instances.preempted`` operation is recorded).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import threading
+import time
+import uuid
+from typing import Any
+
+from .http import Reply, StandIn
+from .schemas import compute_validator, problems
+
+BASE = "/compute/v1/projects/{project}"
+STATUS_MARKER = "gpu-runner-status:"
+
+
+def _error(status: int, message: str, reason: str, domain: str = "global") -> Reply:
+    return Reply(status, {"error": {"code": status, "message": message,
+                                    "errors": [{"message": message, "domain": domain, "reason": reason}]}})
+
+
+def _now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime())
+
+
+class ComputeStandIn(StandIn):
+    def __init__(self, *, github: Any = None, boot_s: float = 0.0, host_url: str | None = None,
+                 validate_responses: bool = True) -> None:
+        super().__init__()
+        self.github = github
+        self.boot_s = boot_s
+        self.stockout_zones: set[str] = set()
+        self.stockout_models: set[str] = set()
+        self.stockout_rate = 0.0
+        self.quota: tuple[str, str] | None = None
+        self.throttle: list[tuple[int, float | None]] = []
+        self.health_fail = False
+        self.never_online = False
+        self.validate_responses = validate_responses
+        self.rng = random.Random(7)
+        self.instances: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.deleted: list[str] = []
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.by_request_id: dict[str, str] = {}
+        self.rejected: list[str] = []
+        self.ids = itertools.count(1000)
+        self._stop_ticker = threading.Event()
+        p = BASE
+        for method, path, name, handler in [
+            ("POST", p + "/zones/{zone}/instances", "instances.insert", self.insert),
+            ("GET", p + "/zones/{zone}/instances", "instances.list", self.list),
+            ("GET", p + "/aggregated/instances", "instances.aggregatedList", self.aggregated_list),
+            ("GET", p + "/zones/{zone}/instances/{name}", "instances.get", self.get),
+            ("DELETE", p + "/zones/{zone}/instances/{name}", "instances.delete", self.delete),
+            ("GET", p + "/zones/{zone}/instances/{name}/serialPort", "instances.getSerialPortOutput", self.serial),
+            ("POST", p + "/zones/{zone}/instances/{name}/setMetadata", "instances.setMetadata", self.set_metadata),
+            ("GET", p + "/zones/{zone}/operations/{op}", "zoneOperations.get", self.op_get),
+            ("POST", p + "/zones/{zone}/operations/{op}/wait", "zoneOperations.wait", self.op_get),
+            ("GET", p + "/zones/{zone}/operations", "zoneOperations.list", self.op_list),
+        ]:
+            self.route(method, path, name, handler)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> ComputeStandIn:
+        super().start()
+        threading.Thread(target=self._ticker, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop_ticker.set()
+        super().stop()
+
+    def _ticker(self) -> None:
+        while not self._stop_ticker.wait(0.02):
+            with self.lock:
+                for inst in list(self.instances.values()):
+                    self._tick(inst)
+
+    def _tick(self, inst: dict[str, Any]) -> None:
+        age = time.monotonic() - inst["_born"]
+        if inst["status"] == "PROVISIONING" and age >= self.boot_s * 0.3:
+            inst["status"] = "STAGING"
+        if inst["status"] == "STAGING" and age >= self.boot_s:
+            inst["status"] = "RUNNING"
+            self._boot(inst)
+
+    def _boot(self, inst: dict[str, Any]) -> None:
+        """What the startup script does once the VM runs: health check, runner connects."""
+        items = {i["key"]: i.get("value", "") for i in inst.get("metadata", {}).get("items", [])}
+        serial = inst["_serial"]
+        serial.append(f"Booting {inst['name']}")
+        serial.append(f"startup-script: {STATUS_MARKER} booting {inst['name']}")
+        if self.health_fail:
+            serial.append(f"startup-script: {STATUS_MARKER} health-failed nvidia-smi failed: NVIDIA-SMI has failed "
+                          "because it couldn't communicate with the NVIDIA driver")
+            return
+        serial.append(f"startup-script: {STATUS_MARKER} health-ok 1 GPU(s)")
+        serial.append(f"startup-script: {STATUS_MARKER} runner-starting runner {inst['name']}")
+        if self.github is not None and not self.never_online and "gpu-runner-jitconfig" in items:
+            self.github.runner_connects(items["gpu-runner-jitconfig"])
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.instances)
+
+    def preempt(self, name: str) -> None:
+        with self.lock:
+            key = next(k for k in self.instances if k[2] == name)
+            inst = self.instances.pop(key)
+            self._disconnect(inst)
+            self._operation(key[0], key[1], "compute.instances.preempted", inst, user="system")
+
+    def _disconnect(self, inst: dict[str, Any]) -> None:
+        items = {i["key"]: i.get("value", "") for i in inst.get("metadata", {}).get("items", [])}
+        if self.github is not None and "gpu-runner-jitconfig" in items:
+            self.github.runner_disconnects(items["gpu-runner-jitconfig"])
+
+    # -- knobs -----------------------------------------------------------------------------
+    def before(self, method: str, name: str, headers: Any) -> None:
+        with self.lock:
+            if self.throttle:
+                status, after = self.throttle.pop(0)
+                hdrs = {"Retry-After": f"{after:g}"} if after is not None else {}
+                reason = "rateLimitExceeded" if status == 429 else "backendError"
+                msg = "Rate Limit Exceeded" if status == 429 else "The service is currently unavailable."
+                raise Reply(status, {"error": {"code": status, "message": msg, "errors": [
+                    {"message": msg, "domain": "usageLimits" if status == 429 else "global", "reason": reason}]}},
+                    hdrs)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _link(self, *parts: str) -> str:
+        return f"{self.url}/compute/v1/" + "/".join(parts)
+
+    def _check(self, schema: str, body: Any) -> Any:
+        if self.validate_responses:
+            errs = problems(compute_validator(schema), body)
+            if errs:
+                raise Reply(500, {"error": {"code": 500, "message": f"stand-in answered outside {schema}: {errs}"}})
+        return body
+
+    def _operation(self, project: str, zone: str, kind: str, inst: dict[str, Any] | None, *,
+                   error: dict[str, Any] | None = None, http: tuple[int, str] | None = None,
+                   user: str = "gpu-runner@example.iam.gserviceaccount.com", target: str | None = None
+                   ) -> dict[str, Any]:
+        oid = str(next(self.ids))
+        name = f"operation-{int(time.time() * 1000)}-{uuid.uuid4().hex[:12]}"
+        target_name = inst["name"] if inst else target
+        op: dict[str, Any] = {
+            "kind": "compute#operation", "id": oid, "name": name, "operationType": kind,
+            "zone": self._link("projects", project, "zones", zone),
+            "targetLink": self._link("projects", project, "zones", zone, "instances", target_name or ""),
+            "status": "DONE", "progress": 100, "user": user, "insertTime": _now_rfc3339(),
+            "startTime": _now_rfc3339(), "endTime": _now_rfc3339(),
+            "selfLink": self._link("projects", project, "zones", zone, "operations", name),
+        }
+        if inst and "id" in inst:
+            op["targetId"] = inst["id"]
+        if error:
+            op["error"] = {"errors": [error]}
+        if http:
+            op["httpErrorStatusCode"], op["httpErrorMessage"] = http
+        self.operations[name] = op
+        return op
+
+    def _public(self, inst: dict[str, Any]) -> dict[str, Any]:
+        return self._check("Instance", {k: v for k, v in inst.items() if not k.startswith("_")})
+
+    # -- instances ---------------------------------------------------------------------------
+    def insert(self, project: str, zone: str, body: Any, query: dict[str, str], **_: Any) -> Any:
+        errs = problems(compute_validator("Instance", "compute.instances.insert"), body)
+        if errs:
+            self.rejected.append("; ".join(errs))
+            raise _error(400, "Invalid value for field 'resource': " + "; ".join(errs), "invalid")
+        with self.lock:
+            rid = query.get("requestId")
+            if rid and rid in self.by_request_id:
+                return self.operations[self.by_request_id[rid]]
+            name = body["name"]
+            if any(k[0] == project and k[2] == name for k in self.instances):
+                raise _error(409, f"The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists",
+                             "alreadyExists")
+            model = body.get("scheduling", {}).get("provisioningModel", "STANDARD")
+            stocked_out = (zone in self.stockout_zones or (self.stockout_rate and self.rng.random() < self.stockout_rate))
+            if stocked_out and (not self.stockout_models or model in self.stockout_models):
+                op = self._operation(project, zone, "insert", None, target=name, http=(503, "SERVICE UNAVAILABLE"), error={
+                    "code": "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+                    "message": f"The zone 'projects/{project}/zones/{zone}' does not have enough resources available "
+                               "to fulfill the request.  '(resource type:compute)'."})
+            elif self.quota is not None:
+                metric, region = self.quota
+                op = self._operation(project, zone, "insert", None, target=name, http=(403, "FORBIDDEN"), error={
+                    "code": "QUOTA_EXCEEDED",
+                    "message": f"Quota '{metric}' exceeded.  Limit: 0.0 in region {region}.",
+                    "errorDetails": [{"quotaInfo": {
+                        "metricName": f"compute.googleapis.com/{metric.lower()}",
+                        "limitName": f"{metric}-per-project-region", "dimensions": {"region": region},
+                        "limit": 0}}]})
+            else:
+                inst = dict(body)
+                inst.update({
+                    "kind": "compute#instance", "id": str(next(self.ids)), "status": "PROVISIONING",
+                    "creationTimestamp": _now_rfc3339(),
+                    "zone": self._link("projects", project, "zones", zone),
+                    "selfLink": self._link("projects", project, "zones", zone, "instances", name),
+                    "_born": time.monotonic(), "_serial": [],
+                })
+                inst.setdefault("metadata", {})["fingerprint"] = uuid.uuid4().hex[:12]
+                inst["metadata"]["kind"] = "compute#metadata"
+                self.instances[(project, zone, name)] = inst
+                op = self._operation(project, zone, "insert", inst)
+                op["status"] = "RUNNING"
+                op["_done_at"] = time.monotonic()
+            if rid:
+                self.by_request_id[rid] = op["name"]
+            return self._check("Operation", {k: v for k, v in op.items() if not k.startswith("_")})
+
+    def _find(self, project: str, zone: str, name: str) -> dict[str, Any]:
+        inst = self.instances.get((project, zone, name))
+        if inst is None:
+            raise _error(404, f"The resource 'projects/{project}/zones/{zone}/instances/{name}' was not found",
+                         "notFound")
+        return inst
+
+    def get(self, project: str, zone: str, name: str, **_: Any) -> Any:
+        with self.lock:
+            return self._public(self._find(project, zone, name))
+
+    def delete(self, project: str, zone: str, name: str, **_: Any) -> Any:
+        with self.lock:
+            inst = self._find(project, zone, name)
+            del self.instances[(project, zone, name)]
+            self.deleted.append(name)
+            self._disconnect(inst)
+            op = self._operation(project, zone, "delete", inst)
+            return self._check("Operation", op)
+
+    def set_metadata(self, project: str, zone: str, name: str, body: Any, **_: Any) -> Any:
+        errs = problems(compute_validator("Metadata", "compute.instances.setMetadata"), body)
+        if errs:
+            raise _error(400, "Invalid value for field 'resource': " + "; ".join(errs), "invalid")
+        with self.lock:
+            inst = self._find(project, zone, name)
+            if body.get("fingerprint") != inst["metadata"].get("fingerprint"):
+                raise _error(412, "Supplied fingerprint does not match current metadata fingerprint.",
+                             "conditionNotMet")
+            inst["metadata"] = {"kind": "compute#metadata", "fingerprint": uuid.uuid4().hex[:12],
+                                "items": body.get("items", [])}
+            return self._check("Operation", self._operation(project, zone, "setMetadata", inst))
+
+    def serial(self, project: str, zone: str, name: str, query: dict[str, str], **_: Any) -> Any:
+        with self.lock:
+            inst = self._find(project, zone, name)
+            text = "".join(line + "\n" for line in inst["_serial"])
+            start = int(query.get("start", "0") or 0)
+            return self._check("SerialPortOutput", {
+                "kind": "compute#serialPortOutput", "contents": text[start:], "start": str(start),
+                "next": str(len(text)), "selfLink": inst["selfLink"] + "/serialPort"})
+
+    # -- lists and filters --------------------------------------------------------------------
+    @staticmethod
+    def _matches(inst: dict[str, Any], flt: str | None) -> bool:
+        if not flt:
+            return True
+        conds = re.findall(r'\(?\s*([\w.-]+)\s*(=|!=|eq|ne)\s*"?([^")]*)"?\s*\)?', flt)
+        if not conds:
+            raise _error(400, f"Invalid list filter expression '{flt}'.", "invalid")
+        for key, op, value in conds:
+            if key.startswith("labels."):
+                actual = inst.get("labels", {}).get(key[len("labels."):])
+            else:
+                actual = inst.get(key)
+            ok = str(actual) == value if actual is not None else False
+            if (op in ("=", "eq")) != ok:
+                return False
+        return True
+
+    def list(self, project: str, zone: str, query: dict[str, str], **_: Any) -> Any:
+        with self.lock:
+            items = [self._public(i) for (p, z, _n), i in self.instances.items()
+                     if p == project and z == zone and self._matches(i, query.get("filter"))]
+            return self._check("InstanceList", {"kind": "compute#instanceList", "id": f"projects/{project}/zones/{zone}/instances",
+                                                "items": items, "selfLink": self._link("projects", project, "zones", zone, "instances")})
+
+    def aggregated_list(self, project: str, query: dict[str, str], **_: Any) -> Any:
+        with self.lock:
+            scopes: dict[str, Any] = {}
+            for (p, z, _n), i in self.instances.items():
+                if p == project and self._matches(i, query.get("filter")):
+                    scopes.setdefault(f"zones/{z}", {"instances": []})["instances"].append(self._public(i))
+            if not scopes:
+                scopes["zones/us-central1-a"] = {"warning": {"code": "NO_RESULTS_ON_PAGE", "message": "There are no "
+                                                 "results for scope 'zones/us-central1-a' on this page.",
+                                                 "data": [{"key": "scope", "value": "zones/us-central1-a"}]}}
+            return self._check("InstanceAggregatedList", {
+                "kind": "compute#instanceAggregatedList", "id": f"projects/{project}/aggregated/instances",
+                "items": scopes, "selfLink": self._link("projects", project, "aggregated", "instances")})
+
+    # -- operations -----------------------------------------------------------------------------
+    def op_get(self, project: str, zone: str, op: str, **_: Any) -> Any:
+        with self.lock:
+            o = self.operations.get(op)
+            if o is None:
+                raise _error(404, f"The resource 'projects/{project}/zones/{zone}/operations/{op}' was not found",
+                             "notFound")
+            if o["status"] != "DONE":
+                o["status"] = "DONE"
+                o["endTime"] = _now_rfc3339()
+            return self._check("Operation", {k: v for k, v in o.items() if not k.startswith("_")})
+
+    def op_list(self, project: str, zone: str, query: dict[str, str], **_: Any) -> Any:
+        with self.lock:
+            ops = [{k: v for k, v in o.items() if not k.startswith("_")} for o in self.operations.values()
+                   if o["zone"].endswith(f"/zones/{zone}") and self._matches(o, query.get("filter"))]
+            return self._check("OperationList", {"kind": "compute#operationList", "id": f"projects/{project}/zones/{zone}/operations",
+                                                 "items": ops, "selfLink": self._link("projects", project, "zones", zone, "operations")})

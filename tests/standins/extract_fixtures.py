@@ -1,0 +1,79 @@
+"""Regenerate tests/fixtures/compute-schemas.json and github-runners-openapi.json.
+
+    python tests/standins/extract_fixtures.py REFERENCE_DIR
+
+REFERENCE_DIR holds the published documents (compute.v1.discovery.json from the PyPI package
+google-api-python-client, github-openapi-subset.json from the npm package @octokit/openapi).
+Only the parts the stand-ins use are kept; descriptions are dropped to keep the files small.
+The tests read the fixtures, never the reference folder.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+COMPUTE_ROOTS = ["Instance", "Operation", "InstanceList", "InstanceAggregatedList", "OperationList",
+                 "SerialPortOutput", "Metadata"]
+COMPUTE_METHODS = {"instances": ["insert", "get", "delete", "list", "aggregatedList", "getSerialPortOutput",
+                                 "setMetadata"],
+                   "zoneOperations": ["get", "wait", "list"]}
+GITHUB_PATHS = {
+    "/repos/{owner}/{repo}/actions/runners": ["get"],
+    "/repos/{owner}/{repo}/actions/runners/{runner_id}": ["get", "delete"],
+    "/repos/{owner}/{repo}/actions/runners/generate-jitconfig": ["post"],
+    "/repos/{owner}/{repo}/actions/runners/registration-token": ["post"],
+    "/repos/{owner}/{repo}/actions/runs/{run_id}": ["get"],
+}
+
+
+def _strip(o):
+    if isinstance(o, dict):
+        return {k: _strip(v) for k, v in o.items() if k not in ("description", "enumDescriptions", "examples",
+                                                                  "example", "summary", "externalDocs")}
+    if isinstance(o, list):
+        return [_strip(x) for x in o]
+    return o
+
+
+def _refs(o):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if k == "$ref":
+                yield v
+            else:
+                yield from _refs(v)
+    elif isinstance(o, list):
+        for x in o:
+            yield from _refs(x)
+
+
+def main(ref: Path) -> None:
+    d = json.loads((ref / "compute.v1.discovery.json").read_text())
+    schemas, todo = {}, list(COMPUTE_ROOTS)
+    while todo:
+        name = todo.pop()
+        if name not in schemas:
+            schemas[name] = _strip(d["schemas"][name])
+            todo += list(_refs(d["schemas"][name]))
+    methods = {r: {m: _strip(d["resources"][r]["methods"][m]) for m in ms} for r, ms in COMPUTE_METHODS.items()}
+    out = {"_source": "compute.v1.discovery.json (revision %s): googleapiclient/discovery_cache/documents/"
+                      "compute.v1.json in the PyPI package google-api-python-client 2.202.0, Apache-2.0; "
+                      "schemas reachable from %s and the methods the stand-in serves, descriptions dropped"
+                      % (d["revision"], ", ".join(COMPUTE_ROOTS)),
+           "servicePath": d["servicePath"], "schemas": dict(sorted(schemas.items())), "methods": methods}
+    (FIXTURES / "compute-schemas.json").write_text(json.dumps(out, indent=1, sort_keys=False) + "\n")
+
+    g = json.loads((ref / "github-openapi-subset.json").read_text())
+    paths = {p: {m: _strip(g["paths"][p][m]) for m in ms} for p, ms in GITHUB_PATHS.items()}
+    out = {"_source": "github-openapi-subset.json: generated/api.github.com.deref.json in the npm package "
+                      "@octokit/openapi 23.0.2, MIT (Octokit contributors); the runner and workflow-run paths "
+                      "the stand-in serves, descriptions and examples dropped",
+           "openapi": g["openapi"], "paths": paths}
+    (FIXTURES / "github-runners-openapi.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,364 @@
+"""start / stop / janitor through the real command line, google-cloud-compute and PyGithub,
+against the Compute Engine and GitHub stand-ins. Every scenario ends with zero VMs and zero
+runner registrations, and no secret in any output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import gpu_runner
+from standins.compute import ComputeStandIn
+from standins.github import GitHubStandIn
+
+REPO_NAME = "octo-org/runtime"
+MATRIX = """\
+version: 1
+gce:
+  project: test-project
+  region: us-central1
+  labels: {team: ml}
+defaults:
+  machine:
+    zones: [a, b, c]
+    spot: preferred
+    max_run_duration: 1h
+    disk: {size_gb: 100, type: pd-balanced}
+machines:
+  here: {provider: local}
+  l4:
+    machine_type: g2-standard-8
+    accelerator: {type: nvidia-l4, count: 1}
+  t4:
+    machine_type: n1-standard-8
+    accelerator: {type: nvidia-tesla-t4, count: 2}
+    spot: never
+  a100:
+    machine_type: a2-highgpu-1g
+    accelerator: {type: nvidia-tesla-a100, count: 1}
+    spot: only
+runtimes:
+  torch:
+    notebooks: [nb.ipynb]
+"""
+L4 = "torch--l4"
+
+
+class World:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.gh = GitHubStandIn(repo=REPO_NAME).start()
+        self.compute = ComputeStandIn(github=self.gh).start()
+        (tmp / "nb.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+        self.matrix = tmp / "matrix.yml"
+        self.matrix.write_text(MATRIX)
+        self.outputs = tmp / "github_output"
+        self.outputs.write_text("")
+        self.env = {"GPU_RUNNER_COMPUTE_EMULATOR_HOST": self.compute.address, "GITHUB_API_URL": self.gh.url,
+                    "GITHUB_TOKEN": "test-token", "GITHUB_REPOSITORY": REPO_NAME, "GITHUB_RUN_ID": "4242",
+                    "GITHUB_RUN_ATTEMPT": "1", "GITHUB_OUTPUT": str(self.outputs),
+                    "GPU_RUNNER_RETRY_BASE_S": "0.01", "GPU_RUNNER_RETRY_ATTEMPTS": "4",
+                    "GOOGLE_CLOUD_PROJECT": "", "PYTHONUNBUFFERED": "1"}
+        self.texts: list[str] = []
+
+    def label(self, entry: str = L4, run: str = "4242") -> str:
+        return f"gpu-runner-{run}-1-{entry}"
+
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        r = gpu_runner(*args, cwd=self.tmp, env={**self.env, **env}, timeout=120)
+        self.texts += [r.stdout, r.stderr]
+        return r
+
+    def start(self, entry: str = L4, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return self.cli("start", "--matrix", str(self.matrix), "--entry", entry, "--poll", "0.05", *extra, **env)
+
+    def stop(self, entry: str = L4, **env: str) -> subprocess.CompletedProcess[str]:
+        return self.cli("stop", "--matrix", str(self.matrix), "--entry", entry, **env)
+
+    def outputs_dict(self) -> dict[str, str]:
+        return dict(line.split("=", 1) for line in self.outputs.read_text().splitlines() if "=" in line)
+
+    def assert_clean(self) -> None:
+        """Zero VMs, zero registrations, no secret anywhere we wrote."""
+        assert self.compute.count() == 0, list(self.compute.instances)
+        assert self.gh.count() == 0, [r["name"] for r in self.gh.runners.values()]
+        written = "\n".join(self.texts) + self.outputs.read_text()
+        for secret in self.gh.secrets:
+            for line in written.splitlines():
+                if secret in line:
+                    assert line.startswith("::add-mask::"), f"a secret was printed: {line[:60]}..."
+        assert "test-token" not in written
+        assert not self.compute.rejected and not self.gh.rejected
+
+    def close(self) -> None:
+        self.compute.stop()
+        self.gh.stop()
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+def test_happy_path(world: World) -> None:
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    label = world.label()
+    assert world.outputs_dict() == {"label": label, "instance": label, "zone": "us-central1-a",
+                                    "provisioning-model": "SPOT"}
+    assert f"registering just-in-time runner {label}" in r.stdout and "is online" in r.stdout
+    vm = world.compute.instances[("test-project", "us-central1-a", label)]
+    sched = vm["scheduling"]
+    assert sched["provisioningModel"] == "SPOT" and sched["onHostMaintenance"] == "TERMINATE"
+    assert sched["automaticRestart"] is False and sched["instanceTerminationAction"] == "DELETE"
+    assert int(sched["maxRunDuration"]["seconds"]) == 3600
+    assert "guestAccelerators" not in vm  # the L4 comes with g2 machine types
+    labels = vm["labels"]
+    assert labels["gpu-runner"] == "1" and labels["gh-repo"] == "octo-org_runtime" and labels["gh-run-id"] == "4242"
+    assert labels["gh-run-attempt"] == "1" and labels["entry"] == L4 and labels["team"] == "ml"
+    assert abs(int(labels["created"]) - time.time()) < 600
+    items = {i["key"]: i["value"] for i in vm["metadata"]["items"]}
+    assert items["block-project-ssh-keys"] == "true" and items["startup-script"].startswith("#!/bin/bash")
+    assert items["gpu-runner-jitconfig"] in world.gh.secrets
+    runner = next(iter(world.gh.runners.values()))
+    assert runner["name"] == label and runner["status"] == "online"
+    assert [lb["name"] for lb in runner["labels"] if lb["type"] == "custom"] == [label]
+    s = world.stop()
+    assert s.returncode == 0, s.stdout + s.stderr
+    assert "deleted VM" in s.stdout and "removed the runner registration" in s.stdout
+    world.assert_clean()
+    again = world.stop()  # idempotent
+    assert again.returncode == 0 and "already gone" in again.stdout
+    world.assert_clean()
+
+
+def test_n1_machines_attach_their_gpus_and_standard_only_never_asks_for_spot(world: World) -> None:
+    r = world.start("torch--t4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    vm = world.compute.instances[("test-project", "us-central1-a", world.label("torch--t4"))]
+    assert vm["guestAccelerators"] == [{"acceleratorType": "zones/us-central1-a/acceleratorTypes/nvidia-tesla-t4",
+                                        "acceleratorCount": 2}]
+    assert vm["scheduling"]["provisioningModel"] == "STANDARD"
+    assert world.stop("torch--t4").returncode == 0
+    world.assert_clean()
+
+
+def test_stockout_in_the_first_zones_moves_on(world: World) -> None:
+    world.compute.stockout_zones = {"us-central1-a", "us-central1-b"}
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert world.outputs_dict()["zone"] == "us-central1-c"
+    assert r.stdout.count("no capacity") == 2 and "ZONE_RESOURCE_POOL_EXHAUSTED" in r.stdout
+    assert world.compute.calls["instances.insert"] == 3
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+def test_no_spot_anywhere_falls_back_to_standard(world: World) -> None:
+    world.compute.stockout_zones = {"us-central1-a", "us-central1-b", "us-central1-c"}
+    world.compute.stockout_models = {"SPOT"}
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert world.outputs_dict()["provisioning-model"] == "STANDARD"
+    assert world.outputs_dict()["zone"] == "us-central1-a"
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+def test_spot_only_with_no_capacity_fails_and_leaves_nothing(world: World) -> None:
+    world.compute.stockout_zones = {"us-central1-a", "us-central1-b", "us-central1-c"}
+    r = world.start("torch--a100")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "no capacity for a2-highgpu-1g in any zone" in r.stderr
+    assert world.compute.calls["instances.insert"] == 3
+    world.assert_clean()
+    assert world.stop("torch--a100").returncode == 0
+
+
+def test_quota_exceeded_stops_at_once_naming_quota_and_region(world: World) -> None:
+    world.compute.quota = ("NVIDIA_L4_GPUS", "us-central1")
+    r = world.start()
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "quota" in r.stderr and "NVIDIA_L4_GPUS" in r.stderr and "us-central1" in r.stderr
+    assert world.compute.calls["instances.insert"] == 1  # no other zone of the region is tried
+    world.assert_clean()
+
+
+def test_429_with_retry_after_is_honoured(world: World) -> None:
+    world.compute.throttle = [(429, 1), (429, 1)]
+    world.gh.throttle = [(429, 1)]
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("429, retrying in 1.0s") == 2  # Retry-After, not the 0.01 s backoff
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+def test_repeated_503_is_retried(world: World) -> None:
+    world.compute.throttle = [(503, None)] * 3
+    world.gh.throttle = [(503, None)] * 2
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("503, retrying") == 3
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+def test_503_that_never_ends_is_an_infrastructure_failure(world: World) -> None:
+    r0 = world.start()  # a VM exists; now every call fails while stop runs
+    assert r0.returncode == 0
+    world.compute.throttle = [(503, None)] * 50
+    s = world.stop()
+    assert s.returncode == 3, s.stdout + s.stderr
+    assert "Traceback" not in s.stderr
+    assert "503" in s.stderr
+    world.compute.throttle = []
+    assert world.stop().returncode == 0  # it works once the API recovers
+    world.assert_clean()
+
+
+def test_runner_that_never_comes_online_times_out_cleanly(world: World) -> None:
+    world.compute.never_online = True
+    r = world.start(L4, "--timeout", "1s")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "did not come online within 1s" in r.stderr
+    assert "last serial console lines" in r.stderr and "runner-starting" in r.stderr
+    world.assert_clean()
+
+
+def test_gpu_health_check_failure_fails_fast(world: World) -> None:
+    world.compute.health_fail = True
+    r = world.start(L4, "--timeout", "10m")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "health-failed" in r.stderr and "NVIDIA-SMI has failed" in r.stderr
+    assert "did not come online" not in r.stderr
+    world.assert_clean()
+
+
+def test_stale_registration_of_the_same_name_is_replaced(world: World) -> None:
+    world.gh.add_runner(world.label())
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert world.gh.calls["runners.jitconfig"] == 2 and world.gh.count() == 1
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+def _start_in_background(world: World, *extra: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    env.update(world.env)
+    return subprocess.Popen([sys.executable, "-m", "gpu_runner", "start", "--matrix", str(world.matrix), "--entry",
+                             L4, "--poll", "0.05", *extra], cwd=world.tmp, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_vm(world: World) -> None:
+    deadline = time.monotonic() + 60
+    while world.compute.count() == 0:
+        assert time.monotonic() < deadline, "start never created its VM"
+        time.sleep(0.02)
+
+
+def test_start_killed_half_way_then_stop_leaves_nothing(world: World) -> None:
+    world.compute.boot_s = 3600  # the VM never finishes booting while start waits
+    p = _start_in_background(world)
+    _wait_for_vm(world)
+    p.kill()  # no chance to clean up
+    out, err = p.communicate(timeout=30)
+    world.texts += [out, err]
+    assert world.compute.count() == 1 and world.gh.count() == 1
+    s = world.stop()
+    assert s.returncode == 0, s.stdout + s.stderr
+    world.assert_clean()
+
+
+def test_start_cancelled_cleans_up_after_itself(world: World) -> None:
+    world.compute.boot_s = 3600
+    p = _start_in_background(world)
+    _wait_for_vm(world)
+    p.send_signal(signal.SIGINT)  # what GitHub sends first when a run is cancelled
+    out, err = p.communicate(timeout=60)
+    world.texts += [out, err]
+    assert p.returncode == 130, out + err
+    assert "failed or was cancelled" in out
+    world.assert_clean()
+    assert world.stop().returncode == 0
+
+
+def test_spot_preemption_mid_job_is_reported_and_cleaned(world: World) -> None:
+    assert world.start().returncode == 0
+    world.compute.preempt(world.label())
+    assert world.gh.runners[next(iter(world.gh.runners))]["status"] == "offline"
+    s = world.stop()
+    assert s.returncode == 0, s.stdout + s.stderr
+    assert "preempted" in s.stdout
+    world.assert_clean()
+
+
+def test_janitor_removes_orphans_of_an_old_run_and_keeps_a_live_one(world: World) -> None:
+    # a live run (in progress): started normally
+    assert world.start().returncode == 0
+    # run 1000 finished long ago and left two VMs (one very old) and registrations behind
+    old = world.start("torch--t4", GITHUB_RUN_ID="1000")
+    assert old.returncode == 0
+    assert world.start(L4, GITHUB_RUN_ID="1000").returncode == 0
+    world.gh.add_runner("gpu-runner-1000-1-torch--gone")  # its VM is already gone
+    world.gh.finished_runs.add("1000")
+    with world.compute.lock:
+        world.compute.instances[("test-project", "us-central1-a", "gpu-runner-1000-1-torch--t4")]["labels"][
+            "created"] = str(int(time.time()) - 5 * 3600)
+    for name in ("gpu-runner-1000-1-torch--t4", "gpu-runner-1000-1-torch--l4"):  # their VMs crashed: offline
+        world.gh.runner_disconnects(next(k for k, v in world.gh.jit.items() if world.gh.runners.get(v, {}).get(
+            "name") == name))
+
+    dry = world.cli("janitor", "--dry-run", "--project", "test-project")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "would delete 2 VM(s) and 3 registration(s)" in dry.stdout
+    assert world.compute.count() == 3 and world.gh.count() == 4
+
+    r = world.cli("janitor", "--max-age", "3h", "--project", "test-project")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "h old" in r.stdout and "workflow run 1000 has finished" in r.stdout
+    assert "deleted 2 VM(s) and 3 registration(s); kept 1" in r.stdout
+    assert list(world.compute.instances) == [("test-project", "us-central1-a", world.label())]
+    assert [r["name"] for r in world.gh.runners.values()] == [world.label()]
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+def test_local_entries_have_nothing_to_start_or_stop(world: World) -> None:
+    r = world.start("torch--here")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no VM to start" in r.stdout
+    assert world.stop("torch--here").returncode == 0
+    assert world.compute.total_calls() == 0 and world.gh.total_calls() == 0
+
+
+@pytest.mark.parametrize("drop, needle", [("GITHUB_TOKEN", "no GitHub token"),
+                                          ("GITHUB_REPOSITORY", "GITHUB_REPOSITORY must name")])
+def test_missing_settings_are_usage_errors(world: World, drop: str, needle: str) -> None:
+    r = world.start(**{drop: ""})
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+    world.assert_clean()
+
+
+def test_a_wrong_token_is_an_infrastructure_error_that_names_the_permission(world: World) -> None:
+    r = world.start(GITHUB_TOKEN="wrong")
+    assert r.returncode == 3 and "Administration" in r.stderr
+    world.assert_clean()
+
+
+def test_secrets_are_masked_in_github_actions(world: World) -> None:
+    r = world.start(GITHUB_ACTIONS="true")
+    assert r.returncode == 0, r.stdout + r.stderr
+    masks = [line for line in r.stdout.splitlines() if line.startswith("::add-mask::")]
+    assert masks == [f"::add-mask::{world.gh.secrets[0]}"]
+    assert world.stop().returncode == 0
+    world.assert_clean()

