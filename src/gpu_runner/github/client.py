@@ -67,4 +67,4 @@ def client(env: Mapping[str, str] | None = None) -> Any:
         backoff = 2.0
     retry = GithubRetry(total=int(env.get("GPU_RUNNER_RETRY_ATTEMPTS", "6") or 6), backoff_factor=backoff,
                         status_forcelist=[429, 500, 502, 503, 504], secondary_rate_wait=60 * backoff / 2)
-    return Github(base_url=api_url(env), auth=_auth(env), retry=retry, per_page=100, timeout=30)
+    return Github(base_url=api_url(env), auth=_auth(env), retry=retry, per_page=100, timeout=30, lazy=True)

@@ -55,7 +55,7 @@ class Runners:
 
         self.gh = gh
         self.repo_name = repo
-        self.repo = gh.get_repo(repo, lazy=True)
+        self.repo = gh.get_repo(repo)  # lazy (the client is): no GET /repos/{repo}
         self._requester = self.repo.requester if hasattr(self.repo, "requester") else self.repo._requester
         self.GithubException = (GithubException, requests.RequestException)
 
@@ -119,12 +119,11 @@ class Runners:
     def delete(self, runner_id: int) -> bool:
         """Remove a registration; False when it was already gone."""
         try:
-            self.repo.remove_self_hosted_runner(runner_id)
+            return bool(self.repo.remove_self_hosted_runner(runner_id))  # False on 404: it does not raise
         except self.GithubException as e:
             if getattr(e, "status", None) == 404:
                 return False
             raise self._fail(f"remove runner {runner_id}", e) from None
-        return True
 
     def run_finished(self, run_id: str) -> bool | None:
         """Whether workflow run ``run_id`` of this repository has completed (None: unknown)."""
