@@ -3,7 +3,8 @@
 One suite of small notebooks whose cells take a known time (``time.sleep``), run in the
 same process of this script by each tool in turn:
 
-* ``gpu-runner run DIR --jobs J --no-pdf``  (executed notebooks, HTML, metrics, JUnit, summary)
+* ``gpu-runner run DIR --jobs J --no-pdf --no-checks``  (executed notebooks, HTML, metrics, JUnit,
+  summary; system checks off, as the other tools run none)
 * a loop of ``jupyter nbconvert --to notebook --execute`` (one notebook at a time)
 * a loop of ``papermill IN OUT`` (one notebook at a time)
 * ``pytest --nbmake -n J`` (pytest-xdist, J workers)
@@ -64,7 +65,8 @@ def timed(cmd: list[str], cwd: Path) -> float:
 def run_gpu_runner(suite: Path, work: Path, jobs: int) -> float:
     out = work / "gr-out"
     shutil.rmtree(out, ignore_errors=True)
-    return timed([str(BIN / "gpu-runner"), "run", str(suite), "--out", str(out), "--jobs", str(jobs), "--no-pdf"], work)
+    return timed([str(BIN / "gpu-runner"), "run", str(suite), "--out", str(out), "--jobs", str(jobs), "--no-pdf",
+                  "--no-checks"], work)
 
 
 def run_nbconvert_loop(suite: Path, work: Path, jobs: int) -> float:
