@@ -820,8 +820,8 @@ def gpu_pairing(machine_type: str, accelerator: Accelerator | None) -> tuple[Gpu
 def _family_of_accelerator(acc_type: str) -> str | None:
     if acc_type in N1_GUEST_ACCELERATORS:
         return "n1"
-    for fam, types in BUILTIN_GPU_FAMILIES.items():
-        if acc_type in types:
+    for fam, accelerators in BUILTIN_GPU_FAMILIES.items():
+        if acc_type in accelerators:
             return fam
     return None
 

@@ -16,19 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-
-def in_github_actions() -> bool:
-    return os.environ.get("GITHUB_ACTIONS") == "true"
-
-
-def escape_data(value: str) -> str:
-    """Escape a workflow command's message (``::cmd::MESSAGE``) as the runner expects."""
-    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def escape_property(value: str) -> str:
-    """Escape a workflow command's property value (``::cmd key=VALUE::``)."""
-    return escape_data(value).replace(":", "%3A").replace(",", "%2C")
+from .github.workflow import escape_data, escape_property, in_github_actions  # noqa: F401
 
 
 def _fmt_s(seconds: float) -> str:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+
+from .files import write_json_atomic
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
@@ -195,26 +196,6 @@ def find_entry_dirs(root: str | os.PathLike[str]) -> list[Path]:
     """Every folder under ``root`` (itself included) that holds a ``results.json``, sorted."""
     root = Path(root)
     return sorted({p.parent for p in root.rglob(RESULTS_FILE)})
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that a reader never sees half a file (tmp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; results are for everyone to read
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False, allow_nan=False, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # -- generic dataclass builder -----------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import math
 import os
 import platform
 import shutil
@@ -34,6 +33,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 
 from .. import __version__
 from ..errors import EXIT_FAILED, EXIT_OK, ConfigError
+from ..files import write_text_atomic
 from ..log import Logger
 from ..results import (
     RESULTS_FILE,
@@ -535,9 +535,7 @@ class Executor:
 
     @staticmethod
     def _write_nb(nb: Any, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(nbformat.writes(nb), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, nbformat.writes(nb))
 
     def _write_outputs(self, nb: Any, first_pass: Any, nb_dir: Path, spec: NotebookSpec, run: EntryRun) -> str | None:
         self._write_nb(nb, nb_dir / "output.ipynb")

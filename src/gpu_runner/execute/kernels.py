@@ -442,21 +442,10 @@ async def start_kernel(
         await _wait_ready(kernel, startup_timeout)
         kc.allow_stdin = False
         return kernel
-    except asyncio.CancelledError:
-        if kernel is not None:
-            kernel.kill()
-            kernel.close_log()
-        else:
-            if km.has_kernel:
-                await km.shutdown_kernel(now=True)
-            if log is not None:
-                log.close()
-        raise
-    except Exception as e:
+    except BaseException as e:
         detail = str(e) or type(e).__name__
         if kernel is not None:
             rc = kernel.returncode
-            kernel.kill()
             if rc is not None:
                 detail = f"the kernel exited with code {rc} while starting" + (
                     f" ({signal_name(rc)})" if signal_name(rc) else ""
@@ -464,6 +453,7 @@ async def start_kernel(
             said = kernel.log_tail(1500).strip()
             if said:
                 detail += f"; it said:\n{said}"
+            kernel.kill()
             kernel.close_log()
         else:
             if km.has_kernel:
@@ -472,6 +462,8 @@ async def start_kernel(
                 log.close()
         if socket_dir:
             shutil.rmtree(socket_dir, ignore_errors=True)
+        if not isinstance(e, Exception):  # cancelled (or interrupted): cleaned up, carry on unwinding
+            raise
         raise KernelStartError(f"kernel {name!r} failed to start: {detail}") from e
 
 

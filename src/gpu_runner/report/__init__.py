@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..files import write_text_atomic
 from ..results import RESULTS_FILE, EntryResult, load_results, write_json_atomic  # noqa: F401
 from .dashboard import DashboardEntry, render_dashboard
 from .junit import junit_for, write_junit
@@ -118,7 +119,7 @@ def write_entry_reports(
 
                 node = read_notebook(ipynb)
                 body = renderer().render(node, result, nb, resource_dir=str(ipynb.parent))
-                _write_text_atomic(html_path, body)
+                write_text_atomic(html_path, body)
                 have_html = True
             except Exception as e:  # noqa: BLE001 - one broken notebook must not stop the others
                 log.warning(f"{entry_dir.name}: {nb.path}: no HTML ({ipynb_rel} is not a readable notebook: "
@@ -223,9 +224,9 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
         summary += (f"\n> ⚠️ {len(report.unreadable)} entry folder(s) had a results.json that could not be read: "
                     + ", ".join(f"`{Path(u).name}`" for u in report.unreadable[:20]) + "\n")
     report.summary_path = out_dir / "summary.md"
-    _write_text_atomic(report.summary_path, summary)
+    write_text_atomic(report.summary_path, summary)
     report.dashboard_path = out_dir / "index.html"
-    _write_text_atomic(report.dashboard_path, render_dashboard(entries, out_dir))
+    write_text_atomic(report.dashboard_path, render_dashboard(entries, out_dir))
 
     from ..github import workflow
 
@@ -285,24 +286,6 @@ def _bounded_details(f: Any) -> str:
     if len(text) > 3500:
         text = text[:800] + "\n[...]\n" + text[-2600:]
     return text
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _first_line(e: BaseException) -> str:

@@ -22,13 +22,12 @@ Every string passes through :func:`xml_safe` (no ANSI, no XML-illegal characters
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from junitparser import Failure as JFailure
 from junitparser import JUnitXml, Skipped, TestCase, TestSuite
 
+from ..files import atomic_file
 from ..results import CheckResult, EntryResult, NotebookResult
 from .text import clean_output, describe_failure, failure_details, one_line, tail, xml_safe
 
@@ -146,17 +145,6 @@ def junit_for(results: list[EntryResult], *, name: str = "gpu-runner") -> JUnitX
 def write_junit(xml: JUnitXml, path: Path) -> Path:
     """Write atomically, so a reader (or an uploader) never sees half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        xml.write(tmp, pretty=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_file(path) as tmp:
+        xml.write(str(tmp), pretty=True)
     return path

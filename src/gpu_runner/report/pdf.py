@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from ..files import write_bytes_atomic
 
 CHROMIUM_ENV = "GPU_RUNNER_CHROMIUM"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -194,19 +195,7 @@ class PdfPrinter:
             raise
         except Exception as e:  # noqa: BLE001
             raise PdfError(f"printing {html_path.name} failed: {_first_line(e)}") from e
-        pdf_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{pdf_path.name}.", dir=pdf_path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, pdf_path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_bytes_atomic(pdf_path, data)
         return pdf_path
 
     def run(self, fn: Any) -> Any:

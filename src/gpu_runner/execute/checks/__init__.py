@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...config import BUILTIN_CHECKS
-from ...results import CheckResult, Failure
+from ...results import CheckResult
 from . import builtin
 from .builtin import (
     DISK_FAIL_GIB,
