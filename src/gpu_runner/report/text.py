@@ -20,6 +20,7 @@ KIND_LABELS = {
     "rerun_error": "error on rerun",
     "setup_error": "setup error",
     "check_failed": "check failed",
+    "interrupted": "interrupted",
 }
 
 
