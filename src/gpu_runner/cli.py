@@ -16,7 +16,7 @@ import click
 import yaml
 
 from . import __version__
-from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE, ConfigError, GpuRunnerError
+from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE, ConfigError, GpuRunnerError, InfraError
 
 _FLOAT_12 = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -330,6 +330,53 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool) 
         raise ConfigError("no readable results.json under " + ", ".join(str(d) for d in results_dirs))
     report = write_run_reports(entry_dirs, out_dir or results_dirs[0])
     sys.exit(report.exit_code)
+
+
+@cli.command("comment")
+@click.argument("summary", type=click.Path(path_type=Path), metavar="SUMMARY")
+@click.option("--key", default="default", show_default=True,
+              help="Tells this summary comment from others in the repository (one per matrix file, say).")
+@click.option("--pr", "pr", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Comment on this pull request.  [default: the event's pull request]")
+@click.option("--commit", "sha", default=None, metavar="SHA",
+              help="Comment on this commit.  [default: GITHUB_SHA when the event is not a pull request]")
+@click.option("--author", default=None, metavar="LOGIN",
+              help="Whose comment is ours.  [default: the token's user, else github-actions[bot]]")
+@click.option("--report-url", default=None, metavar="URL",
+              help="Where the full report is, for a cut comment.  [default: this workflow run]")
+@click.option("--optional", is_flag=True,
+              help="A comment GitHub refuses (a fork's read-only token) is a warning, exit 0.")
+def comment_cmd(summary: Path, key: str, pr: int | None, sha: str | None, author: str | None,
+                report_url: str | None, optional: bool) -> None:
+    """Post SUMMARY (summary.md, or a results folder holding one) as the sticky summary comment.
+
+    On a pull request event it creates, or updates in place, the one comment that starts with
+    <!-- gpu-runner:summary KEY --> and was written by us; on any other event (push, dispatch)
+    it does the same on the commit. Bodies are cut below 65,536 characters. Writes comment-url
+    to $GITHUB_OUTPUT. Needs GITHUB_REPOSITORY and a token (GPU_RUNNER_GITHUB_TOKEN or GITHUB_TOKEN).
+    """
+    from .github import comments
+    from .github.client import client, repository
+    from .github.workflow import command, set_outputs
+
+    path = summary / "summary.md" if summary.is_dir() else summary
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; give the summary.md `gpu-runner report` wrote, or its folder")
+    target = comments.target_from_event(pr=pr, sha=sha)
+    if report_url is None and os.environ.get("GITHUB_RUN_ID") and os.environ.get("GITHUB_REPOSITORY"):
+        server = os.environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        report_url = f"{server}/{os.environ['GITHUB_REPOSITORY']}/actions/runs/{os.environ['GITHUB_RUN_ID']}"
+    body = comments.build_body(path.read_text(encoding="utf-8"), key, report_url=report_url)
+    try:
+        posted = comments.Comments(client(), repository(), author=author).upsert(target, body)
+    except InfraError as e:
+        if not optional:
+            raise
+        click.echo(command("warning", str(e), title="summary comment not posted")
+                   if os.environ.get("GITHUB_ACTIONS") == "true" else f"gpu-runner: warning: {e}", err=True)
+        return
+    set_outputs({"comment-url": posted.url})
+    click.echo(f"{posted.action} the summary comment on {target.describe()}: {posted.url}")
 
 
 class _DurationType(click.ParamType):

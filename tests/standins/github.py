@@ -1,10 +1,16 @@
 """A GitHub stand-in: repository self-hosted runners (generate-jitconfig, list, get, delete,
-registration-token) and workflow runs (get). A runner shows ``online`` once the VM that holds
+registration-token), workflow runs (get), issue comments (list, create, get, update) and
+commit comments (list, create, update). A runner shows ``online`` once the VM that holds
 its just-in-time config runs (the Compute stand-in calls :meth:`runner_connects`).
 
 Request bodies are validated against the published OpenAPI description (fixtures); runner
 responses are checked against it too. Knobs: ``throttle`` (like the Compute stand-in's),
-``finished_runs`` (run ids whose status is completed).
+``finished_runs`` (run ids whose status is completed), ``user_login`` (the token's user for
+``GET /user``; None answers 403 as GitHub does for the installation token GITHUB_TOKEN),
+``comment_login`` (the author of the comments this token writes), ``read_only`` (comment writes
+answer 403, like a fork pull request's token).
+
+Comment bodies over 65,536 characters are refused with 422, as GitHub does.
 """
 
 from __future__ import annotations
@@ -12,13 +18,25 @@ from __future__ import annotations
 import base64
 import itertools
 import secrets
+from datetime import datetime, timezone
 from typing import Any
+
+import jsonschema
 
 from .http import Reply, StandIn
 from .schemas import github_validator, problems
 
 R = "/repos/{owner}/{repo}/actions/runners"
 P = "/repos/{owner}/{repo}/actions/runners"
+IC = "/repos/{owner}/{repo}/issues/{issue_number}/comments"
+ICI = "/repos/{owner}/{repo}/issues/comments/{comment_id}"
+CC = "/repos/{owner}/{repo}/commits/{commit_sha}/comments"
+CCI = "/repos/{owner}/{repo}/comments/{comment_id}"
+MAX_COMMENT_CHARS = 65_536
+# PATCH /repos/{owner}/{repo}/comments/{comment_id} (update a commit comment) is not in the OpenAPI
+# subset the fixtures come from; GitHub documents the same body as for an issue comment.
+COMMIT_COMMENT_PATCH = jsonschema.Draft7Validator(
+    {"type": "object", "properties": {"body": {"type": "string"}}, "required": ["body"], "additionalProperties": False})
 
 
 class GitHubStandIn(StandIn):
@@ -33,6 +51,12 @@ class GitHubStandIn(StandIn):
         self.throttle: list[tuple[int, float | None]] = []
         self.rejected: list[str] = []
         self.ids = itertools.count(20)
+        self.user_login: str | None = None
+        self.comment_login = "github-actions[bot]"
+        self.read_only = False
+        self.comments: dict[int, dict[str, Any]] = {}
+        """id -> {"kind": "issue"|"commit", "number"|"sha", "body", "login", ...}."""
+        self.comment_ids = itertools.count(9000)
         for method, path, name, handler in [
             ("POST", R + "/generate-jitconfig", "runners.jitconfig", self.jitconfig),
             ("POST", R + "/registration-token", "runners.registration-token", self.registration_token),
@@ -40,6 +64,14 @@ class GitHubStandIn(StandIn):
             ("GET", R + "/{runner_id}", "runners.get", self.get),
             ("DELETE", R + "/{runner_id}", "runners.delete", self.delete),
             ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}", "runs.get", self.run),
+            ("GET", "/user", "user.get", self.user),
+            ("GET", IC, "issue-comments.list", self.issue_comments),
+            ("POST", IC, "issue-comments.create", self.create_issue_comment),
+            ("GET", ICI, "issue-comments.get", self.get_issue_comment),
+            ("PATCH", ICI, "issue-comments.update", self.update_issue_comment),
+            ("GET", CC, "commit-comments.list", self.commit_comments),
+            ("POST", CC, "commit-comments.create", self.create_commit_comment),
+            ("PATCH", CCI, "commit-comments.update", self.update_commit_comment),
         ]:
             self.route(method, path, name, handler)
 
@@ -161,3 +193,136 @@ class GitHubStandIn(StandIn):
         return {"id": int(run_id), "name": "gpu-notebooks", "status": "completed" if done else "in_progress",
                 "conclusion": "success" if done else None, "run_attempt": 1,
                 "url": f"{self.url}/repos/{owner}/{repo}/actions/runs/{run_id}"}
+
+    # -- comments ----------------------------------------------------------------------------
+    def _user(self, login: str) -> dict[str, Any]:
+        u = f"{self.url}/users/{login}"
+        return {"login": login, "id": 41898282, "node_id": "MDM6Qm90NDE4OTgyODI=", "avatar_url": f"{u}/avatar",
+                "gravatar_id": "", "url": u, "html_url": f"https://github.com/{login}", "followers_url": f"{u}/followers",
+                "following_url": f"{u}/following{{/other_user}}", "gists_url": f"{u}/gists{{/gist_id}}",
+                "starred_url": f"{u}/starred{{/owner}}{{/repo}}", "subscriptions_url": f"{u}/subscriptions",
+                "organizations_url": f"{u}/orgs", "repos_url": f"{u}/repos", "events_url": f"{u}/events{{/privacy}}",
+                "received_events_url": f"{u}/received_events", "type": "Bot" if login.endswith("[bot]") else "User",
+                "site_admin": False}
+
+    def user(self, **_: Any) -> Any:
+        if self.user_login is None:
+            raise Reply(403, {"message": "Resource not accessible by integration",
+                              "documentation_url": "https://docs.github.com/rest/users/users#get-the-authenticated-user"})
+        return self._user(self.user_login)
+
+    def _check_body(self, validator: Any, body: Any) -> None:
+        errs = problems(validator, body)
+        if not errs and len(body["body"]) > MAX_COMMENT_CHARS:
+            errs = [f"body: is too long (maximum is {MAX_COMMENT_CHARS} characters)"]
+        if errs:
+            self.rejected.append("; ".join(errs))
+            raise Reply(422, {"message": "Validation Failed\n\n" + "\n".join(errs),
+                              "documentation_url": "https://docs.github.com/rest"})
+        if self.read_only:
+            raise Reply(403, {"message": "Resource not accessible by integration",
+                              "documentation_url": "https://docs.github.com/rest"})
+
+    def add_comment(self, *, body: str, login: str, number: int | None = None, sha: str | None = None) -> int:
+        """A comment written by someone (another user quoting our marker, for tests)."""
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self.lock:
+            cid = next(self.comment_ids)
+            self.comments[cid] = {"id": cid, "kind": "issue" if number is not None else "commit", "number": number,
+                                  "sha": sha, "body": body, "login": login, "created_at": now, "updated_at": now}
+            return cid
+
+    def _issue_comment_json(self, c: dict[str, Any]) -> dict[str, Any]:
+        owner_repo = self.repo
+        return {"id": c["id"], "node_id": f"IC_{c['id']}", "url": f"{self.url}/repos/{owner_repo}/issues/comments/{c['id']}",
+                "html_url": f"https://github.com/{owner_repo}/pull/{c['number']}#issuecomment-{c['id']}",
+                "issue_url": f"{self.url}/repos/{owner_repo}/issues/{c['number']}", "body": c["body"],
+                "user": self._user(c["login"]), "created_at": c["created_at"], "updated_at": c["updated_at"],
+                "author_association": "NONE"}
+
+    def _commit_comment_json(self, c: dict[str, Any]) -> dict[str, Any]:
+        owner_repo = self.repo
+        return {"id": c["id"], "node_id": f"CC_{c['id']}", "url": f"{self.url}/repos/{owner_repo}/comments/{c['id']}",
+                "html_url": f"https://github.com/{owner_repo}/commit/{c['sha']}#commitcomment-{c['id']}",
+                "body": c["body"], "path": None, "position": None, "line": None, "commit_id": c["sha"],
+                "user": self._user(c["login"]), "created_at": c["created_at"], "updated_at": c["updated_at"],
+                "author_association": "NONE"}
+
+    def _page(self, items: list[Any], query: dict[str, str], base: str) -> Any:
+        per_page = int(query.get("per_page", 30))
+        page = int(query.get("page", 1))
+        chunk = items[(page - 1) * per_page: page * per_page]
+        headers = {}
+        if page * per_page < len(items):
+            headers["Link"] = f'<{self.url}{base}?per_page={per_page}&page={page + 1}>; rel="next"'
+        return chunk, headers
+
+    def issue_comments(self, owner: str, repo: str, issue_number: str, query: dict[str, str], **_: Any) -> Any:
+        self._repo(owner, repo)
+        with self.lock:
+            items = [self._issue_comment_json(c) for c in sorted(self.comments.values(), key=lambda c: c["id"])
+                     if c["kind"] == "issue" and c["number"] == int(issue_number)]
+        chunk, headers = self._page(items, query, f"/repos/{owner}/{repo}/issues/{issue_number}/comments")
+        assert not problems(github_validator(IC, "get", "200"), chunk)
+        return 200, chunk, headers
+
+    def create_issue_comment(self, owner: str, repo: str, issue_number: str, body: Any, **_: Any) -> Any:
+        self._repo(owner, repo)
+        self._check_body(github_validator(IC, "post"), body)
+        cid = self.add_comment(body=body["body"], login=self.comment_login, number=int(issue_number))
+        out = self._issue_comment_json(self.comments[cid])
+        assert not problems(github_validator(IC, "post", "201"), out)
+        return 201, out
+
+    def _comment(self, comment_id: str, kind: str) -> dict[str, Any]:
+        c = self.comments.get(int(comment_id))
+        if c is None or c["kind"] != kind:
+            raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+        return c
+
+    def get_issue_comment(self, owner: str, repo: str, comment_id: str, **_: Any) -> Any:
+        self._repo(owner, repo)
+        out = self._issue_comment_json(self._comment(comment_id, "issue"))
+        assert not problems(github_validator(ICI, "get", "200"), out)
+        return out
+
+    def update_issue_comment(self, owner: str, repo: str, comment_id: str, body: Any, **_: Any) -> Any:
+        self._repo(owner, repo)
+        self._check_body(github_validator(ICI, "patch"), body)
+        with self.lock:
+            c = self._comment(comment_id, "issue")
+            if c["login"] != self.comment_login:
+                raise Reply(403, {"message": "You cannot edit someone else's comment",
+                                  "documentation_url": "https://docs.github.com/rest"})
+            c["body"] = body["body"]
+            c["updated_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            out = self._issue_comment_json(c)
+        assert not problems(github_validator(ICI, "patch", "200"), out)
+        return out
+
+    def commit_comments(self, owner: str, repo: str, commit_sha: str, query: dict[str, str], **_: Any) -> Any:
+        self._repo(owner, repo)
+        with self.lock:
+            items = [self._commit_comment_json(c) for c in sorted(self.comments.values(), key=lambda c: c["id"])
+                     if c["kind"] == "commit" and c["sha"] == commit_sha]
+        chunk, headers = self._page(items, query, f"/repos/{owner}/{repo}/commits/{commit_sha}/comments")
+        assert not problems(github_validator(CC, "get", "200"), chunk)
+        return 200, chunk, headers
+
+    def create_commit_comment(self, owner: str, repo: str, commit_sha: str, body: Any, **_: Any) -> Any:
+        self._repo(owner, repo)
+        self._check_body(github_validator(CC, "post"), body)
+        cid = self.add_comment(body=body["body"], login=self.comment_login, sha=commit_sha)
+        out = self._commit_comment_json(self.comments[cid])
+        assert not problems(github_validator(CC, "post", "201"), out)
+        return 201, out
+
+    def update_commit_comment(self, owner: str, repo: str, comment_id: str, body: Any, **_: Any) -> Any:
+        self._repo(owner, repo)
+        self._check_body(COMMIT_COMMENT_PATCH, body)
+        with self.lock:
+            c = self._comment(comment_id, "commit")
+            c["body"] = body["body"]
+            out = self._commit_comment_json(c)
+        assert not problems(github_validator(CC, "post", "201"), out)  # the same commit-comment object
+        return out
