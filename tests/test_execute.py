@@ -332,3 +332,14 @@ def test_every_notebook_gets_a_fresh_kernel_in_its_folder_with_its_environment(n
     folder = str((nbdir / "b").resolve())
     assert all(s["cwd"] == folder and s["metrics"] == "the notebook folder" and not s["ours_on_path"] for s in seen)
     assert len({s["artifacts"] for s in seen}) == 3 and all(s["extra"] == "from the caller" for s in seen)
+
+
+def test_a_quiet_kernel_leaves_no_kernel_log(nbdir):
+    make_nb(nbdir, "quiet.ipynb", "x = 1")
+    make_nb(nbdir, "loud.ipynb", "import os\nos.write(2, b'C-level complaint\\n')")
+    r = gpu_runner("run", ".", "--out", "o", "--no-pdf", "--no-checks", cwd=nbdir)
+    assert r.returncode == 0, r.stdout
+    assert not (nbdir / "o/local/notebooks/quiet/kernel.log").exists()
+    res = by_path(results(nbdir / "o"))
+    assert "kernel_log" not in res["quiet.ipynb"]["files"]
+    assert "C-level complaint" in (nbdir / "o/local" / res["loud.ipynb"]["files"]["kernel_log"]).read_text()

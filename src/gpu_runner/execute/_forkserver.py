@@ -67,9 +67,14 @@ def _child(req: dict) -> None:
         os.chdir(req["cwd"])
         os.environ.clear()
         os.environ.update(req["env"])
+        # as jupyter_client does for the kernels it launches: ipykernel then watches its parent
+        # (one more guard against orphans) and prints no stand-alone banner. The setting's
+        # default was read from the environment at import, in the server: pass it explicitly.
+        os.environ["JPY_PARENT_PID"] = str(os.getppid())
+        parent_handle = [f"--IPKernelApp.parent_handle={os.getppid()}"]
         # as `python -m` would: the working directory first on sys.path
         sys.path[0] = os.getcwd()
-        sys.argv = ["ipykernel_launcher", *req["args"]]
+        sys.argv = ["ipykernel_launcher", *req["args"], *parent_handle]
         import runpy
 
         runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
