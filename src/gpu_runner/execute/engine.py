@@ -116,7 +116,6 @@ class Executor:
         self.interrupted_by: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writers: set[asyncio.Task[Any]] = set()
         self._checks: asyncio.Task[Any] | None = None
         """The entry's system checks: kernels start meanwhile, notebooks execute after them."""
 
@@ -189,11 +188,10 @@ class Executor:
             try:
                 nb_results.append(await task)
             except asyncio.CancelledError:
-                nb_results.append(self._not_run(spec, entry_dir, "the run was interrupted before this notebook ran"))
+                nb_results.append(NotebookResult(path=spec.path, dir=spec.out_subdir, status="skipped", duration_s=0.0,
+                                                 skip_reason="the run was interrupted before this notebook ran"))
             finally:
                 self._tasks.discard(task)
-        if self._writers:
-            await asyncio.gather(*self._writers, return_exceptions=True)
         checks = None
         if self._checks is not None:
             with contextlib.suppress(asyncio.CancelledError):  # cancelled before it began: no checks
@@ -226,9 +224,6 @@ class Executor:
         return result
 
     # -- notebook level --------------------------------------------------------------------
-    def _not_run(self, spec: NotebookSpec, entry_dir: Path, reason: str) -> NotebookResult:
-        return NotebookResult(path=spec.path, dir=spec.out_subdir, status="skipped", duration_s=0.0, skip_reason=reason)
-
     async def _notebook_task(
         self, run: EntryRun, spec: NotebookSpec, entry_dir: Path, alive: asyncio.Semaphore, slots: asyncio.Semaphore
     ) -> NotebookResult:
@@ -246,29 +241,35 @@ class Executor:
                 parameters=params, started_at=started_at, finished_at=_now(), files=files, **kw,
             )
 
+        async def stop_early(prepared: nbtools.Prepared | None, *, failure: Failure | None = None,
+                             skip_reason: str | None = None) -> NotebookResult:
+            """The notebook ends before any cell ran: keep it as it is, record why."""
+            with contextlib.suppress(OSError):
+                if prepared is None:  # unreadable: keep what was there, byte for byte
+                    await asyncio.to_thread(shutil.copyfile, spec.source, nb_dir / "output.ipynb")
+                else:
+                    await asyncio.to_thread(self._write_nb, prepared.nb, nb_dir / "output.ipynb")
+                files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
+            status = "failed" if failure else "skipped"
+            self.log.notebook_finished(spec.path, status, 0.0,
+                                       f"{failure.kind}: {failure.message}" if failure else skip_reason or "")
+            res = result(status, failure=failure, skip_reason=skip_reason,
+                         kernel=prepared.kernel_name if prepared else None)
+            return self._finish_files(res, nb_dir, spec, params, None, prepared)
+
         # 1. read and prepare: failures here are the notebook's setup error, not the run's
         try:
             prepared, _text = await asyncio.to_thread(
                 nbtools.prepare, spec.source, kernel_override=run.kernel, parameters=run.parameters
             )
         except nbtools.NotebookSetupError as e:
-            with contextlib.suppress(OSError):  # keep what was there, byte for byte
-                shutil.copyfile(spec.source, nb_dir / "output.ipynb")
-                files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
-            failure = Failure(kind="setup_error", message=str(e), ename="NotebookSetupError", evalue=str(e))
-            self.log.notebook_finished(spec.path, "failed", 0.0, f"setup_error: {e}")
-            return self._finish_files(result("failed", failure=failure), nb_dir, spec, params, None, None)
-
+            return await stop_early(None, failure=Failure(kind="setup_error", message=str(e),
+                                                          ename="NotebookSetupError", evalue=str(e)))
         params = prepared.parameters
         if prepared.requires_gpu:
             present, why = gpu_presence()
             if not present:
-                await asyncio.to_thread(self._write_nb, prepared.nb, nb_dir / "output.ipynb")
-                files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
-                reason = f"needs a GPU: {why}"
-                self.log.notebook_finished(spec.path, "skipped", 0.0, reason)
-                return self._finish_files(result("skipped", skip_reason=reason, kernel=prepared.kernel_name),
-                                          nb_dir, spec, params, None, None)
+                return await stop_early(prepared, skip_reason=f"needs a GPU: {why}")
 
         timeout_s = prepared.timeout_s or run.timeout_s
         env = {**run.env, ARTIFACTS_ENV: str(artifacts.resolve()), "GPU_RUNNER": "1"}
@@ -280,12 +281,8 @@ class Executor:
                 kernel = await start_kernel(prepared.kernel_name, specs=self.specs, cwd=spec.source.parent, env=env,
                                             log_path=nb_dir / KERNEL_LOG, forks=self.forks)
             except KernelStartError as e:
-                await asyncio.to_thread(self._write_nb, prepared.nb, nb_dir / "output.ipynb")
-                files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
-                failure = Failure(kind="setup_error", message=str(e), ename="KernelStartError", evalue=str(e))
-                self.log.notebook_finished(spec.path, "failed", 0.0, f"setup_error: {e}")
-                return self._finish_files(result("failed", failure=failure, kernel=prepared.kernel_name),
-                                          nb_dir, spec, params, None, None)
+                return await stop_early(prepared, failure=Failure(kind="setup_error", message=str(e),
+                                                                  ename="KernelStartError", evalue=str(e)))
             kernel_start_s = time.monotonic() - t_kernel
             try:
                 if self._checks is not None:  # the checks come first; they end by their own timeouts
