@@ -52,6 +52,9 @@ def cli() -> None:
 @click.option("--machine", "machines", multiple=True, metavar="NAME", help="With --matrix: only this machine (repeatable).")
 @click.option("--local", "run_cloud_locally", is_flag=True,
               help="With --matrix: also run the notebooks of cloud entries on this machine (marked as such).")
+@click.option("--entry", "entry_id", default=None, metavar="ID",
+              help="With --matrix: run exactly this entry here; on the entry's own VM (RUNNER_NAME is its label) "
+                   "as the machine the matrix describes, its GPU count enforced.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Results folder; one sub-folder per entry.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
@@ -77,6 +80,7 @@ def run_cmd(
     runtimes: tuple[str, ...],
     machines: tuple[str, ...],
     run_cloud_locally: bool,
+    entry_id: str | None,
     out_dir: Path,
     jobs: int | None,
     timeout_s: float | None,
@@ -110,7 +114,15 @@ def run_cmd(
 
         if paths:
             raise ConfigError("give notebook PATHs or --matrix, not both")
-        runs = local_runs(matrix_path, runtimes=list(runtimes), machines=list(machines), local=run_cloud_locally)
+        if entry_id is not None:
+            from .plan import entry_run_here
+
+            if runtimes or machines or run_cloud_locally:
+                raise ConfigError("--entry names one entry: leave out --runtime, --machine and --local")
+            runs = [entry_run_here(matrix_path, entry_id)]
+        else:
+            runs = local_runs(matrix_path, runtimes=list(runtimes), machines=list(machines),
+                              local=run_cloud_locally)
         for r in runs:  # the command line overrides the matrix
             r.parameters.update(parameters)
             r.timeout_s = timeout_s or r.timeout_s
@@ -120,8 +132,8 @@ def run_cmd(
             r.log_py = log_mode == "py"
             r.checks = r.checks if checks else []
     else:
-        if runtimes or machines or run_cloud_locally:
-            raise ConfigError("--runtime, --machine and --local select matrix entries: give --matrix FILE too")
+        if runtimes or machines or run_cloud_locally or entry_id:
+            raise ConfigError("--runtime, --machine, --local and --entry select matrix entries: give --matrix FILE too")
         if not paths:
             if not Path("notebooks").is_dir():
                 raise ConfigError("no PATH given and no ./notebooks folder here; name the notebooks to run")
@@ -264,8 +276,12 @@ def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, ker
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default=None,
               help="json: {\"include\": [...]} for a GitHub matrix; table: for people.  "
                    "[default: table on a terminal, else json]")
+@click.option("--fork-gate", "approval_label", default=None, metavar="LABEL",
+              help="Read the event (GITHUB_EVENT_NAME, GITHUB_EVENT_PATH): a pull request from a fork keeps only "
+                   "its local entries unless it may start GPU machines (pull_request_target with LABEL applied); "
+                   "says why in the job summary.")
 def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, ...], changed_files: str | None,
-             fmt: str | None) -> None:
+             fmt: str | None, approval_label: str | None) -> None:
     """Expand a matrix file into entries: one runtime on one machine, each with an id and a runner label.
 
     In GitHub Actions ($GITHUB_OUTPUT set) also writes the outputs matrix=<json> and has-work=true|false.
@@ -277,10 +293,27 @@ def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, 
                       check_notebooks=True)
     for line in planning.warning_lines(p.warnings, github=os.environ.get("GITHUB_ACTIONS") == "true"):
         click.echo(line, err=True)
+    gated = None
+    if approval_label is not None:
+        from .github.comments import read_event
+        from .github.workflow import append_step_summary
+
+        gated = planning.fork_gate(os.environ.get("GITHUB_EVENT_NAME", ""), read_event(), approval_label)
+        dropped = [e for e in p.entries if not e.is_local] if gated else []
+        if dropped:
+            p.entries = [e for e in p.entries if e.is_local]
+            note = (f"{len(dropped)} GPU entr{'y' if len(dropped) == 1 else 'ies'} left out: {gated}. "
+                    f"Left out: {', '.join(e.id for e in dropped)}.")
+            p.notes.append(note)
+            append_step_summary(f"### GPU entries not run\n\n{note}\n")
     for note in p.notes:
         click.echo(note, err=True)
     if os.environ.get("GITHUB_OUTPUT"):
         planning.write_github_output(p, os.environ["GITHUB_OUTPUT"])
+        if approval_label is not None:
+            from .github.workflow import set_outputs
+
+            set_outputs({"gated": "true" if gated else "false"})
     if (fmt or ("table" if sys.stdout.isatty() else "json")) == "json":
         click.echo(p.matrix_json())
     else:

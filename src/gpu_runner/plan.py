@@ -552,6 +552,52 @@ def entry_run(entry: Entry, notebooks: list[NotebookSpec], *, ran_locally: bool 
     )
 
 
+def entry_run_here(matrix_path: Path, entry_id_: str, *, cwd: Path | None = None,
+                   env: Mapping[str, str] | None = None) -> EntryRun:
+    """Exactly one entry, run on this machine (``gpu-runner run --entry``). On the entry's own VM
+    (the GitHub runner is named after the entry's label: ``RUNNER_NAME``) it runs as the machine the
+    matrix describes, so the ``gpu`` check holds it to the entry's GPU count; anywhere else a cloud
+    entry is marked ran_locally, as ``--local`` does."""
+    env = os.environ if env is None else env
+    cwd = (cwd or Path.cwd()).resolve()
+    path = Path(matrix_path)
+    lm = load(path if path.is_absolute() else cwd / path, display=str(matrix_path))
+    e = find_entry(lm, entry_id_, env=env)
+    own_vm = not e.is_local and env.get("RUNNER_NAME") == e.label
+    return entry_run(e, notebooks_for(lm, e.runtime, lm.root_dir(cwd)), ran_locally=not own_vm)
+
+
+def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str) -> str | None:
+    """Why a pull request from a fork may not start GPU machines, or None when it may.
+
+    * ``pull_request`` from a fork: GitHub gives the run no secrets and a read-only token, so no
+      VM can be started; maintainers run it through a ``pull_request_target`` caller instead.
+    * ``pull_request_target`` from a fork: only once a maintainer has applied ``approval_label``,
+      and not on a ``synchronize`` (new commits pushed after the approval are not approved: the
+      label must be applied again).
+    Anything else (push, dispatch, a pull request from a branch of this repository) may.
+    """
+    pull = event.get("pull_request")
+    if not event_name.startswith("pull_request") or not isinstance(pull, dict):
+        return None
+    head = ((pull.get("head") or {}).get("repo") or {}).get("full_name")
+    base = ((pull.get("base") or {}).get("repo") or {}).get("full_name")
+    if head and base and head == base:
+        return None
+    labels = {lb.get("name") for lb in pull.get("labels") or [] if isinstance(lb, dict)}
+    if event_name == "pull_request":
+        return ("a pull request from a fork: GitHub gives its pull_request run no secrets, so no GPU machine can "
+                f"start; a maintainer who has reviewed it applies the label '{approval_label}' and the "
+                "pull_request_target workflow runs it")
+    if approval_label not in labels:
+        return (f"a pull request from a fork: GPU machines start only after a maintainer has reviewed it and "
+                f"applied the label '{approval_label}'")
+    if event.get("action") == "synchronize":
+        return (f"new commits were pushed to this pull request from a fork after the label '{approval_label}' was "
+                "applied: a maintainer reviews them and applies the label again")
+    return None
+
+
 def expected_gpus(entry: Entry) -> int | None:
     """The GPU count the ``gpu`` check holds the entry's machine to: the matrix's count; None
     for a local machine that declares no accelerator (any machine may run it)."""
@@ -638,7 +684,7 @@ def table(p: Plan) -> Any:
 
 
 __all__ = [
-    "Entry", "GceSpec", "Plan", "entry_id", "entry_run", "expand", "expected_gpus", "find_entry", "glob_regex", "local_runs",
+    "Entry", "GceSpec", "Plan", "entry_id", "entry_run", "entry_run_here", "expand", "fork_gate", "expected_gpus", "find_entry", "glob_regex", "local_runs",
     "path_matches", "plan", "read_changed_files", "run_identity", "runner_label", "runtimes_for_changes",
     "table", "warning_lines", "write_github_output",
 ]

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# gpu-runner action: where the private virtual environment and the pip cache go, and the cache key
+# (a hash of the action's pyproject.toml, with the runner's OS, architecture and Python version).
+set -euo pipefail
+
+py="${GPU_RUNNER_PYTHON:-python3}"
+if ! command -v "$py" >/dev/null 2>&1; then
+  echo "::error title=gpu-runner::no '$py' here: gpu-runner needs Python 3.10 or newer with venv (input 'python')"
+  exit 2
+fi
+if ! pyver=$("$py" -c 'import sys; assert sys.version_info >= (3, 10); print("%d.%d" % sys.version_info[:2])'); then
+  echo "::error title=gpu-runner::'$py' is older than Python 3.10 (input 'python')"
+  exit 2
+fi
+hash=$(sha256sum "$GITHUB_ACTION_PATH/pyproject.toml" | cut -c1-16)
+base="${RUNNER_TEMP:-/tmp}/gpu-runner"
+{
+  echo "key=gpu-runner-pip-${RUNNER_OS:-Linux}-${RUNNER_ARCH:-X64}-py$pyver-$hash"
+  echo "venv=$base/venv-py$pyver-$hash"
+  echo "pip-cache=$base/pip-cache"
+} >>"$GITHUB_OUTPUT"

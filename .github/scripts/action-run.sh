@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# gpu-runner action: turn the action's inputs (INPUT_* variables, never expanded into the script
+# text) into one `gpu-runner <mode>` command, run it, and pass its exit code on.
+set -euo pipefail
+set -f  # runtime and machine globs are gpu-runner's to expand, not the shell's
+
+if [ -n "${GPU_RUNNER_GITHUB_TOKEN:-}" ]; then
+  echo "::add-mask::$GPU_RUNNER_GITHUB_TOKEN"
+fi
+
+flag() {  # VALUE INPUT-NAME: succeeds for true, fails for false, exits 2 otherwise
+  case "${1,,}" in
+    true | 1 | yes) return 0 ;;
+    false | 0 | no | "") return 1 ;;
+    *)
+      echo "::error title=gpu-runner::input '$2' must be true or false, got '$1'"
+      exit 2
+      ;;
+  esac
+}
+
+project=()
+if [ -n "${INPUT_GCP_PROJECT:-}" ]; then
+  project=(--project "$INPUT_GCP_PROJECT")
+fi
+pdf=(--no-pdf)
+if flag "${INPUT_PDF:-true}" pdf; then
+  pdf=(--pdf)
+fi
+group=true
+case "$INPUT_MODE" in
+  plan)
+    args=(plan --matrix "$INPUT_MATRIX" --format json)
+    for r in ${INPUT_RUNTIME:-}; do args+=(--runtime "$r"); done
+    for m in ${INPUT_MACHINE:-}; do args+=(--machine "$m"); done
+    if flag "${INPUT_CHANGED_ONLY:-false}" changed-only; then
+      if [ -n "${INPUT_CHANGED_FILES:-}" ]; then
+        args+=(--changed-files "$INPUT_CHANGED_FILES")
+      elif [ -n "${GPU_RUNNER_EVENT_BASE:-}" ] && [ "${GPU_RUNNER_EVENT_BASE//0/}" != "" ]; then
+        changed="${RUNNER_TEMP:-/tmp}/gpu-runner/changed-files.txt"
+        mkdir -p "$(dirname "$changed")"
+        git fetch --no-tags --depth=1 origin "$GPU_RUNNER_EVENT_BASE" >/dev/null 2>&1 || true
+        if git diff --name-only "$GPU_RUNNER_EVENT_BASE" HEAD >"$changed"; then
+          args+=(--changed-files "$changed")
+        else
+          echo "::warning title=gpu-runner::cannot list the changed files against $GPU_RUNNER_EVENT_BASE; planning every runtime"
+        fi
+      else
+        echo "gpu-runner: no base commit in this event: planning every runtime"
+      fi
+    fi
+    if [ -n "${INPUT_FORK_GATE:-}" ]; then
+      args+=(--fork-gate "$INPUT_FORK_GATE")
+    fi
+    ;;
+  start) args=(start --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" "${project[@]}") ;;
+  stop) args=(stop --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" "${project[@]}") ;;
+  run)
+    # the notebooks run here: they get no GitHub token
+    unset GPU_RUNNER_GITHUB_TOKEN GITHUB_TOKEN
+    args=(run --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" --out "$INPUT_RESULTS_DIR" "${pdf[@]}")
+    if flag "${INPUT_RERUN:-false}" rerun; then args+=(--rerun); fi
+    if ! flag "${INPUT_CHECKS:-true}" checks; then args+=(--no-checks); fi
+    group=false  # run folds each notebook's log itself
+    ;;
+  report)
+    args=(report "$INPUT_RESULTS_DIR" --out "${INPUT_REPORT_DIR:-$INPUT_RESULTS_DIR}" "${pdf[@]}")
+    group=false
+    ;;
+  comment) args=(comment "${INPUT_REPORT_DIR:-$INPUT_RESULTS_DIR}" --key "${INPUT_COMMENT_KEY:-default}" --optional) ;;
+  janitor)
+    args=(janitor --max-age "${INPUT_MAX_AGE:-3h}" "${project[@]}")
+    if flag "${INPUT_DRY_RUN:-false}" dry-run; then args+=(--dry-run); fi
+    ;;
+  *)
+    echo "::error title=gpu-runner::input 'mode' must be plan, start, run, stop, report, comment or janitor; got '$INPUT_MODE'"
+    exit 2
+    ;;
+esac
+
+if $group; then echo "::group::gpu-runner ${args[*]}"; else echo "gpu-runner ${args[*]}"; fi
+code=0
+"$GPU_RUNNER_BIN" "${args[@]}" || code=$?
+if $group; then echo "::endgroup::"; fi
+echo "exit-code=$code" >>"$GITHUB_OUTPUT"
+exit "$code"

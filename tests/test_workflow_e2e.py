@@ -1,0 +1,279 @@
+"""The reusable workflow, end to end: its jobs read from .github/workflows/gpu-notebooks.yml and
+action.yml and run here (tests/workflow_harness.py) with the environment GitHub sets, against the
+Compute Engine and GitHub stand-ins. plan -> start -> run (the notebooks on this machine) -> stop
+-> report -> comment, ending with the comment posted, the artifacts in place, zero VMs and zero
+runner registrations; and the fork gate for pull requests from forks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import make_nb
+from standins.compute import ComputeStandIn
+from standins.github import GitHubStandIn
+from workflow_harness import REPO, Runner, condition, evaluate
+
+pytestmark = pytest.mark.slow
+
+REPO_NAME = "octo-org/runtime"
+SHA = "3" * 40
+MATRIX = """\
+version: 1
+gce:
+  project: test-project
+  region: us-central1
+defaults:
+  machine:
+    zones: [a, b]
+    spot: preferred
+    max_run_duration: 1h
+machines:
+  here: {provider: local}
+  l4:
+    machine_type: g2-standard-8
+    accelerator: {type: nvidia-l4, count: 1}
+runtimes:
+  smoke:
+    container: python:3.12-slim
+    notebooks: [notebooks/smoke.ipynb]
+    checks: [resources]
+"""
+
+
+class World:
+    def __init__(self, tmp: Path) -> None:
+        self.gh = GitHubStandIn(repo=REPO_NAME).start()
+        self.compute = ComputeStandIn(github=self.gh).start()
+        self.ws = tmp / "workspace"
+        self.ws.mkdir()
+        (self.ws / "matrix.yml").write_text(MATRIX)
+        make_nb(self.ws / "notebooks", "smoke.ipynb", "x = 6 * 7", "assert x == 42", "print('smoke ok')")
+        self.artifacts = tmp / "artifacts"
+        self.env = {
+            "PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(tmp)), "LANG": "C.UTF-8",
+            "GITHUB_API_URL": self.gh.url, "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": REPO_NAME,
+            "GITHUB_RUN_ID": "5150", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_SHA": SHA, "GITHUB_TOKEN": "test-token",
+            "GPU_RUNNER_COMPUTE_EMULATOR_HOST": self.compute.address, "GPU_RUNNER_RETRY_BASE_S": "0.01",
+            "GPU_RUNNER_RETRY_ATTEMPTS": "4", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO / "src"),
+        }
+
+    def runner(self, event_name: str, event: dict, **inputs: object) -> Runner:
+        return Runner(workspace=self.ws, base_env=self.env, event_name=event_name, event=event,
+                      inputs={"matrix": "matrix.yml", "pdf": False, **inputs},
+                      secrets={"runner-admin-token": "test-token"}, artifacts=self.artifacts)
+
+    def close(self) -> None:
+        self.compute.stop()
+        self.gh.stop()
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+def _pr_event(*, fork: bool, labels: list[str] = (), action: str = "opened") -> dict:
+    head = "contributor/runtime" if fork else REPO_NAME
+    return {"action": action, "number": 12, "pull_request": {
+        "number": 12, "labels": [{"name": n} for n in labels],
+        "head": {"sha": "4" * 40, "repo": {"full_name": head, "fork": fork}},
+        "base": {"sha": "5" * 40, "repo": {"full_name": REPO_NAME}}}}
+
+
+def _texts(r: Runner) -> str:
+    return "\n".join(s.output for s in r.records)
+
+
+def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
+    r = world.runner("push", {"after": SHA, "before": "0" * 40, "ref": "refs/heads/main"})
+    res = r.run_workflow()
+    jobs = res["_jobs"]
+    assert {k: v["result"] for k, v in res.items() if k != "_jobs"} == {
+        "plan": "success", "start": "success", "run": "success", "stop": "success", "report": "success"}, _texts(r)
+    items = json.loads(res["plan"]["outputs"]["matrix"])["include"]
+    assert [i["id"] for i in items] == ["smoke--here", "smoke--l4"] and res["plan"]["outputs"]["has-work"] == "true"
+
+    # start made the VM with its just-in-time runner; stop took both away
+    assert world.compute.calls["instances.insert"] == 1 and world.gh.calls["runners.jitconfig"] == 1
+    assert world.compute.count() == 0 and world.gh.count() == 0
+    assert not world.compute.rejected and not world.gh.rejected
+
+    # run: the gce entry runs on its label inside the runtime's container with the GPUs; the local one on ubuntu
+    run_jobs = {j.container["runs_on"]: j.container for j in jobs["run"]}
+    assert set(run_jobs) == {"ubuntu-latest", "gpu-runner-5150-1-smoke--l4"}
+    assert run_jobs["gpu-runner-5150-1-smoke--l4"]["image"] == "python:3.12-slim"
+    assert "--gpus all" in run_jobs["gpu-runner-5150-1-smoke--l4"]["options"]
+    assert "--gpus" not in run_jobs["ubuntu-latest"]["options"]
+
+    # artifacts: one per entry (no top-level reports in them), then the merged report
+    arts = sorted(p.name for p in world.artifacts.iterdir())
+    assert arts == ["gpu-runner-report", "gpu-runner-smoke--here", "gpu-runner-smoke--l4"]
+    entry_art = world.artifacts / "gpu-runner-smoke--l4"
+    assert [p.name for p in entry_art.iterdir()] == ["smoke--l4"]
+    res_l4 = json.loads((entry_art / "smoke--l4" / "results.json").read_text())
+    assert res_l4["status"] == "passed" and res_l4["entry"]["ran_locally"] is True
+    assert (entry_art / "smoke--l4" / "notebooks" / "notebooks" / "smoke" / "output.ipynb").is_file()
+    report = world.artifacts / "gpu-runner-report"
+    for f in ("index.html", "summary.md", "junit.xml"):
+        assert (report / f).is_file(), f
+    assert 'tests="' in (report / "junit.xml").read_text()
+    assert res["report"]["outputs"]["failed"] == "0" and int(res["report"]["outputs"]["passed"]) >= 2
+
+    # the commit comment, with the marker keyed on the matrix file, and the job summary
+    comments = list(world.gh.comments.values())
+    assert len(comments) == 1 and comments[0]["kind"] == "commit" and comments[0]["sha"] == SHA
+    assert comments[0]["body"].startswith("<!-- gpu-runner:summary matrix.yml -->")
+    assert "smoke" in comments[0]["body"]
+    assert "smoke" in jobs["report"][0].summary
+    for secret in [*world.gh.secrets, "test-token"]:
+        assert all(secret not in line or line.startswith("::add-mask::") for line in _texts(r).splitlines())
+
+
+def test_pull_request_gets_a_sticky_comment_updated_by_the_next_run(world: World) -> None:
+    for attempt in ("1", "2"):
+        world.env["GITHUB_RUN_ATTEMPT"] = attempt
+        shutil_rmtree(world.artifacts)
+        r = world.runner("pull_request", _pr_event(fork=False))
+        res = r.run_workflow()
+        assert res["report"]["result"] == "success", _texts(r)
+    comments = list(world.gh.comments.values())
+    assert len(comments) == 1 and comments[0]["kind"] == "issue" and comments[0]["number"] == 12
+    assert world.gh.calls["issue-comments.create"] == 1 and world.gh.calls["issue-comments.update"] == 1
+    assert world.compute.count() == 0 and world.gh.count() == 0
+
+
+def shutil_rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)
+
+
+@pytest.mark.parametrize("event_name,labels,action,gpu", [
+    ("pull_request_target", [], "opened", False),
+    ("pull_request_target", ["gpu-runner:approved"], "labeled", True),
+    ("pull_request_target", ["gpu-runner:approved"], "synchronize", False),
+    ("pull_request", ["gpu-runner:approved"], "labeled", False),
+])
+def test_fork_pull_requests_get_gpu_entries_only_when_approved(world: World, event_name: str, labels: list[str],
+                                                                action: str, gpu: bool) -> None:
+    r = world.runner(event_name, _pr_event(fork=True, labels=labels, action=action))
+    job = r.run_job("plan", {}, None)
+    assert job.result == "success", "\n".join(s.output for s in job.steps)
+    ids = [i["id"] for i in json.loads(job.outputs["matrix"])["include"]]
+    assert ids == (["smoke--here", "smoke--l4"] if gpu else ["smoke--here"])
+    if not gpu:
+        assert "GPU entries not run" in job.summary and "smoke--l4" in job.summary
+    assert world.compute.count() == 0
+
+
+def test_a_failing_notebook_fails_run_and_report_but_stop_and_comment_still_happen(world: World) -> None:
+    make_nb(world.ws / "notebooks", "smoke.ipynb", "raise ValueError('broken on purpose')")
+    r = world.runner("push", {"after": SHA})
+    res = r.run_workflow()
+    assert res["run"]["result"] == "failure" and res["stop"]["result"] == "success"
+    assert res["report"]["result"] == "failure" and res["report"]["outputs"]["failed"] != "0"
+    assert world.compute.count() == 0 and world.gh.count() == 0
+    assert sorted(p.name for p in world.artifacts.iterdir())[0] == "gpu-runner-report"
+    body = next(iter(world.gh.comments.values()))["body"]
+    assert "broken on purpose" in body
+
+
+def test_a_start_that_fails_skips_run_and_stop_cleans_up(world: World) -> None:
+    world.compute.stockout_rate = 1.0  # no zone has capacity
+    r = world.runner("push", {"after": SHA})
+    res = r.run_workflow()
+    assert res["start"]["result"] == "failure" and res["run"]["result"] == "skipped"
+    assert res["stop"]["result"] == "success"
+    assert world.compute.count() == 0 and world.gh.count() == 0
+
+
+def test_empty_plan_runs_nothing(world: World) -> None:
+    """changed-only on a push that touches no runtime: the action lists the changed files with git
+    against the event's base, has-work is false and every later job is skipped."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.test", *args], cwd=world.ws,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", "matrix.yml", "notebooks")
+    git("commit", "-qm", "runtime")
+    before = git("rev-parse", "HEAD")
+    (world.ws / "README.md").write_text("docs\n")
+    git("add", "README.md")
+    git("commit", "-qm", "docs")
+    r = world.runner("push", {"after": git("rev-parse", "HEAD"), "before": before}, **{"changed-only": True})
+    res = r.run_workflow()
+    assert res["plan"]["outputs"]["has-work"] == "false", _texts(r)
+    assert [res[j]["result"] for j in ("start", "run", "stop", "report")] == ["skipped"] * 4
+    (world.ws / "notebooks" / "smoke.ipynb").write_text((world.ws / "notebooks" / "smoke.ipynb").read_text() + " ")
+    git("commit", "-qam", "notebook")
+    r = world.runner("push", {"after": git("rev-parse", "HEAD"), "before": before}, **{"changed-only": True})
+    assert r.run_job("plan", {}, None).outputs["has-work"] == "true"
+
+
+def test_the_expression_evaluator() -> None:
+    ctx = {"inputs": {"timeout-minutes": 0, "pdf": True}, "matrix": {"timeout_minutes": 60, "container": "",
+           "gpu_count": 2}, "github": {"event_name": "push"}}
+    assert evaluate("${{ inputs.timeout-minutes > 0 && inputs.timeout-minutes || matrix.timeout_minutes }}", ctx) == 60
+    assert evaluate("${{ matrix.container || '' }}", ctx) == ""
+    assert evaluate("run ${{ matrix.gpu_count }} on ${{ github.event_name }}", ctx) == "run 2 on push"
+    assert evaluate("${{ format('{0}-{1}', 'a', matrix.gpu_count > 0 && '--gpus all' || '') }}", ctx) == "a---gpus all"
+    assert evaluate("${{ fromJSON('{\"a\": [1, 2]}').a[1] }}", ctx) == 2
+    assert condition("github.event_name == 'PUSH'", ctx, {"failed": False})
+    assert not condition("github.event_name == 'push'", ctx, {"failed": True})
+    assert condition("always() && github.event_name == 'push'", ctx, {"failed": True})
+    assert condition("${{ !cancelled() }}", ctx, {"failed": True})
+
+
+def test_the_workflow_keeps_its_promises() -> None:
+    """Static promises the harness cannot see by running: pinned actions, permissions, no
+    expressions in scripts, the fork-safe checkouts."""
+    wf = yaml.safe_load((REPO / ".github/workflows/gpu-notebooks.yml").read_text())
+    action = yaml.safe_load((REPO / "action.yml").read_text())
+    assert wf["permissions"] == {}
+    for name, job in wf["jobs"].items():
+        assert "permissions" in job and "timeout-minutes" in job, name
+        for step in job["steps"]:
+            uses = step.get("uses", "")
+            if uses and not uses.startswith("./"):
+                ref = uses.split("@", 1)[1]
+                assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), uses
+            if "run" in step:
+                assert "${{" not in step["run"], (name, step)
+            if uses.startswith("actions/checkout@"):
+                assert step["with"]["persist-credentials"] is False
+    for step in action["runs"]["steps"]:
+        assert "${{" not in step.get("run", "")
+        if "uses" in step:
+            assert len(step["uses"].split("@", 1)[1]) == 40
+    assert all("description" in v for v in action["inputs"].values())
+    assert all("value" in v for v in action["outputs"].values())
+    # secrets-holding jobs never check out the pull request; the run job gets no token
+    for name in ("start", "stop"):
+        refs = [s.get("with", {}).get("ref") for s in wf["jobs"][name]["steps"] if s.get("uses", "").startswith(
+            "actions/checkout@") and "repository" not in s.get("with", {})]
+        assert refs == [None], name
+    run_step = next(s for s in wf["jobs"]["run"]["steps"] if s.get("uses") == "./.gpu-runner")
+    assert run_step["with"]["github-token"] == ""
+    assert wf["jobs"]["stop"]["if"].startswith("always()")
+    assert "!cancelled()" in wf["jobs"]["report"]["if"]
+
+
+def test_run_entry_on_its_own_vm_holds_the_machine_to_its_gpu_count(world: World) -> None:
+    from gpu_runner.plan import entry_run_here
+
+    label = "gpu-runner-5150-1-smoke--l4"
+    env = {"GITHUB_RUN_ID": "5150", "GITHUB_RUN_ATTEMPT": "1", "RUNNER_NAME": label}
+    on_vm = entry_run_here(Path("matrix.yml"), "smoke--l4", cwd=world.ws, env=env)
+    assert on_vm.info.ran_locally is False and on_vm.expected_gpus == 1 and on_vm.expected_gpu_type == "nvidia-l4"
+    elsewhere = entry_run_here(Path("matrix.yml"), "smoke--l4", cwd=world.ws, env={**env, "RUNNER_NAME": "laptop"})
+    assert elsewhere.info.ran_locally is True and elsewhere.expected_gpus is None
+    assert [n.path for n in on_vm.notebooks] == ["notebooks/smoke.ipynb"]
