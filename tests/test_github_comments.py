@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import gpu_runner
-from standins.github import MAX_COMMENT_CHARS, GitHubStandIn
+from standins.github import MAX_COMMENT_CHARS, GitHubStandIn, github_standin
 
 from gpu_runner.errors import InfraError
 from gpu_runner.github.client import client
@@ -20,13 +20,7 @@ REPO = "octo-org/runtime"
 
 @pytest.fixture
 def gh(monkeypatch: pytest.MonkeyPatch):
-    s = GitHubStandIn(repo=REPO).start()
-    monkeypatch.setenv("GITHUB_API_URL", s.url)
-    monkeypatch.setenv("GITHUB_TOKEN", "test-token")
-    monkeypatch.delenv("GPU_RUNNER_GITHUB_TOKEN", raising=False)
-    monkeypatch.setenv("GPU_RUNNER_RETRY_BASE_S", "0.01")
-    yield s
-    s.stop()
+    yield from github_standin(monkeypatch, REPO)
 
 
 def test_marker_and_body_are_cut_below_the_limit() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from standins.compute import ComputeStandIn
-from standins.github import GitHubStandIn
+from standins.github import GitHubStandIn, github_standin
 from standins.schemas import compute_validator, problems
 
 from gpu_runner.cloud.base import CapacityError, CloudError, QuotaError, VmRequest
@@ -18,13 +18,7 @@ from gpu_runner.github.runners import Runners
 
 @pytest.fixture
 def gh(monkeypatch: pytest.MonkeyPatch):
-    s = GitHubStandIn(repo="octo-org/runtime").start()
-    monkeypatch.setenv("GITHUB_API_URL", s.url)
-    monkeypatch.setenv("GITHUB_TOKEN", "test-token")
-    monkeypatch.delenv("GPU_RUNNER_GITHUB_TOKEN", raising=False)
-    monkeypatch.setenv("GPU_RUNNER_RETRY_BASE_S", "0.01")
-    yield s
-    s.stop()
+    yield from github_standin(monkeypatch, "octo-org/runtime")
 
 
 def test_jit_runner_round_trip_and_secret_repr(gh: GitHubStandIn) -> None:

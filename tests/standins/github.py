@@ -19,6 +19,7 @@ import base64
 import itertools
 import secrets
 from datetime import datetime, timezone
+from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
@@ -326,3 +327,16 @@ class GitHubStandIn(StandIn):
             out = self._commit_comment_json(c)
         assert not problems(github_validator(CC, "post", "201"), out)  # the same commit-comment object
         return out
+
+
+def github_standin(monkeypatch: Any, repo: str) -> Iterator[GitHubStandIn]:
+    """Start a stand-in for ``repo`` and point the real client at it (a fixture's body)."""
+    s = GitHubStandIn(repo=repo).start()
+    monkeypatch.setenv("GITHUB_API_URL", s.url)
+    monkeypatch.setenv("GITHUB_TOKEN", "test-token")
+    monkeypatch.delenv("GPU_RUNNER_GITHUB_TOKEN", raising=False)
+    monkeypatch.setenv("GPU_RUNNER_RETRY_BASE_S", "0.01")
+    try:
+        yield s
+    finally:
+        s.stop()
