@@ -15,8 +15,9 @@ so forking is safe. Protocol, one JSON object per line:
             {"id": N, "pid": PID} | {"id": N, "error": "..."}
             {"exit": PID, "status": CODE}        CODE < 0: killed by signal -CODE
 
-Children die with the server (PR_SET_PDEATHSIG), and the server dies with gpu-runner,
-so a SIGKILLed gpu-runner leaves no kernel behind. EOF on stdin: kill every child, exit.
+When gpu-runner dies, even by SIGKILL, the server gets SIGTERM (PR_SET_PDEATHSIG) and
+kills every kernel's process group, so not even what a notebook started is left; the
+kernels also die with the server on their own (SIGKILL). EOF on stdin: the same, then exit.
 """
 
 import ctypes
@@ -30,11 +31,20 @@ PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
 
 
-def _pdeathsig() -> None:
+def _pdeathsig(sig: int = signal.SIGKILL) -> None:
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def _kill_groups(children: set) -> None:
+    """SIGKILL each kernel's whole process group: the kernel and whatever it started."""
+    for pid in children:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _send(obj: dict) -> None:
@@ -95,7 +105,16 @@ def _child(req: dict) -> None:
 
 def main() -> None:
     parent = int(sys.argv[1])
-    _pdeathsig()
+    children: set[int] = set()
+
+    def parent_died(*_: object) -> None:
+        # gpu-runner is gone (even SIGKILLed): take every kernel's process group with us,
+        # so that not even what a notebook started itself is left behind
+        _kill_groups(children)
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, parent_died)
+    _pdeathsig(signal.SIGTERM)  # catchable, unlike the kernels' own SIGKILL
     if os.getppid() != parent:
         sys.exit(1)
     sys.path[0] = os.getcwd()  # not this script's folder: it must not shadow a notebook's imports
@@ -108,7 +127,6 @@ def main() -> None:
     os.set_blocking(w, False)
     signal.set_wakeup_fd(w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    children: set[int] = set()
     _send({"ready": True})
     buf = b""
     while True:
@@ -130,11 +148,7 @@ def main() -> None:
         if 0 in ready:
             chunk = os.read(0, 65536)
             if not chunk:  # gpu-runner is done (or gone): no kernel outlives it
-                for pid in children:
-                    try:
-                        os.killpg(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+                _kill_groups(children)
                 return
             buf += chunk
             while b"\n" in buf:
