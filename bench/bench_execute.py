@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -69,25 +70,25 @@ def run_gpu_runner(suite: Path, work: Path, jobs: int) -> float:
                   "--no-checks"], work)
 
 
-def run_nbconvert_loop(suite: Path, work: Path, jobs: int) -> float:
-    out = work / "nbconvert-out"
+def _loop(suite: Path, work: Path, name: str, command: Callable[[Path, Path], list[str]]) -> float:
+    """One notebook at a time, a new process each: how a CI script calls these tools."""
+    out = work / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     t = time.perf_counter()
     for nb in sorted(suite.glob("*.ipynb")):
-        timed([str(BIN / "jupyter"), "nbconvert", "--to", "notebook", "--execute", str(nb), "--output-dir", str(out)],
-              work)
+        timed(command(nb, out), work)
     return time.perf_counter() - t
+
+
+def run_nbconvert_loop(suite: Path, work: Path, jobs: int) -> float:
+    return _loop(suite, work, "nbconvert-out", lambda nb, out: [
+        str(BIN / "jupyter"), "nbconvert", "--to", "notebook", "--execute", str(nb), "--output-dir", str(out)])
 
 
 def run_papermill_loop(suite: Path, work: Path, jobs: int) -> float:
-    out = work / "papermill-out"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir()
-    t = time.perf_counter()
-    for nb in sorted(suite.glob("*.ipynb")):
-        timed([str(BIN / "papermill"), "--no-progress-bar", str(nb), str(out / nb.name)], work)
-    return time.perf_counter() - t
+    return _loop(suite, work, "papermill-out", lambda nb, out: [
+        str(BIN / "papermill"), "--no-progress-bar", str(nb), str(out / nb.name)])
 
 
 def run_nbmake(suite: Path, work: Path, jobs: int) -> float:

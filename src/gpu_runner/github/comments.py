@@ -139,20 +139,13 @@ class Comments:
         if mark is None:
             raise ValueError("the body must start with the marker (build_body)")
         try:
-            if target.kind == "pr":
-                issue = self.repo.get_issue(target.number)  # lazy
-                found = self._ours(issue.get_comments(), mark)
-                if found is not None:
-                    found.edit(body)
-                    return Posted("updated", found.id, found.html_url, target)
-                c = issue.create_comment(body)
-                return Posted("created", c.id, c.html_url, target)
-            commit = self.repo.get_commit(target.sha)
-            found = self._ours(commit.get_comments(), mark)
+            # a pull request's comments live on its issue; a push's on its commit: same calls
+            parent = self.repo.get_issue(target.number) if target.kind == "pr" else self.repo.get_commit(target.sha)
+            found = self._ours(parent.get_comments(), mark)
             if found is not None:
                 found.edit(body)
                 return Posted("updated", found.id, found.html_url, target)
-            c = commit.create_comment(body)
+            c = parent.create_comment(body)
             return Posted("created", c.id, c.html_url, target)
         except self.GithubException as e:
             msg = e.data.get("message") if isinstance(getattr(e, "data", None), dict) else str(e)
