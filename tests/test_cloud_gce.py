@@ -302,19 +302,41 @@ def test_spot_preemption_mid_job_is_reported_and_cleaned(world: World) -> None:
     world.assert_clean()
 
 
-def test_janitor_removes_orphans_of_an_old_run_and_keeps_a_live_one(world: World) -> None:
+def _orphan_vm(world: World, name: str, *, repo: str = "octo-org_runtime", run: str | None = None,
+               attempt: str = "1", age_s: float = 0, max_run_duration_s: int | None = 3600,
+               status: str = "RUNNING") -> None:
+    """A VM in the stand-in as some earlier start (of this or another repository) left it."""
+    labels = {"gpu-runner": "1", "gh-repo": repo, "gh-run-attempt": attempt,
+              "created": str(int(time.time() - age_s))}
+    if run is not None:
+        labels["gh-run-id"] = run
+    body = {"name": name, "machineType": "zones/us-central1-a/machineTypes/g2-standard-8", "labels": labels}
+    if max_run_duration_s is not None:
+        body["scheduling"] = {"maxRunDuration": {"seconds": str(max_run_duration_s)},
+                              "instanceTerminationAction": "DELETE"}
+    world.compute.insert(project="test-project", zone="us-central1-a", body=body, query={})
+    with world.compute.lock:
+        world.compute.instances[("test-project", "us-central1-a", name)]["status"] = status
+
+
+def _names(world: World) -> tuple[set[str], set[str]]:
+    with world.compute.lock:
+        vms = {k[2] for k in world.compute.instances}
+    return vms, {r["name"] for r in world.gh.runners.values()}
+
+
+def test_janitor_removes_orphans_of_an_ended_run_and_keeps_a_live_one(world: World) -> None:
     # a live run (in progress): started normally
     assert world.start().returncode == 0
-    # run 1000 finished long ago and left two VMs (one very old) and registrations behind
-    old = world.start("torch--t4", GITHUB_RUN_ID="1000")
-    assert old.returncode == 0
+    # run 1000 has ended and left two VMs (one powered off, one still running) and registrations behind
+    assert world.start("torch--t4", GITHUB_RUN_ID="1000").returncode == 0
     assert world.start(L4, GITHUB_RUN_ID="1000").returncode == 0
     world.gh.add_runner("gpu-runner-1000-1-torch--gone")  # its VM is already gone
     world.gh.finished_runs.add("1000")
     with world.compute.lock:
-        world.compute.instances[("test-project", "us-central1-a", "gpu-runner-1000-1-torch--t4")]["labels"][
-            "created"] = str(int(time.time()) - 5 * 3600)
-    for name in ("gpu-runner-1000-1-torch--t4", "gpu-runner-1000-1-torch--l4"):  # their VMs crashed: offline
+        world.compute.instances[("test-project", "us-central1-a", "gpu-runner-1000-1-torch--t4")]["status"] = \
+            "TERMINATED"
+    for name in ("gpu-runner-1000-1-torch--t4", "gpu-runner-1000-1-torch--l4"):  # their VMs are done: offline
         world.gh.runner_disconnects(next(k for k, v in world.gh.jit.items() if world.gh.runners.get(v, {}).get(
             "name") == name))
 
@@ -323,14 +345,82 @@ def test_janitor_removes_orphans_of_an_old_run_and_keeps_a_live_one(world: World
     assert "would delete 2 VM(s) and 3 registration(s)" in dry.stdout
     assert world.compute.count() == 3 and world.gh.count() == 4
 
-    r = world.cli("janitor", "--max-age", "3h", "--project", "test-project")
+    r = world.cli("janitor", "--project", "test-project")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "h old" in r.stdout and "workflow run 1000 has finished" in r.stdout
+    assert "workflow run 1000 (attempt 1) has ended" in r.stdout
     assert "deleted 2 VM(s) and 3 registration(s); kept 1" in r.stdout
-    assert list(world.compute.instances) == [("test-project", "us-central1-a", world.label())]
-    assert [r["name"] for r in world.gh.runners.values()] == [world.label()]
+    assert _names(world) == ({world.label()}, {world.label()})
     assert world.stop().returncode == 0
     world.assert_clean()
+
+
+def test_janitor_spares_another_repositorys_vms_and_anything_not_named_as_ours(world: World) -> None:
+    """Same project, same gpu-runner=1 label: another repository's VMs (ancient, of a run whose id
+    has ended here) and VMs that only look like ours are never touched."""
+    world.gh.finished_runs.update({"1000", "7"})
+    _orphan_vm(world, "gpu-runner-1000-1-torch--l4", repo="other-org_other", run="1000", age_s=30 * 86400)
+    _orphan_vm(world, "gpu-runner-7-1-torch--l4", repo="other-org_other", run="7", age_s=30 * 86400,
+               max_run_duration_s=None, status="TERMINATED")
+    _orphan_vm(world, "gpu-runner-box1", run="1000", age_s=30 * 86400)  # our labels, not our name pattern
+    _orphan_vm(world, "gpu-runner-1000-1-torch--t4", run="999", age_s=30 * 86400)  # name and labels disagree
+    before = _names(world)[0]
+    r = world.cli("janitor", "--max-age", "1m", "--margin", "1s", "--project", "test-project")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _names(world)[0] == before
+    assert world.compute.deleted == []
+    assert "left alone VM gpu-runner-box1" in r.stdout and "deleted 0 VM(s)" in r.stdout
+    assert "gpu-runner-1000-1-torch--l4" not in r.stdout  # another repository's VMs are not even listed
+    with world.compute.lock:
+        world.compute.instances.clear()
+
+
+def test_janitor_spares_a_live_runs_vm_however_old(world: World) -> None:
+    """A run still in progress whose VM is older than --max-age (its max_run_duration is longer than
+    the janitor's age): the VM stays, and so does its runner, busy or offline between jobs."""
+    _orphan_vm(world, "gpu-runner-5000-1-torch--l4", run="5000", age_s=10 * 3600, max_run_duration_s=24 * 3600)
+    _orphan_vm(world, "gpu-runner-5000-1-torch--t4", run="5000", age_s=30 * 86400, max_run_duration_s=None,
+               status="TERMINATED")
+    world.gh.add_runner("gpu-runner-5000-1-torch--a100")  # registered, VM not made yet
+    r = world.cli("janitor", "--max-age", "1h", "--margin", "1s", "--project", "test-project")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "kept VM gpu-runner-5000-1-torch--l4: workflow run 5000 (attempt 1) is in progress" in r.stdout
+    assert world.compute.deleted == [] and world.gh.count() == 1
+    assert "deleted 0 VM(s) and 0 registration(s); kept 2" in r.stdout
+    world.gh.finished_runs.add("5000")  # the run ends: now everything of it goes
+    r = world.cli("janitor", "--project", "test-project")
+    assert "deleted 2 VM(s) and 1 registration(s)" in r.stdout, r.stdout + r.stderr
+    world.assert_clean()
+
+
+def test_janitor_age_rule_uses_the_vms_own_lifetime_when_github_cannot_tell(world: World) -> None:
+    """A VM of a `gpu-runner start` outside Actions (run id `local`): no run to ask about, so it
+    goes once older than its own maxRunDuration plus the margin, not before."""
+    _orphan_vm(world, "gpu-runner-local-1-torch--l4", run="local", age_s=5 * 3600, max_run_duration_s=8 * 3600)
+    _orphan_vm(world, "gpu-runner-local-1-torch--t4", run="local", age_s=5 * 3600, max_run_duration_s=3600)
+    r = world.cli("janitor", "--max-age", "1h", "--project", "test-project")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert world.compute.deleted == ["gpu-runner-local-1-torch--t4"]
+    assert "past its 1.5 h lifetime and margin" in r.stdout
+    with world.compute.lock:
+        world.compute.instances.clear()
+
+
+def test_janitor_never_removes_a_foreign_runner(world: World) -> None:
+    """Offline registrations the janitor did not make: a box named gpu-runner-box1, and one of our
+    name pattern that does not carry its name as its label (a hand-registered runner)."""
+    world.gh.finished_runs.add("1000")
+    box = world.gh.add_runner("gpu-runner-box1")
+    lookalike = world.gh.add_runner("gpu-runner-1000-1-torch--l4")
+    with world.gh.lock:
+        world.gh.runners[lookalike]["labels"] = [{"id": 1, "name": "self-hosted", "type": "read-only"},
+                                                 {"id": 2, "name": "gpu", "type": "custom"}]
+    theirs_too = world.gh.add_runner("my-gpu-runner-1000-1-x")
+    r = world.cli("janitor", "--project", "test-project")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(world.gh.runners) == {box, lookalike, theirs_too}
+    assert "left alone runner gpu-runner-box1" in r.stdout
+    with world.gh.lock:
+        world.gh.runners.clear()
 
 
 def test_local_entries_have_nothing_to_start_or_stop(world: World) -> None:

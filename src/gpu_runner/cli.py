@@ -519,20 +519,28 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, label: str | None, 
 
 @cli.command("janitor")
 @click.option("--max-age", "max_age_s", type=_DurationType(), default="3h", show_default=True,
-              help="Delete our VMs older than this (by their created label).")
+              help="The lifetime of a VM that has no maxRunDuration, for the age rule.")
+@click.option("--margin", "margin_s", type=_DurationType(), default="30m", show_default=True,
+              help="How long past its lifetime a VM whose run GitHub cannot tell about may live.")
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
 @click.option("--project", default=None, metavar="PROJECT", help="GCP project.  [default: GOOGLE_CLOUD_PROJECT]")
-def janitor_cmd(max_age_s: float, dry_run: bool, project: str | None) -> None:
-    """Delete leftovers: VMs labelled gpu-runner=1 older than --max-age or whose workflow run has
-    finished, and offline gpu-runner-* registrations without a VM whose run has finished."""
+def janitor_cmd(max_age_s: float, margin_s: float, dry_run: bool, project: str | None) -> None:
+    """Delete what this repository's runs left behind, and nothing else.
+
+    VMs labelled gpu-runner=1 and gh-repo=<this repository>, named gpu-runner-<run>-<attempt>-<entry>:
+    deleted once GitHub says that attempt of their workflow run is over, never while it is in
+    progress; when GitHub cannot tell, once older than their own maxRunDuration (else --max-age)
+    plus --margin. Runner registrations: offline ones of that name pattern, carrying their name as
+    their label, with no VM left, whose run is over."""
     from .cloud import lifecycle
 
     logger = _runner_logger()
     ctx = lifecycle.make_context(lifecycle.project_for(None, project), log=logger.info, mask=logger.mask)
-    swept = lifecycle.janitor(ctx, max_age_s=max_age_s, dry_run=dry_run)
+    swept = lifecycle.janitor(ctx, max_age_s=max_age_s, margin_s=margin_s, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     logger.info(f"janitor: {verb} {len(swept.vms)} VM(s) and {len(swept.runners)} registration(s); "
-                f"kept {len(swept.kept)} VM(s) of runs in progress")
+                f"kept {len(swept.kept)} VM(s); left alone {len(swept.left_alone)} VM(s) and registration(s) "
+                f"that are not this repository's")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -56,6 +56,8 @@ class Instance:
     created: float | None = None
     """Epoch seconds, from the ``created`` label."""
     preempted: bool = False
+    max_run_duration_s: float | None = None
+    """The VM's own hard lifetime (``scheduling.maxRunDuration``), when it has one."""
 
     @property
     def run_id(self) -> str | None:

@@ -228,8 +228,10 @@ class GceProvider(Provider):
             created = float(labels["created"]) if "created" in labels else None
         except ValueError:
             created = None
+        mrd = inst.scheduling.max_run_duration.seconds if "max_run_duration" in inst.scheduling else None
         return Instance(name=inst.name, zone=_last(inst.zone), status=_status_name(inst.status), labels=labels,
-                        provisioning_model=inst.scheduling.provisioning_model or "STANDARD", created=created)
+                        provisioning_model=inst.scheduling.provisioning_model or "STANDARD", created=created,
+                        max_run_duration_s=float(mrd) if mrd else None)
 
     def get(self, project: str, zone: str, name: str) -> Instance | None:
         from google.api_core import exceptions as gexc

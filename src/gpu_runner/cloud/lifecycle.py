@@ -35,7 +35,6 @@ JIT_METADATA_KEY = "gpu-runner-jitconfig"
 RUNNER_PREFIX = "gpu-runner-"
 GONE = ("STOPPING", "STOPPED", "TERMINATED", "SUSPENDING", "SUSPENDED")
 SERIAL_KEEP_LINES = 200
-_RUN_RE = re.compile(r"^gpu-runner-(?P<run>[a-z0-9]+)-(?P<attempt>[a-z0-9]+)-")
 
 Log = Callable[[str], None]
 
@@ -244,58 +243,94 @@ def stop(ctx: Context, label: str, zones: list[str] | None = None) -> Stopped:
 # --------------------------------------------------------------------------------------
 
 
+NAME_RE = re.compile(r"^gpu-runner-(?P<run>[0-9]+|local)-(?P<attempt>[0-9]+)-(?P<entry>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)$")
+"""The full name of what ``start`` makes (VM and runner): ``gpu-runner-<run id>-<attempt>-<entry id>``."""
+DEFAULT_LIFETIME_S = 3 * 3600.0
+DEFAULT_MARGIN_S = 30 * 60.0
+
+
 @dataclass
 class Swept:
     vms: list[str] = field(default_factory=list)
     runners: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    """Our VMs left running: their run is in progress, or they are young and GitHub cannot tell."""
+    left_alone: list[str] = field(default_factory=list)
+    """VMs and registrations that are not this repository's (or not provably ours), never touched."""
 
 
-def janitor(ctx: Context, *, max_age_s: float, dry_run: bool = False, now: float | None = None) -> Swept:
-    """Delete our VMs older than ``max_age_s`` or whose workflow run has finished, and offline
-    registrations named ``gpu-runner-*`` that have no VM and whose run has finished."""
+def janitor(ctx: Context, *, max_age_s: float = DEFAULT_LIFETIME_S, margin_s: float = DEFAULT_MARGIN_S,
+            dry_run: bool = False, now: float | None = None) -> Swept:
+    """Delete what this repository's runs left behind, and nothing else.
+
+    A VM is a candidate only when it carries ``gpu-runner=1``, this repository's ``gh-repo``, and a
+    name of the full pattern ``gpu-runner-<run>-<attempt>-<entry>`` that agrees with its
+    ``gh-run-id`` / ``gh-run-attempt`` labels. It is deleted when GitHub says that attempt of its
+    workflow run is over; it stays while GitHub reports it queued or in progress, however old.
+    When GitHub cannot tell (a ``local`` run), it is deleted once older than its own
+    maxRunDuration (else ``max_age_s``) plus ``margin_s``.
+
+    A runner registration is deleted only when its name has the full pattern, it carries its name as
+    its label (as every just-in-time runner ``start`` registers does), it is offline and idle, no VM
+    of that name is left, and its run is over."""
     now = time.time() if now is None else now
     out = Swept()
     verb = "would delete" if dry_run else "deleted"
     my_repo = gce_label_value(ctx.repo.replace("/", "_"))
-    finished: dict[str, bool | None] = {}
+    ended: dict[tuple[str, str], bool | None] = {}
 
-    def run_finished(run_id: str | None) -> bool | None:
-        if not run_id or ctx.runners is None:
+    def run_ended(run_id: str, attempt: str) -> bool | None:
+        if ctx.runners is None:
             return None
-        if run_id not in finished:
-            finished[run_id] = ctx.runners.run_finished(run_id)
-        return finished[run_id]
+        if (run_id, attempt) not in ended:
+            ended[(run_id, attempt)] = ctx.runners.run_ended(run_id, attempt)
+        return ended[(run_id, attempt)]
 
     live: set[str] = set()
-    for vm in ctx.provider.list_ours(ctx.project):
+    for vm in ctx.provider.list_ours(ctx.project, {"gh-repo": my_repo}):
+        m = NAME_RE.match(vm.name)
+        if vm.labels.get("gh-repo") != my_repo or m is None or vm.labels.get(
+                "gh-run-id") != m.group("run") or vm.labels.get("gh-run-attempt") != m.group("attempt"):
+            out.left_alone.append(vm.name)
+            ctx.log(f"left alone VM {vm.name} in {vm.zone}: not named and labelled as a VM of {ctx.repo}")
+            continue
+        live.add(vm.name)
+        run, attempt = m.group("run"), m.group("attempt")
+        state = run_ended(run, attempt)
         age = vm.age_s(now)
-        why = None
-        if age is not None and age > max_age_s:
-            why = f"{age / 3600:.1f} h old"
-        elif vm.labels.get("gh-repo") == my_repo and run_finished(vm.run_id):
-            why = f"workflow run {vm.run_id} has finished"
-        if why is None:
-            live.add(vm.name)
+        lifetime = (vm.max_run_duration_s or max_age_s) + margin_s
+        if state is False:
             out.kept.append(vm.name)
+            ctx.log(f"kept VM {vm.name}: workflow run {run} (attempt {attempt}) is in progress")
+            continue
+        if state is True:
+            why = f"workflow run {run} (attempt {attempt}) has ended"
+        elif age is not None and age > lifetime:
+            why = f"{age / 3600:.1f} h old, past its {lifetime / 3600:.1f} h lifetime and margin"
+        else:
+            out.kept.append(vm.name)
+            ctx.log(f"kept VM {vm.name}: no workflow run to ask about, and not past its lifetime")
             continue
         if not dry_run:
             ctx.provider.delete(ctx.project, vm.zone, vm.name)
         out.vms.append(vm.name)
+        live.discard(vm.name)
         ctx.log(f"{verb} VM {vm.name} in {vm.zone} ({vm.status}): {why}")
     if ctx.runners is not None:
         for r in ctx.runners.list(RUNNER_PREFIX):
+            m = NAME_RE.match(r.name)
+            if m is None or r.name not in r.labels:
+                out.left_alone.append(r.name)
+                ctx.log(f"left alone runner {r.name}: not a just-in-time runner that gpu-runner registers")
+                continue
             if r.status != "offline" or r.busy or r.name in live:
                 continue
-            m = _RUN_RE.match(r.name)
-            run_id = m.group("run") if m else None
-            done = run_finished(run_id) if run_id and run_id.isdigit() else True
-            if not done:
+            if m.group("run") == "local" or run_ended(m.group("run"), m.group("attempt")) is not True:
                 continue
             if not dry_run:
                 ctx.runners.delete(r.id)
             out.runners.append(r.name)
-            ctx.log(f"{verb} offline runner registration {r.name}")
+            ctx.log(f"{verb} offline runner registration {r.name}: its workflow run has ended")
     if not out.vms and not out.runners:
         ctx.log("nothing to delete")
     return out

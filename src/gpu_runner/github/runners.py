@@ -125,13 +125,19 @@ class Runners:
                 return False
             raise self._fail(f"remove runner {runner_id}", e) from None
 
-    def run_finished(self, run_id: str) -> bool | None:
-        """Whether workflow run ``run_id`` of this repository has completed (None: unknown)."""
-        if not run_id.isdigit():
+    def run_ended(self, run_id: str, attempt: str | int | None = None) -> bool | None:
+        """Whether attempt ``attempt`` of workflow run ``run_id`` of this repository is over: the run
+        is completed, a later attempt has started, or the run is gone (404). None: cannot tell (not
+        a run id). False: GitHub reports that attempt queued or in progress."""
+        if not str(run_id).isdigit():
             return None
         try:
             run = self.repo.get_workflow_run(int(run_id))
-            return run.status == "completed"
+            if run.status == "completed":
+                return True
+            current = getattr(run, "run_attempt", None)
+            return bool(attempt is not None and str(attempt).isdigit() and isinstance(current, int)
+                        and int(attempt) < current)
         except self.GithubException as e:
             if getattr(e, "status", None) == 404:
                 return True  # deleted: nothing will use its runners
