@@ -126,6 +126,10 @@ def test_happy_path(world: World) -> None:
     assert abs(int(labels["created"]) - time.time()) < 600
     items = {i["key"]: i["value"] for i in vm["metadata"]["items"]}
     assert items["block-project-ssh-keys"] == "true" and items["startup-script"].startswith("#!/bin/bash")
+    # least privilege by default: no service account (so no token on the metadata server), and
+    # the VM powers off after its job instead of deleting itself
+    assert "serviceAccounts" not in vm
+    assert "\nSELF_DELETE=0\n" in items["startup-script"] and "\nRUNNER_DOCKER=0\n" in items["startup-script"]
     assert items["gpu-runner-jitconfig"] in world.gh.secrets
     runner = next(iter(world.gh.runners.values()))
     assert runner["name"] == label and runner["status"] == "online"
@@ -136,6 +140,20 @@ def test_happy_path(world: World) -> None:
     world.assert_clean()
     again = world.stop()  # idempotent
     assert again.returncode == 0 and "already gone" in again.stdout
+    world.assert_clean()
+
+
+def test_a_named_service_account_and_self_delete_reach_the_vm(world: World) -> None:
+    world.matrix.write_text(MATRIX.replace("  labels: {team: ml}\n", "  labels: {team: ml}\n  service_account: "
+                                           "vm@test-project.iam.gserviceaccount.com\n  self_delete: true\n"))
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    vm = world.compute.instances[("test-project", "us-central1-a", world.label())]
+    assert vm["serviceAccounts"] == [{"email": "vm@test-project.iam.gserviceaccount.com",
+                                      "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}]
+    items = {i["key"]: i["value"] for i in vm["metadata"]["items"]}
+    assert "\nSELF_DELETE=1\n" in items["startup-script"]
+    assert world.stop().returncode == 0
     world.assert_clean()
 
 

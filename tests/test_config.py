@@ -360,6 +360,17 @@ def test_labels_follow_gce_patterns_and_reserved_names(tmp_path: Path) -> None:
     assert msg == "m.yml:8:12: gce.labels.entry: label 'entry' is set by gpu-runner itself; choose another name"
 
 
+def test_self_delete_and_scopes_need_a_service_account(tmp_path: Path) -> None:
+    """The VMs get no service account unless the matrix names one; self-deletion needs one."""
+    text = GCE.format(machine_type="g2-standard-8", accelerator="")
+    msg = error_of(tmp_path, text + "gce:\n  self_delete: true\n")
+    assert msg.startswith("m.yml:8:16: gce.self_delete: self_delete needs gce.service_account")
+    msg = error_of(tmp_path, text + "gce:\n  scopes: [https://www.googleapis.com/auth/cloud-platform]\n")
+    assert msg.startswith("m.yml:8:11: gce.scopes: scopes are for gce.service_account")
+    lm = load_text(tmp_path, text + "gce:\n  service_account: vm@p.iam.gserviceaccount.com\n  self_delete: true\n")
+    assert lm.model.gce.self_delete is True
+
+
 def test_local_machines_take_no_vm_settings(tmp_path: Path) -> None:
     msg = error_of(tmp_path, MINIMAL.replace("{provider: local}", "{provider: local, machine_type: n2-standard-4}"))
     assert msg == "m.yml:2:28: machines.local.machine_type: machine_type is for gce machines; this machine's " \

@@ -348,9 +348,13 @@ class GceSettings(_Model):
     external_ip: bool = True
     """Give VMs an external IP (false needs Cloud NAT for the runner to reach GitHub)."""
     service_account: NonEmpty | None = None
-    """Service account email for the VMs (default: the project's default compute account)."""
+    """Service account email for the VMs. Default: none, so code on a VM gets no Google
+    credentials. 'default' is the project's default compute account (often an Editor: avoid)."""
     scopes: list[NonEmpty] | None = None
-    """OAuth scopes for the service account (default: cloud-platform)."""
+    """OAuth scopes for the service account (default: cloud-platform; its IAM roles decide)."""
+    self_delete: bool = False
+    """The VM deletes itself after its job; needs service_account, with compute.instances.delete
+    on it. Default: the VM powers off and the entry's stop job deletes it."""
     labels: dict[LabelKey, LabelValue] | None = None
     """GCE labels on every VM."""
 
@@ -868,6 +872,13 @@ def _rules(doc: Document, m: Matrix) -> tuple[list[Problem], list[Problem]]:
     label_rules(defaults_m.labels, ("defaults", "machine", "labels"))
     if m.gce:
         label_rules(m.gce.labels, ("gce", "labels"))
+        if m.gce.service_account is None:
+            if m.gce.self_delete:
+                errors.append(Problem(("gce", "self_delete"), "self_delete needs gce.service_account: a VM with no "
+                                      "service account cannot delete itself (it powers off; stop deletes it)"))
+            if m.gce.scopes is not None:
+                errors.append(Problem(("gce", "scopes"), "scopes are for gce.service_account, which is not set "
+                                      "(the VMs get no service account)"))
 
     for name, mach in m.machines.items():
         base: Path_ = ("machines", name)

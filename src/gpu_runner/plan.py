@@ -136,10 +136,13 @@ class GceSpec:
     subnetwork: str | None
     external_ip: bool
     service_account: str | None
+    """None: the VM gets no service account (no Google credentials on it)."""
     scopes: list[str] | None
     labels: dict[str, str]
     """The matrix's own labels (gce.labels, defaults and the machine's); the start job adds
     gpu-runner, gh-repo, gh-run-id, gh-run-attempt, entry and created."""
+    self_delete: bool = False
+    """The VM deletes itself after its job (needs service_account); else it powers off."""
 
 
 @dataclass
@@ -267,6 +270,7 @@ def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[s
             service_account=gce_settings.service_account if gce_settings else None,
             scopes=list(gce_settings.scopes) if gce_settings and gce_settings.scopes else None,
             labels=labels,
+            self_delete=bool(gce_settings.self_delete) if gce_settings else False,
         )
         timeout_minutes = int(math.ceil(mrd / 60))
     gpus = f", {gpu_count} x {acc_type}" if gpu_count and acc_type else ""

@@ -1,6 +1,7 @@
 """A GCE metadata server stand-in for one VM of the Compute stand-in: project id, zone, name,
-instance attributes (read live from the VM's metadata, so setMetadata shows), an access token,
-guest attributes (PUT), and files under /files/ (a runner release to download)."""
+instance attributes (read live from the VM's metadata, so setMetadata shows), the service
+account's email and access token (404 when the VM has none, as on Compute Engine), guest
+attributes (PUT), and files under /files/ (a runner release to download)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from .http import Reply, StandIn
 
 
 class MetadataStandIn(StandIn):
-    def __init__(self, compute: ComputeStandIn, project: str, zone: str, name: str) -> None:
+    def __init__(self, compute: ComputeStandIn, project: str, zone: str, name: str, *,
+                 service_account: str | None = None) -> None:
         super().__init__()
         self.compute, self.project, self.zone, self.name = compute, project, zone, name
+        self.service_account = service_account
         self.guest_attributes: dict[str, str] = {}
         self.files: dict[str, bytes] = {}
         v1 = "/computeMetadata/v1"
@@ -23,13 +26,21 @@ class MetadataStandIn(StandIn):
         self.route("GET", v1 + "/instance/name", "name", lambda **_: (200, name.encode()))
         self.route("GET", v1 + "/instance/attributes/{key}", "attribute", self.attribute)
         self.route("GET", v1 + "/instance/service-accounts/default/token", "token",
-                   lambda **_: {"access_token": "ya29.vm-token", "expires_in": 3599, "token_type": "Bearer"})
+                   lambda **_: self._identity({"access_token": "ya29.vm-token", "expires_in": 3599,
+                                               "token_type": "Bearer"}))
+        self.route("GET", v1 + "/instance/service-accounts/default/email", "email",
+                   lambda **_: self._identity((200, str(self.service_account).encode())))
         self.route("PUT", v1 + "/instance/guest-attributes/{ns}/{key}", "guest-attribute", self.put_guest)
         self.route("GET", "/files/{a}/{b}", "file", self.file)
 
     def before(self, method: str, name: str, headers: Any) -> None:
         if name != "file" and headers.get("Metadata-Flavor") != "Google":
             raise Reply(403, b"Missing Metadata-Flavor:Google header.")
+
+    def _identity(self, answer: Any) -> Any:
+        if not self.service_account:
+            raise Reply(404, b"not found")
+        return answer
 
     def attribute(self, key: str, **_: Any) -> Any:
         with self.compute.lock:

@@ -28,7 +28,7 @@ STATUS_MARKER = "gpu-runner-status:"
 """What the startup script prints on the serial console (and sets as a guest attribute):
 ``gpu-runner-status: <state> <detail>``. ``start`` polls for it to fail fast."""
 
-STATES_FAILED = ("health-failed", "runner-failed", "install-failed")
+STATES_FAILED = ("health-failed", "runner-failed", "install-failed", "firewall-failed")
 
 
 class CloudError(InfraError):

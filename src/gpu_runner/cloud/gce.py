@@ -195,9 +195,10 @@ class GceProvider(Provider):
             scheduling=scheduling,
             labels=dict(req.labels),
             metadata=c.Metadata(items=[c.Items(key=k, value=v) for k, v in req.metadata.items()]),
-            service_accounts=[c.ServiceAccount(email=s.service_account or "default",
-                                               scopes=list(s.scopes or DEFAULT_SCOPES))],
         )
+        if s.service_account:  # else none at all: code on the VM gets no Google credentials
+            inst.service_accounts = [c.ServiceAccount(email=s.service_account,
+                                                      scopes=list(s.scopes or DEFAULT_SCOPES))]
         if s.accelerator_count and s.attach_accelerators and s.accelerator_type:
             inst.guest_accelerators = [c.AcceleratorConfig(
                 accelerator_type=f"zones/{zone}/acceleratorTypes/{s.accelerator_type}",

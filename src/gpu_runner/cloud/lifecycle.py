@@ -160,7 +160,8 @@ def start(ctx: Context, entry: Any, opts: StartOptions | None = None) -> Started
     ctx.mask(jit.encoded_jit_config)
     script = render(expected_gpus=entry.gpu_count, runner_version=opts.runner_version,
                     runner_sha256=opts.runner_sha256, health_tries=opts.health_tries,
-                    health_wait_s=opts.health_wait_s)
+                    health_wait_s=opts.health_wait_s, self_delete=bool(getattr(spec, "self_delete", False)),
+                    docker=bool(entry.container))
     metadata = {"startup-script": script, JIT_METADATA_KEY: jit.encoded_jit_config,
                 "block-project-ssh-keys": "true", "enable-guest-attributes": "TRUE"}
     if entry.gpu_count:

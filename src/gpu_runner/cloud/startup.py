@@ -18,9 +18,16 @@ def template() -> str:
 
 
 def render(*, expected_gpus: int, runner_version: str = RUNNER_VERSION, runner_sha256: str = RUNNER_SHA256,
-           health_tries: int = HEALTH_TRIES, health_wait_s: float = HEALTH_WAIT_S) -> str:
-    """The startup script with its settings filled in (shell-quoted)."""
+           health_tries: int = HEALTH_TRIES, health_wait_s: float = HEALTH_WAIT_S, self_delete: bool = False,
+           docker: bool = False) -> str:
+    """The startup script with its settings filled in (shell-quoted).
+
+    ``self_delete``: the VM deletes itself after its job (it needs a service account that may);
+    else it powers off and the entry's stop job deletes it. ``docker``: the job runs in a
+    container, so the runner's user may use Docker."""
     values = {
+        "SELF_DELETE": "1" if self_delete else "0",
+        "RUNNER_DOCKER": "1" if docker else "0",
         "EXPECTED_GPUS": str(int(expected_gpus)),
         "RUNNER_VERSION": shlex.quote(runner_version),
         "RUNNER_SHA256": shlex.quote(runner_sha256.lower()),

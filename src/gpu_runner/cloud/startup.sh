@@ -2,10 +2,14 @@
 # gpu-runner: the startup script of an ephemeral GPU runner VM (rendered by `gpu-runner start`).
 #
 # 1. reads the runner's just-in-time config from instance metadata, then removes it from the
-#    metadata (when the VM's service account may call setMetadata);
-# 2. checks the GPUs (nvidia-smi lists the expected count), retrying while the driver installs;
-# 3. uses the runner on the image, or installs the pinned runner release (checksum verified);
-# 4. runs one job with `run.sh --jitconfig`, then deletes this VM (power-off if it may not).
+#    metadata (only when the VM has a service account that may call setMetadata);
+# 2. closes the metadata server to the job: its containers, and every user but root on the VM
+#    (the VM's service-account token, if it has one, is served there);
+# 3. checks the GPUs (nvidia-smi lists the expected count), retrying while the driver installs;
+# 4. uses the runner on the image, or installs the pinned runner release (checksum verified);
+# 5. runs one job with `run.sh --jitconfig` as the unprivileged user gpu-runner (root only where
+#    the image cannot make that user), then powers the VM off: the entry's stop job deletes it.
+#    With self_delete (a service account that may delete it) it deletes itself instead.
 #
 # Progress goes to the serial console as `gpu-runner-status: STATE DETAIL` lines (and to the
 # guest attribute gpu-runner/status); `gpu-runner start` polls them to fail fast.
@@ -17,7 +21,12 @@ RUNNER_VERSION=@@RUNNER_VERSION@@
 RUNNER_SHA256=@@RUNNER_SHA256@@
 HEALTH_TRIES=@@HEALTH_TRIES@@
 HEALTH_WAIT_S=@@HEALTH_WAIT_S@@
+SELF_DELETE=@@SELF_DELETE@@
+RUNNER_DOCKER=@@RUNNER_DOCKER@@
 JIT_KEY=gpu-runner-jitconfig
+RUNNER_USER=gpu-runner
+METADATA_V4=169.254.169.254
+METADATA_V6=fd20:ce::254
 
 MD="${GPU_RUNNER_METADATA_URL:-http://metadata.google.internal/computeMetadata/v1}"
 API="${GPU_RUNNER_COMPUTE_API:-https://compute.googleapis.com/compute/v1}"
@@ -41,14 +50,45 @@ access_token() {
   md 'instance/service-accounts/default/token' | sed -n 's/.*"access_token" *: *"\([^"]*\)".*/\1/p'
 }
 
-delete_self() {  # WHY
-  status deleting "$1"
+has_identity() {  # whether the VM has a service account (and so a token on the metadata server)
+  md instance/service-accounts/default/email >/dev/null 2>&1
+}
+
+finish() {  # WHY: deletes this VM (self_delete) or powers it off for the entry's stop job to delete
   local tok
-  tok=$(access_token)
-  if ! curl -sSf -o /dev/null -X DELETE -H "Authorization: Bearer $tok" "$SELF"; then
-    echo "gpu-runner: this VM may not delete itself; powering off (gpu-runner stop or janitor deletes it)"
-    poweroff
+  if [ "$SELF_DELETE" -eq 1 ]; then
+    status deleting "$1"
+    if tok=$(access_token) && [ -n "$tok" ] &&
+      curl -sSf -o /dev/null -X DELETE -H "Authorization: Bearer $tok" "$SELF"; then
+      return 0
+    fi
+    echo "gpu-runner: this VM may not delete itself; powering off (gpu-runner stop or the janitor deletes it)"
   fi
+  status powering-off "$1"
+  poweroff
+}
+
+guard_metadata() {  # the job's containers and every user but root lose the metadata server
+  command -v iptables >/dev/null 2>&1 || return 1
+  iptables -w -N DOCKER-USER >/dev/null 2>&1 || true # Docker's chain for rules of our own; kept as is
+  iptables -w -I DOCKER-USER -d "$METADATA_V4/32" -j REJECT &&
+    iptables -w -I FORWARD -d "$METADATA_V4/32" -j REJECT &&
+    iptables -w -I OUTPUT -d "$METADATA_V4/32" -m owner ! --uid-owner 0 -j REJECT || return 1
+  if command -v ip6tables >/dev/null 2>&1; then # the IPv6 address of the metadata server, where there is one
+    ip6tables -w -I FORWARD -d "$METADATA_V6/128" -j REJECT >/dev/null 2>&1 || true
+    ip6tables -w -I OUTPUT -d "$METADATA_V6/128" -m owner ! --uid-owner 0 -j REJECT >/dev/null 2>&1 || true
+  fi
+}
+
+runner_user() {  # the unprivileged user the runner runs as, where the image allows one
+  command -v runuser >/dev/null 2>&1 || return 1
+  if ! id -u "$RUNNER_USER" >/dev/null 2>&1; then
+    useradd --create-home --shell /bin/bash "$RUNNER_USER" || return 1
+  fi
+  if [ "$RUNNER_DOCKER" -eq 1 ]; then # a container job: the runner drives Docker
+    getent group docker >/dev/null 2>&1 && usermod -aG docker "$RUNNER_USER" || return 1
+  fi
+  chown -R "$RUNNER_USER:" "$RUNNER_DIR"
 }
 
 forget_jitconfig() {  # drop the runner config from the instance metadata; needs compute.instances.setMetadata
@@ -113,37 +153,55 @@ main() {
   status booting "$NAME"
 
   if ! jit=$(md "instance/attributes/$JIT_KEY"); then
-    delete_self "no runner config in the metadata (used already: this VM has run its job)"
+    finish "no runner config in the metadata (used already: this VM has run its job)"
     return 1
   fi
-  if forget_jitconfig; then
+  if ! has_identity; then
+    echo "gpu-runner: no service account on this VM: the runner config stays in the metadata until stop deletes the VM"
+  elif forget_jitconfig; then
     echo "gpu-runner: runner config removed from the instance metadata"
   else
     echo "gpu-runner: runner config stays in the instance metadata until this VM is deleted"
   fi
 
+  if guard_metadata; then
+    echo "gpu-runner: the metadata server is closed to the job (containers and users other than root)"
+  elif has_identity; then
+    status firewall-failed "could not close the metadata server (and its service-account token) to the job"
+    finish "firewall failed"
+    return 1
+  else
+    echo "gpu-runner: warning: could not close the metadata server to the job (no service account: no token there)"
+  fi
+
   if ! gpu_health; then
     status health-failed "$HEALTH_DETAIL"
-    delete_self "GPU health check failed"
+    finish "GPU health check failed"
     return 1
   fi
   if ! install_runner; then
     status install-failed "could not install runner $RUNNER_VERSION (download or checksum)"
-    delete_self "runner install failed"
+    finish "runner install failed"
     return 1
   fi
 
-  status runner-starting "runner $NAME"
-  export RUNNER_ALLOW_RUNASROOT=1
-  "$RUNNER_DIR/run.sh" --jitconfig "$jit"
-  rc=$?
+  if runner_user; then
+    status runner-starting "runner $NAME as user $RUNNER_USER"
+    runuser -u "$RUNNER_USER" -- "$RUNNER_DIR/run.sh" --jitconfig "$jit"
+    rc=$?
+  else
+    echo "gpu-runner: this image cannot run the runner as an unprivileged user; it runs as root"
+    status runner-starting "runner $NAME as root"
+    RUNNER_ALLOW_RUNASROOT=1 "$RUNNER_DIR/run.sh" --jitconfig "$jit"
+    rc=$?
+  fi
   jit=""
   if [ "$rc" -eq 0 ]; then
     status job-done "runner exited"
   else
     status runner-failed "runner exited with $rc"
   fi
-  delete_self "job done"
+  finish "job done"
 }
 
 main "$@"
