@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -142,3 +143,90 @@ def test_a_normal_run_leaves_no_process_behind(nbdir):
     except psutil.NoSuchProcess:
         return  # killed and reaped already
     assert _gone([child]) == [], "the notebook's child outlived its kernel"
+
+
+def _group_start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """gpu-runner leading its own process group, as a shell starts a job: a signal to the group
+    reaches it and everything it started there (``timeout -s INT`` and a terminal's Ctrl-C do that)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    full.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "gpu_runner", "run", *args], cwd=cwd, env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _two_sigints_to_the_group(proc: subprocess.Popen[str]) -> str:
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.01)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=90)
+    return out
+
+
+def _valid_reports(out_dir: Path) -> dict:
+    res = results(out_dir)  # parses: a whole, valid results.json
+    assert res["interrupted"] is True and res["schema_version"] == 1
+    from junitparser import JUnitXml
+
+    assert JUnitXml.fromfile(str(out_dir / "junit.xml"))  # parses
+    assert (out_dir / "summary.md").read_text().startswith("## ")
+    return res
+
+
+def test_two_sigints_10ms_apart_never_abandon_the_results(nbdir):
+    """The first SIGINT stops the run; the second only hurries it: results.json, JUnit, the summary
+    and the dashboard are all written, the interrupted notebooks say how long they really ran, and
+    Playwright's driver (in its own session) is closed by gpu-runner, not killed by the signal."""
+    for name in ("a", "b"):
+        make_nb(nbdir, f"{name}.ipynb", _marking(name), "import time\ntime.sleep(600)")
+    proc = _group_start(nbdir, ".", "-j", "2", "--out", "o", "--no-checks")  # PDFs on: the browser warms up
+    _wait_for_markers(proc, nbdir, 2)
+    time.sleep(1.0)
+    out = _two_sigints_to_the_group(proc)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "Future exception was never retrieved" not in out, out
+    res = _valid_reports(nbdir / "o")
+    assert (nbdir / "o/index.html").is_file()
+    nbs = res["notebooks"]
+    assert [n["status"] for n in nbs] == ["failed", "failed"]
+    for n in nbs:
+        assert n["failure"]["kind"] == "interrupted"
+        assert n["duration_s"] >= 1.0  # the time it really ran, not 0
+        assert [c["status"] for c in n["cells"]] == ["passed", "failed"]
+        assert "started" in saved(nbdir / "o", n).cells[0].outputs[0]["text"]
+    assert not (nbdir / "o/.gpu-runner-staging").exists()
+
+
+def test_the_hard_exit_after_the_second_signal_still_writes_a_valid_results_json(nbdir):
+    """With the limit at 0 the second signal sends gpu-runner straight to its hard exit: whatever
+    the wind-down had reached, results.json, junit.xml and summary.md are whole."""
+    make_nb(nbdir, "a.ipynb", _marking("a"), "import time\ntime.sleep(600)")
+    make_nb(nbdir, "later.ipynb", "1")
+    proc = _group_start(nbdir, ".", "-j", "1", "--out", "o", "--no-checks", "--no-pdf",
+                        env={"GPU_RUNNER_STOP_LIMIT_S": "0"})
+    _wait_for_markers(proc, nbdir, 1)
+    time.sleep(0.5)
+    out = _two_sigints_to_the_group(proc)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out, out
+    nbs = by_path(_valid_reports(nbdir / "o"))
+    assert nbs["a.ipynb"]["status"] == "failed" and nbs["a.ipynb"]["failure"]["kind"] == "interrupted"
+    assert nbs["a.ipynb"]["duration_s"] >= 0.5
+    assert nbs["later.ipynb"]["status"] in ("passed", "skipped")  # it ran before the signal, or never
+    assert not (nbdir / "o/.gpu-runner-staging").exists()
+
+
+def _wait_for_markers(proc: subprocess.Popen[str], folder: Path, count: int, timeout: float = 90) -> None:
+    """Wait until ``count`` notebooks have run their first cell (each touches a marker file)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(list(folder.glob("started-*"))) >= count:
+            time.sleep(0.3)  # into the sleeping cell
+            return
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.05)
+    raise AssertionError("the notebooks never started")
+
+
+def _marking(name: str) -> str:
+    return f"import pathlib\npathlib.Path('started-{name}').touch()\nprint('started', flush=True)"

@@ -55,7 +55,7 @@ def cli() -> None:
 @click.option("--entry", "entry_id", default=None, metavar="ID",
               help="With --matrix: run exactly this entry here; on the entry's own VM (RUNNER_NAME is its label) "
                    "as the machine the matrix describes, its GPU count enforced.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Results folder; one sub-folder per entry.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Notebooks run in parallel.  [default: number of CPUs]")
@@ -99,12 +99,30 @@ def run_cmd(
     params and artifacts, OUT/<entry>/junit.xml, and OUT/summary.md, OUT/junit.xml,
     OUT/index.html across entries.
     """
+    from .execute.stop import Stop
+
+    # from here on a signal stops the run in order (see README: a run stopped by a signal)
+    stop = Stop().install()
+    try:
+        _run(stop, paths, matrix_path, runtimes, machines, run_cloud_locally, entry_id, out_dir, jobs, timeout_s,
+             cell_timeout_s, rerun, kernel, params, log_mode, pdf, checks)
+    finally:
+        stop.restore()
+
+
+def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: tuple[str, ...],
+         machines: tuple[str, ...], run_cloud_locally: bool, entry_id: str | None, out_dir: Path, jobs: int | None,
+         timeout_s: float | None, cell_timeout_s: float | None, rerun: bool, kernel: str | None,
+         params: tuple[str, ...], log_mode: str, pdf: bool, checks: bool) -> None:
     import threading
 
     from .execute.checks import default_specs
-    from .execute.engine import run_entries
+    from .execute.engine import Executor, run_entries
+    from .execute.kernels import REGISTRY
     from .execute.spec import DEFAULT_CELL_TIMEOUT_S, DEFAULT_TIMEOUT_S, EntryRun, collect_notebooks
+    from .execute.stop import WRITE_LOCK
     from .log import Logger
+    from .outdir import OutLock, clean_staging
     from .report import PdfPrinter, write_entry_reports, write_run_reports
     from .results import EntryInfo
 
@@ -152,31 +170,45 @@ def run_cmd(
             )
         ]
     jobs = jobs or os.cpu_count() or 1
-    logger = Logger.for_environment(jobs=jobs)
-    # the browser warms up while the notebooks run
-    printer = PdfPrinter(logger=logger) if pdf else None
-    warm = threading.Thread(target=printer.start, daemon=True) if printer else None
-    if warm:
-        warm.start()
+    # before the first notebook: --out is writable, no other run writes there, every entry
+    # folder in it is ours (exit 2 otherwise)
+    lock = OutLock(out_dir, "run").acquire()
     try:
-        outcome = run_entries(runs, out_dir=out_dir, jobs=jobs, logger=logger)
+        clean_staging(out_dir)
+        logger = Logger.for_environment(jobs=jobs)
+        executor = Executor(out_dir=out_dir, jobs=jobs, logger=logger, stop=stop)
+        executor.prepare(runs)
+        entry_dirs = [out_dir / r.info.id for r in runs]
+        # the hard exit (a second signal, then the limit) writes the run's reports from what is known
+        stop.add_final_writer(lambda: write_run_reports(entry_dirs, out_dir, logger=logger))
+        # the browser warms up while the notebooks run
+        printer = PdfPrinter(logger=logger) if pdf else None
+        warm = threading.Thread(target=printer.start, daemon=True) if printer else None
         if warm:
-            warm.join()
-        for d in outcome.entry_dirs:
-            write_entry_reports(d, pdf=pdf and not outcome.interrupted_by, browser=printer, logger=logger)
+            warm.start()
+        try:
+            outcome = run_entries(runs, out_dir=out_dir, jobs=jobs, logger=logger, stop=stop, executor=executor)
+            if warm:
+                warm.join()
+            for d in outcome.entry_dirs:
+                write_entry_reports(d, pdf=pdf, browser=printer, logger=logger, stop=stop)
+        finally:
+            if printer is not None:
+                printer.close()
+            REGISTRY.kill_all()
+        with WRITE_LOCK:
+            report = write_run_reports(outcome.entry_dirs, out_dir, logger=logger)
+        logger.info(f"results: {out_dir}/ (summary.md, index.html, junit.xml)")
     finally:
-        if printer is not None:
-            printer.close()
-    report = write_run_reports(outcome.entry_dirs, out_dir, logger=logger)
-    logger.info(f"results: {out_dir}/ (summary.md, index.html, junit.xml)")
-    sys.exit(outcome.exit_code if outcome.interrupted_by else report.exit_code)
+        lock.release()
+    sys.exit(stop.exit_code if stop.requested else report.exit_code)
 
 
 @cli.command("check")
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Matrix file; with --entry, run that entry's checks and hold the machine to its GPU count.")
 @click.option("--entry", "entry_id", default=None, metavar="ID", help="Entry id (as `gpu-runner plan` lists it).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Results folder; writes OUT/<entry id>/results.json, junit.xml and checks/.")
 @click.option("--kernel", default=None, metavar="NAME",
               help="Probe the frameworks in this kernel's Python.  [default: the entry's kernel, else python3]")
@@ -189,15 +221,11 @@ def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, ker
     the machine's count in the matrix. Exit 0 when every check passed or was skipped,
     1 when one failed, 2 on a usage or matrix error.
     """
-    import time
-    from datetime import datetime, timezone
 
-    from .execute.checks import context_for, default_specs, log_outcome, run_checks
-    from .execute.engine import _prepare_entry_dir, host_facts
+    from .execute.checks import default_specs
     from .execute.spec import EntryRun
-    from .log import Logger
-    from .report import write_entry_reports
-    from .results import EntryInfo, EntryResult
+    from .outdir import EntryFolder, OutLock
+    from .results import EntryInfo
 
     if (matrix_path is None) != (entry_id is None):
         raise ConfigError("--matrix FILE and --entry ID go together (`gpu-runner plan --matrix FILE` lists the ids)")
@@ -218,10 +246,27 @@ def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, ker
         )
     else:
         run = EntryRun(info=EntryInfo(id="local"), notebooks=[], kernel=kernel, checks=default_specs())
-    entry_dir = out_dir / run.info.id
-    _prepare_entry_dir(entry_dir)
+    lock = OutLock(out_dir, "check").acquire()  # exit 2 now if --out is not writable or in use
+    try:
+        folder = EntryFolder(out_dir, run.info.id)
+        _check(run, folder)
+    finally:
+        lock.release()
+
+
+def _check(run: Any, folder: Any) -> None:
+    import time
+    from datetime import datetime, timezone
+
+    from .execute.checks import context_for, log_outcome, run_checks
+    from .execute.engine import host_facts
+    from .log import Logger
+    from .report import write_entry_reports
+    from .results import EntryResult
+
+    staging = folder.prepare()
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
-    ctx = context_for(run, entry_dir)
+    ctx = context_for(run, staging)
     outcome = run_checks(run.checks, ctx)
     statuses = {r.status for r in outcome.results}
     result = EntryResult(
@@ -233,7 +278,8 @@ def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, ker
         options={"command": "check", "expected_gpus": run.expected_gpus, "pythons": ctx.pythons},
         tool_version=__version__,
     )
-    result.write(entry_dir)
+    result.write(staging)
+    entry_dir = folder.commit()
     logger = Logger.for_environment()
     if sys.stdout.isatty() and not logger.github:
         from rich.console import Console
@@ -325,7 +371,7 @@ def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, 
 @cli.command("report")
 @click.argument("results_dirs", nargs=-1, required=True, metavar="RESULTS_DIR...",
                 type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Where the merged junit.xml, summary.md and index.html go.  [default: the first RESULTS_DIR]")
 @click.option("--pdf/--no-pdf", "pdf", default=True, show_default=True,
               help="Print each notebook's HTML to PDF with headless Chromium where no PDF is there yet.")
@@ -347,21 +393,28 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool) 
     if not entry_dirs:
         raise ConfigError("no results.json found under " + ", ".join(str(d) for d in results_dirs)
                           + "; give the folder `gpu-runner run --out` wrote, or the downloaded artifacts")
-    printer = PdfPrinter() if pdf else None
-    readable: list[Path] = []
+    from .outdir import OutLock
+
+    target = out_dir or results_dirs[0]
+    lock = OutLock(target, "report").acquire()  # exit 2 now if it is not writable or a run writes there
     try:
-        for d in entry_dirs:
-            try:
-                write_entry_reports(d, pdf=pdf, browser=printer, overwrite=False)
-                readable.append(d)
-            except ConfigError as e:
-                click.secho(f"gpu-runner: warning: {e}", fg="yellow", err=True)
+        printer = PdfPrinter() if pdf else None
+        readable: list[Path] = []
+        try:
+            for d in entry_dirs:
+                try:
+                    write_entry_reports(d, pdf=pdf, browser=printer, overwrite=False)
+                    readable.append(d)
+                except ConfigError as e:
+                    click.secho(f"gpu-runner: warning: {e}", fg="yellow", err=True)
+        finally:
+            if printer is not None:
+                printer.close()
+        if not readable:
+            raise ConfigError("no readable results.json under " + ", ".join(str(d) for d in results_dirs))
+        report = write_run_reports(entry_dirs, target)
     finally:
-        if printer is not None:
-            printer.close()
-    if not readable:
-        raise ConfigError("no readable results.json under " + ", ".join(str(d) for d in results_dirs))
-    report = write_run_reports(entry_dirs, out_dir or results_dirs[0])
+        lock.release()
     sys.exit(report.exit_code)
 
 

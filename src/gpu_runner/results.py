@@ -193,9 +193,11 @@ def load_results(entry_dir_or_file: str | os.PathLike[str]) -> EntryResult:
 
 
 def find_entry_dirs(root: str | os.PathLike[str]) -> list[Path]:
-    """Every folder under ``root`` (itself included) that holds a ``results.json``, sorted."""
+    """Every folder under ``root`` (itself included) that holds a ``results.json``, sorted;
+    hidden folders (a run's staging area) left out."""
     root = Path(root)
-    return sorted({p.parent for p in root.rglob(RESULTS_FILE)})
+    return sorted({p.parent for p in root.rglob(RESULTS_FILE)
+                   if not any(part.startswith(".") for part in p.parent.relative_to(root).parts)})
 
 
 # -- generic dataclass builder -----------------------------------------------------------

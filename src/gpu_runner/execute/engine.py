@@ -32,11 +32,11 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from .. import __version__
-from ..errors import EXIT_FAILED, EXIT_OK, ConfigError
+from ..errors import EXIT_FAILED, EXIT_OK
 from ..files import write_text_atomic
 from ..log import Logger
+from ..outdir import EntryFolder, clean_staging
 from ..results import (
-    RESULTS_FILE,
     CellResult,
     EntryResult,
     Failure,
@@ -49,10 +49,10 @@ from .checks import run_entry_checks
 from .kernels import REGISTRY, ForkServers, Kernel, KernelSpecs, KernelStartError, signal_name, start_kernel
 from .metrics import Sampler, gpu_presence
 from .spec import EntryRun, NotebookSpec
+from .stop import WRITE_LOCK, Stop
 
 ARTIFACTS_ENV = "GPU_RUNNER_ARTIFACTS_DIR"
 KERNEL_LOG = "kernel.log"  # what the kernel process itself printed; removed when empty
-_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 INTERRUPT_GRACE_S = 5.0
 """How long a timed-out cell gets to answer the interrupt before its kernel is killed."""
 
@@ -95,7 +95,7 @@ class RunOutcome:
 
 @dataclass
 class _Pass:
-    """How one pass over the cells ended."""
+    """How one pass over the cells ended (or got to, when it was cancelled)."""
 
     failure: Failure | None = None
     skip_reason: str | None = None
@@ -103,81 +103,172 @@ class _Pass:
     cells: list[CellResult] = field(default_factory=list)
 
 
+@dataclass
+class _Live:
+    """What is known of one entry while it runs: enough to write its results.json at any moment."""
+
+    run: EntryRun
+    folder: EntryFolder
+    started_at: str = ""
+    t0: float = 0.0
+    begun: bool = False
+    done: bool = False
+    results: dict[str, NotebookResult] = field(default_factory=dict)
+    executing: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """Notebooks whose cells are running: path -> (monotonic start, ISO start)."""
+    checks: Any = None
+
+
 class Executor:
     """Runs entries; one instance per ``gpu-runner run``."""
 
-    def __init__(self, *, out_dir: Path, jobs: int, logger: Logger) -> None:
+    def __init__(self, *, out_dir: Path, jobs: int, logger: Logger, stop: Stop | None = None) -> None:
         self.out_dir = out_dir
         self.jobs = max(1, jobs)
         self.log = logger
+        self.stop = stop
         self.specs = KernelSpecs()
         self.forks = ForkServers()
         self.sampler: Sampler | None = None
-        self.interrupted_by: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checks: asyncio.Task[Any] | None = None
         """The entry's system checks: kernels start meanwhile, notebooks execute after them."""
+        self._live: list[_Live] = []
+
+    @property
+    def interrupted_by(self) -> str | None:
+        return self.stop.name if self.stop is not None else None
 
     # -- entry level -----------------------------------------------------------------------
+    def prepare(self, runs: list[EntryRun]) -> None:
+        """Every entry folder checked (ours, or new) and its staging folder made, before any
+        notebook runs; a folder that is not ours is a ConfigError now, not after the first entry."""
+        self._live = []
+        for run in runs:
+            folder = EntryFolder(self.out_dir, run.info.id)
+            folder.prepare()
+            self._live.append(_Live(run=run, folder=folder))
+
     async def run(self, runs: list[EntryRun]) -> RunOutcome:
         self._loop = asyncio.get_running_loop()
-        previous = {}
-        for sig in _STOP_SIGNALS:
-            with contextlib.suppress(ValueError, OSError):  # not the main thread: the caller handles signals
-                previous[sig] = signal.signal(sig, self._on_signal)
+        own_stop = self.stop is None
+        if self.stop is None:
+            self.stop = Stop().install()
+        self.stop.on_stop(self._on_signal)
+        self.stop.add_final_writer(self.write_known, first=True)
+        self.stop.add_cleanup(REGISTRY.kill_all)
+        if len(self._live) != len(runs):
+            self.prepare(runs)
         self.sampler = Sampler()
         self.sampler.start()
         results: list[EntryResult] = []
         dirs: list[Path] = []
         try:
             self.log.set_total(sum(len(r.notebooks) for r in runs))
-            for run in runs:
-                entry_dir = self.out_dir / run.info.id
-                dirs.append(entry_dir)
-                results.append(await self.run_entry(run, entry_dir))
+            for live in self._live:
+                results.append(await self.run_entry(live))
+                dirs.append(live.folder.final)
         finally:
             await self.forks.close()
             await self.sampler.stop()
-            for sig, handler in previous.items():
-                with contextlib.suppress(ValueError, OSError):
-                    signal.signal(sig, handler)
+            if own_stop:
+                self.stop.restore()
             REGISTRY.kill_all()
             self.log.close()
         return RunOutcome(results, dirs, self.interrupted_by)
 
-    def _on_signal(self, sig: int, frame: Any = None) -> None:
-        """A plain signal handler: Python runs it between bytecodes even while the event loop
-        is busy, so kernels die at once; then the loop is asked to wind the notebooks up
-        (their executed notebooks are written with the outputs they got)."""
+    def _on_signal(self, name: str) -> None:
+        """In the signal handler: kernels die at once; then the loop is asked to wind the
+        notebooks up (their executed notebooks are written with the outputs they got)."""
         REGISTRY.kill_all()
-        name = signal.Signals(sig).name
-        if self.interrupted_by is not None:
-            # a second signal: stop now, the default way
-            signal.signal(sig, signal.SIG_DFL)
-            os.kill(os.getpid(), sig)
-            return
-        self.interrupted_by = name
-        with contextlib.suppress(RuntimeError):  # loop already closed
-            self._loop.call_soon_threadsafe(self._cancel_all, name)
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(self._cancel_all, name)
 
     def _cancel_all(self, name: str) -> None:
         self.log.warning(f"{name} received: stopped the notebooks and killed their kernels")
         for t in list(self._tasks):
             t.cancel()
 
-    async def run_entry(self, run: EntryRun, entry_dir: Path) -> EntryResult:
-        _prepare_entry_dir(entry_dir)
-        started, t0 = _now(), time.monotonic()
+    def _entry_result(self, live: _Live, nb_results: list[NotebookResult], checks: Any) -> EntryResult:
+        run = live.run
+        failed = any(n.status == "failed" for n in [*nb_results, *(checks.results if checks else [])])
+        all_skipped = bool(nb_results) and all(n.status == "skipped" for n in nb_results)
+        facts = {**host_facts(), **(self.sampler.facts() if self.sampler else {}), **(checks.facts if checks else {})}
+        return EntryResult(
+            entry=run.info,
+            status="failed" if failed else ("skipped" if all_skipped else "passed"),
+            started_at=live.started_at or _now(),
+            finished_at=_now(),
+            duration_s=round(time.monotonic() - live.t0, 3) if live.begun else 0.0,
+            notebooks=nb_results,
+            checks=checks.results if checks else [],
+            facts=facts,
+            options={
+                "jobs": self.jobs,
+                "timeout_s": run.timeout_s,
+                "cell_timeout_s": run.cell_timeout_s,
+                "rerun": run.rerun,
+                "kernel": run.kernel,
+                "parameters": run.parameters,
+            },
+            interrupted=self.interrupted_by is not None,
+            tool_version=__version__,
+        )
+
+    def write_known(self) -> None:
+        """For the hard exit (from another thread, the write lock held): every entry not yet
+        written gets a results.json of what is known (notebooks that ended; those running,
+        as interrupted with the time they ran; the rest as not run) and is put in place."""
+        now = time.monotonic()
+        by = self.interrupted_by or "a signal"
+        for live in list(self._live):
+            if live.done:
+                continue
+            nbs: list[NotebookResult] = []
+            for spec in live.run.notebooks:
+                res = live.results.get(spec.path)
+                if res is None and spec.path in live.executing:
+                    t, started_at = live.executing[spec.path]
+                    res = NotebookResult(
+                        path=spec.path, dir=spec.out_subdir, status="failed", duration_s=round(now - t, 3),
+                        started_at=started_at, finished_at=_now(),
+                        failure=Failure(kind="interrupted", ename="Interrupted", message=f"interrupted by {by}",
+                                        evalue=f"gpu-runner received {by} and exited before this notebook "
+                                               "was written"),
+                    )
+                if res is None:
+                    res = NotebookResult(path=spec.path, dir=spec.out_subdir, status="skipped", duration_s=0.0,
+                                         skip_reason="the run was interrupted before this notebook ran")
+                nbs.append(res)
+            checks = live.checks
+            result = self._entry_result(live, nbs, checks)
+            result.write(live.folder.staging)
+            live.folder.commit()
+            live.done = True
+        clean_staging(self.out_dir)  # what the main thread is still writing there is not in results.json
+
+    async def run_entry(self, live: _Live) -> EntryResult:
+        run = live.run
+        entry_dir = live.folder.staging
+        live.started_at, live.t0, live.begun = _now(), time.monotonic(), True
         alive = asyncio.Semaphore(self.jobs * 2)  # executing + started ahead
         slots = asyncio.Semaphore(self.jobs)
         self._checks = None
         if run.checks:
             self._checks = asyncio.ensure_future(run_entry_checks(run, entry_dir, self.log))
             self._tasks.add(self._checks)
+
+            def keep(t: asyncio.Task[Any]) -> None:
+                if not t.cancelled() and t.exception() is None:
+                    live.checks = t.result()
+
+            self._checks.add_done_callback(keep)
         tasks = []
         for spec in run.notebooks:
-            task = asyncio.ensure_future(self._notebook_task(run, spec, entry_dir, alive, slots))
+            task = asyncio.ensure_future(self._notebook_task(live, spec, entry_dir, alive, slots))
             self._tasks.add(task)
             tasks.append(task)
         if self.interrupted_by:
@@ -197,36 +288,27 @@ class Executor:
             with contextlib.suppress(asyncio.CancelledError):  # cancelled before it began: no checks
                 checks = await self._checks
             self._tasks.discard(self._checks)
-        failed = any(n.status == "failed" for n in [*nb_results, *(checks.results if checks else [])])
-        all_skipped = bool(nb_results) and all(n.status == "skipped" for n in nb_results)
-        facts = {**host_facts(), **(self.sampler.facts() if self.sampler else {}), **(checks.facts if checks else {})}
-        result = EntryResult(
-            entry=run.info,
-            status="failed" if failed else ("skipped" if all_skipped else "passed"),
-            started_at=started,
-            finished_at=_now(),
-            duration_s=round(time.monotonic() - t0, 3),
-            notebooks=nb_results,
-            checks=checks.results if checks else [],
-            facts=facts,
-            options={
-                "jobs": self.jobs,
-                "timeout_s": run.timeout_s,
-                "cell_timeout_s": run.cell_timeout_s,
-                "rerun": run.rerun,
-                "kernel": run.kernel,
-                "parameters": run.parameters,
-            },
-            interrupted=self.interrupted_by is not None,
-            tool_version=__version__,
-        )
-        result.write(entry_dir)
+        result = self._entry_result(live, nb_results, checks)
+        with WRITE_LOCK:
+            if not live.done:
+                result.write(entry_dir)
+                live.folder.commit()
+                live.done = True
         return result
 
     # -- notebook level --------------------------------------------------------------------
     async def _notebook_task(
-        self, run: EntryRun, spec: NotebookSpec, entry_dir: Path, alive: asyncio.Semaphore, slots: asyncio.Semaphore
+        self, live: _Live, spec: NotebookSpec, entry_dir: Path, alive: asyncio.Semaphore, slots: asyncio.Semaphore
     ) -> NotebookResult:
+        res = await self._notebook(live, spec, entry_dir, alive, slots)
+        live.results[spec.path] = res
+        live.executing.pop(spec.path, None)
+        return res
+
+    async def _notebook(
+        self, live: _Live, spec: NotebookSpec, entry_dir: Path, alive: asyncio.Semaphore, slots: asyncio.Semaphore
+    ) -> NotebookResult:
+        run = live.run
         nb_dir = entry_dir / spec.out_subdir
         nb_dir.mkdir(parents=True, exist_ok=True)
         artifacts = nb_dir / "artifacts"
@@ -288,6 +370,7 @@ class Executor:
                 if self._checks is not None:  # the checks come first; they end by their own timeouts
                     await asyncio.wait({self._checks})
                 async with slots:
+                    live.executing[spec.path] = (time.monotonic(), _now())
                     outcome, nb_to_save, first_pass, metrics = await self._execute(
                         prepared, kernel, spec, nb_dir, run, timeout_s
                     )
@@ -326,14 +409,14 @@ class Executor:
         first_pass_nb = None
         outcome: dict[str, Any] = {}
         try:
-            first = await self._pass(client, kernel, nb, code_cells, spec, nb_dir, prepared, run, deadline,
-                                     timeout_s, label="")
-            outcome["first"] = first
+            first = outcome["first"] = _Pass()
+            await self._pass(first, client, kernel, nb, code_cells, spec, nb_dir, prepared, run, deadline,
+                             timeout_s, label="")
             if run.rerun and first.failure is None and first.skip_reason is None:
                 first_pass_nb = copy.deepcopy(nb)
-                second = await self._pass(client, kernel, nb, code_cells, spec, nb_dir, prepared, run, deadline,
-                                          timeout_s, label="rerun ")
-                outcome["rerun"] = second
+                second = outcome["rerun"] = _Pass()
+                await self._pass(second, client, kernel, nb, code_cells, spec, nb_dir, prepared, run, deadline,
+                                 timeout_s, label="rerun ")
         except asyncio.CancelledError:
             outcome["interrupted"] = True
             outcome["cell_index"] = client.current_index
@@ -344,10 +427,10 @@ class Executor:
         return outcome, nb, first_pass_nb, metrics
 
     async def _pass(
-        self, client: _Client, kernel: Kernel, nb: Any, code_cells: list[int], spec: NotebookSpec, nb_dir: Path,
-        prepared: nbtools.Prepared, run: EntryRun, deadline: float, timeout_s: float, label: str,
+        self, p: _Pass, client: _Client, kernel: Kernel, nb: Any, code_cells: list[int], spec: NotebookSpec,
+        nb_dir: Path, prepared: nbtools.Prepared, run: EntryRun, deadline: float, timeout_s: float, label: str,
     ) -> _Pass:
-        p = _Pass()
+        """Run the cells once; ``p`` fills as they end, so a cancelled pass still says how far it got."""
         t_pass = time.monotonic()
         total = len(code_cells)
         for n, idx in enumerate(code_cells, start=1):
@@ -481,6 +564,18 @@ class Executor:
         status = "failed" if failure else ("skipped" if skip_reason else "passed")
         cells = (second.cells if (second and second.failure) else (first.cells if first else []))
         duration = (first.duration_s if first else 0.0) + (second.duration_s if second else 0.0)
+        if outcome.get("interrupted"):
+            # the time it really ran, and how far it got: the pass that was running when it stopped
+            duration = float(metrics.get("execute_s") or 0.0)
+            running = second if second is not None else first
+            cells = list(running.cells) if running is not None else []
+            done = {c.index for c in cells}
+            idx = outcome.get("cell_index")
+            if idx is not None and idx not in done:
+                cells.append(CellResult(index=idx, status="failed"))
+                done.add(idx)
+            code_cells = [i for i, c in enumerate(nb.cells) if nbtools.is_code(c)]
+            cells += [CellResult(index=i, status="not_run") for i in code_cells if i not in done]
         metrics.update({
             "notebook": spec.path,
             "status": status,
@@ -555,21 +650,14 @@ def host_facts() -> dict[str, Any]:
     }
 
 
-def _prepare_entry_dir(entry_dir: Path) -> None:
-    """Start an entry folder afresh, but only if it is ours (empty, or holds a results.json)."""
-    if entry_dir.exists():
-        if not entry_dir.is_dir():
-            raise ConfigError(f"{entry_dir} exists and is not a folder")
-        if any(entry_dir.iterdir()) and not (entry_dir / RESULTS_FILE).exists() and not (entry_dir / "notebooks").is_dir():
-            raise ConfigError(f"{entry_dir} is not empty and holds no gpu-runner results; choose another --out")
-        shutil.rmtree(entry_dir)
-    entry_dir.mkdir(parents=True)
+def run_entries(runs: list[EntryRun], *, out_dir: Path, jobs: int, logger: Logger, stop: Stop | None = None,
+                executor: Executor | None = None) -> RunOutcome:
+    """Run every entry's notebooks on this machine; always returns (signals included).
 
-
-def run_entries(runs: list[EntryRun], *, out_dir: Path, jobs: int, logger: Logger) -> RunOutcome:
-    """Run every entry's notebooks on this machine; always returns (signals included)."""
+    ``executor``: one made (and :meth:`Executor.prepare`-d) by the caller, so that its entry
+    folders are checked before anything else starts."""
     logger.jobs = jobs
-    executor = Executor(out_dir=out_dir, jobs=jobs, logger=logger)
+    executor = executor or Executor(out_dir=out_dir, jobs=jobs, logger=logger, stop=stop)
     try:
         return asyncio.run(executor.run(runs))
     finally:

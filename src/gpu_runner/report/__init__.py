@@ -79,6 +79,7 @@ def write_entry_reports(
     browser: PdfPrinter | None = None,
     logger: Any = None,
     overwrite: bool = True,
+    stop: Any = None,
 ) -> EntryResult:
     """junit.xml for the entry; output.html (and output.pdf) next to each executed notebook.
 
@@ -86,8 +87,16 @@ def write_entry_reports(
     started for this entry (only when there is HTML to print) and closed at the end.
     ``overwrite=False`` keeps reports that are already there (``gpu-runner report``
     on downloaded artifacts). A notebook whose output.ipynb is missing or unreadable gets
-    no HTML and one warning; the others go on. Returns the (updated) model.
+    no HTML and one warning; the others go on. ``stop``: the command's
+    :class:`~gpu_runner.execute.stop.Stop`; once a signal came no PDF is printed, once a
+    second came no more HTML is rendered either. Returns the (updated) model.
     """
+    def stopped() -> bool:
+        return stop is not None and stop.requested
+
+    def hurried() -> bool:
+        return stop is not None and stop.hurry.is_set()
+
     log = _logger(logger)
     entry_dir = Path(entry_dir)
     result = load_entry(entry_dir)
@@ -102,6 +111,8 @@ def write_entry_reports(
 
     to_print: list[tuple[Any, Path, Path]] = []
     for nb in result.notebooks:
+        if hurried():
+            break
         nb_dir = entry_dir / nb.dir
         html_path = nb_dir / HTML_FILE
         have_html = html_path.exists() and not overwrite
@@ -138,11 +149,13 @@ def write_entry_reports(
             nb.files["pdf"] = _rel(pdf_path, entry_dir)
             changed = True
 
-    if to_print:
+    if to_print and not stopped():
         printer = browser if browser is not None else PdfPrinter(logger=logger)
         try:
             if printer.start():
                 for nb, html_path, pdf_path in to_print:
+                    if stopped():
+                        break
                     try:
                         printer.print_pdf(html_path, pdf_path)
                     except (PdfError, OSError) as e:

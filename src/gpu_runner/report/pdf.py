@@ -13,10 +13,13 @@ there is none, or it does not start, the printer says so once and prints nothing
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import sys
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -136,7 +139,8 @@ class PdfPrinter:
     def _launch(self) -> str:
         from playwright.sync_api import sync_playwright
 
-        self._pw = sync_playwright().start()
+        with _driver_in_own_session():
+            self._pw = sync_playwright().start()
         self._browser = self._pw.chromium.launch(
             executable_path=self.executable, args=CHROMIUM_ARGS, headless=True, timeout=self.timeout_ms
         )
@@ -228,6 +232,41 @@ class PdfPrinter:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+_SESSION_HELPER = Path(__file__).with_name("_session.py")
+
+
+@contextlib.contextmanager
+def _driver_in_own_session() -> Iterator[None]:
+    """Start Playwright's Node.js driver as the leader of its own session.
+
+    Otherwise it sits in gpu-runner's process group, and a terminal's Ctrl-C (or ``timeout -s
+    INT``, which signals the group) kills it under the run, which then cannot close the browser
+    cleanly ("Future exception was never retrieved"). gpu-runner handles the signal and closes
+    the browser itself. Playwright has no option for this: its transport runs
+    ``compute_driver_executable()``'s pair as ``EXECUTABLE ENTRYPOINT run-driver``; for the start
+    that pair is this Python and ``_session.py``, which calls setsid and execs the real driver.
+    Where that hook is not there (another Playwright, no POSIX), the driver starts as before.
+    """
+    undo: Callable[[], None] = lambda: None  # noqa: E731
+    try:
+        if os.name != "posix":
+            raise RuntimeError
+        from playwright._impl import transport  # see above
+
+        original = transport.compute_driver_executable
+        original()  # the same error as without us when there is no driver
+        transport.compute_driver_executable = lambda: (sys.executable, str(_SESSION_HELPER))
+
+        def undo() -> None:
+            transport.compute_driver_executable = original
+    except Exception:  # noqa: BLE001 - start the driver the usual way
+        pass
+    try:
+        yield
+    finally:
+        undo()
 
 
 def _first_line(e: BaseException) -> str:
