@@ -64,3 +64,51 @@ def nbdir(tmp_path: Path) -> Path:
     d = tmp_path / "work"
     d.mkdir()
     return d
+
+
+# -- a runtime: a second interpreter, not gpu-runner's ------------------------------------
+
+RUNTIME_ONLY_PACKAGE = "runtime_only"
+"""A package that the runtime's interpreter has and gpu-runner's environment lacks."""
+
+
+def tree_listing(root: Path) -> list[tuple[str, int]]:
+    """Every file under ``root`` with its size: to show a folder was left as it was."""
+    return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file())
+
+
+def make_runtime(folder: Path, *, with_pip: bool = True) -> Path:
+    """A virtual environment made from scratch, as a runtime image's Python would be: no
+    ipykernel, a package of its own (``runtime_only``) and a stand-in ``torch``. Returns its
+    ``python``."""
+    from test_checks import FAKE_TORCH
+
+    args = [sys.executable, "-m", "venv", str(folder)] + ([] if with_pip else ["--without-pip"])
+    subprocess.run(args, check=True, capture_output=True, timeout=300)
+    python = folder / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    pkg = Path(purelib) / RUNTIME_ONLY_PACKAGE
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text('__version__ = "1.2.3"\n', encoding="utf-8")
+    (Path(purelib) / "torch").mkdir()
+    (Path(purelib) / "torch" / "__init__.py").write_text(FAKE_TORCH, encoding="utf-8")
+    # what importlib.metadata reads: the runtime's own packages carry their versions
+    for name, version in ((RUNTIME_ONLY_PACKAGE, "1.2.3"), ("torch", "2.99.0+fake")):
+        info = Path(purelib) / f"{name}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")
+    return python
+
+
+@pytest.fixture(scope="session")
+def runtime_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runtime's interpreter (see :func:`make_runtime`), shared by the session."""
+    return make_runtime(tmp_path_factory.mktemp("runtime") / "venv")
+
+
+@pytest.fixture(scope="session")
+def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One GPU_RUNNER_CACHE_DIR for the session: the kernel overlay is installed into it once,
+    by the runtime's own pip, and reused as it is on a runner that keeps its cache."""
+    return tmp_path_factory.mktemp("gpu-runner-cache")

@@ -9,7 +9,7 @@ if [ -x "$venv/bin/gpu-runner" ] && [ "$(cat "$venv/.gpu-runner-stamp" 2>/dev/nu
   echo "gpu-runner: using the virtual environment installed earlier in this job ($venv)"
 else
   echo "::group::Install gpu-runner into $venv"
-  "${GPU_RUNNER_PYTHON:-python3}" -m venv "$venv"
+  "${GPU_RUNNER_VENV_PYTHON:-python3}" -m venv "$venv"
   "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off "$GITHUB_ACTION_PATH"
   echo "$GPU_RUNNER_STAMP" >"$venv/.gpu-runner-stamp"
   echo "::endgroup::"

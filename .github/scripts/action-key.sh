@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # gpu-runner action: where the private virtual environment and the pip cache go, and the cache key
-# (a hash of the action's pyproject.toml, with the runner's OS, architecture and Python version).
+# (a hash of the action's pyproject.toml, with the runner's OS, architecture and Python version);
+# and the runtime's Python: the job's own python3, found here, before the private environment exists.
 set -euo pipefail
 
-py="${GPU_RUNNER_PYTHON:-python3}"
+# The runtime under test is the job's Python (the container's, or the VM image's), not gpu-runner's.
+runtime="${GPU_RUNNER_RUNTIME_PYTHON:-}"
+if [ -z "$runtime" ]; then
+  runtime=$(command -v python3 || command -v python || true)
+fi
+echo "runtime-python=$runtime" >>"$GITHUB_OUTPUT"
+
+py="${GPU_RUNNER_VENV_PYTHON:-python3}"
 if ! command -v "$py" >/dev/null 2>&1; then
   echo "::error title=gpu-runner::no '$py' here: gpu-runner needs Python 3.10 or newer with venv (input 'python')"
   exit 2

@@ -55,9 +55,20 @@ case "$INPUT_MODE" in
     ;;
   start) args=(start --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" "${project[@]}") ;;
   stop) args=(stop --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" "${project[@]}") ;;
-  run)
+  run | check)
     # the notebooks run here: they get no GitHub token
     unset GPU_RUNNER_GITHUB_TOKEN GITHUB_TOKEN
+    # the runtime's Python (the job's python3, found before gpu-runner's private environment existed);
+    # a matrix `python:` still wins over it
+    if [ -n "${GPU_RUNNER_RUNTIME_PYTHON:-}" ]; then
+      export GPU_RUNNER_PYTHON="$GPU_RUNNER_RUNTIME_PYTHON"
+    fi
+  ;;&
+  check)
+    args=(check --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" --out "$INPUT_RESULTS_DIR")
+    group=false  # check folds each check's output itself
+    ;;
+  run)
     args=(run --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" --out "$INPUT_RESULTS_DIR" "${pdf[@]}")
     if flag "${INPUT_RERUN:-false}" rerun; then args+=(--rerun); fi
     if ! flag "${INPUT_CHECKS:-true}" checks; then args+=(--no-checks); fi
@@ -73,7 +84,7 @@ case "$INPUT_MODE" in
     if flag "${INPUT_DRY_RUN:-false}" dry-run; then args+=(--dry-run); fi
     ;;
   *)
-    echo "::error title=gpu-runner::input 'mode' must be plan, start, run, stop, report, comment or janitor; got '$INPUT_MODE'"
+    echo "::error title=gpu-runner::input 'mode' must be plan, start, run, check, stop, report, comment or janitor; got '$INPUT_MODE'"
     exit 2
     ;;
 esac

@@ -22,6 +22,39 @@ _FLOAT_12 = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+_kernel_overlay_option = click.option(
+    "--kernel-overlay/--no-kernel-overlay", "kernel_overlay", default=None,
+    help="When the runtime's Python has no ipykernel, install it with the runtime's own pip into a cache folder "
+         "outside the runtime, placed after the runtime's own packages.  [default: the matrix's kernel_overlay, else on]")
+
+
+def _python_option(f: Any) -> Any:
+    return click.option("--python", "python", default=None, metavar="PATH|COMMAND",
+                        help="The runtime's Python: Python kernels and the framework checks run under it (over the "
+                             "matrix's python, over $GPU_RUNNER_PYTHON).  [default: Jupyter's python3 kernelspec]")(f)
+
+
+def _check_python(python: str | None) -> None:
+    """``--python`` is the user's own word: a path or command that is no Python is a usage error."""
+    if python is None:
+        return
+    from .execute.runtime import InterpreterError, probe, resolve_command
+
+    try:
+        probe(resolve_command(python), "--python")
+    except InterpreterError as e:
+        raise ConfigError(f"--python: {e}") from None
+
+
+def _choose_python(run: Any, python: str | None, kernel_overlay: bool | None) -> None:
+    """Most specific wins: --python, the matrix's python, $GPU_RUNNER_PYTHON."""
+    from .execute.runtime import choose
+
+    run.python, run.python_source = choose(python, run.python if run.python_source == "matrix" else None)
+    if kernel_overlay is not None:
+        run.kernel_overlay = kernel_overlay
+
+
 def _parse_param(raw: str) -> tuple[str, Any]:
     name, sep, value = raw.partition("=")
     name = name.strip()
@@ -74,6 +107,8 @@ def cli() -> None:
 @click.option("--checks/--no-checks", "checks", default=True, show_default=True,
               help="Run system checks before the notebooks: with --matrix the runtime's checks, else every "
                    "built-in with no expected GPU count (see `gpu-runner check`).")
+@_python_option
+@_kernel_overlay_option
 def run_cmd(
     paths: tuple[str, ...],
     matrix_path: Path | None,
@@ -91,6 +126,8 @@ def run_cmd(
     log_mode: str,
     pdf: bool,
     checks: bool,
+    python: str | None,
+    kernel_overlay: bool | None,
 ) -> None:
     """Execute notebooks on this machine, write results to --out, and report.
 
@@ -105,7 +142,7 @@ def run_cmd(
     stop = Stop().install()
     try:
         _run(stop, paths, matrix_path, runtimes, machines, run_cloud_locally, entry_id, out_dir, jobs, timeout_s,
-             cell_timeout_s, rerun, kernel, params, log_mode, pdf, checks)
+             cell_timeout_s, rerun, kernel, params, log_mode, pdf, checks, python, kernel_overlay)
     finally:
         stop.restore()
 
@@ -113,7 +150,8 @@ def run_cmd(
 def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: tuple[str, ...],
          machines: tuple[str, ...], run_cloud_locally: bool, entry_id: str | None, out_dir: Path, jobs: int | None,
          timeout_s: float | None, cell_timeout_s: float | None, rerun: bool, kernel: str | None,
-         params: tuple[str, ...], log_mode: str, pdf: bool, checks: bool) -> None:
+         params: tuple[str, ...], log_mode: str, pdf: bool, checks: bool, python: str | None,
+         kernel_overlay: bool | None) -> None:
     import threading
 
     from .execute.checks import default_specs
@@ -127,6 +165,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
     from .results import EntryInfo
 
     parameters = dict(_parse_param(p) for p in params)
+    _check_python(python)
     if matrix_path is not None:
         from .plan import local_runs
 
@@ -169,6 +208,8 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
                 checks=default_specs() if checks else [],
             )
         ]
+    for r in runs:
+        _choose_python(r, python, kernel_overlay)
     jobs = jobs or os.cpu_count() or 1
     # before the first notebook: --out is writable, no other run writes there, every entry
     # folder in it is ours (exit 2 otherwise)
@@ -212,7 +253,9 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
               show_default=True, help="Results folder; writes OUT/<entry id>/results.json, junit.xml and checks/.")
 @click.option("--kernel", default=None, metavar="NAME",
               help="Probe the frameworks in this kernel's Python.  [default: the entry's kernel, else python3]")
-def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, kernel: str | None) -> None:
+@_python_option
+def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, kernel: str | None,
+              python: str | None) -> None:
     """Prove the machine and the runtime: GPU, CUDA, compilers, frameworks, resources.
 
     Without --matrix runs every built-in check with no expected GPU count (on a machine
@@ -229,6 +272,7 @@ def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, ker
 
     if (matrix_path is None) != (entry_id is None):
         raise ConfigError("--matrix FILE and --entry ID go together (`gpu-runner plan --matrix FILE` lists the ids)")
+    _check_python(python)
     if matrix_path is not None:
         from .plan import expected_gpus, find_entry
 
@@ -243,9 +287,11 @@ def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, ker
                            ran_locally=not own_vm),
             notebooks=[], env=dict(entry.env), kernel=kernel or entry.kernel, checks=[dict(c) for c in entry.checks],
             expected_gpus=expected_gpus(entry), expected_gpu_type=entry.accelerator_type,
+            python=entry.python, python_source="matrix" if entry.python else "jupyter",
         )
     else:
         run = EntryRun(info=EntryInfo(id="local"), notebooks=[], kernel=kernel, checks=default_specs())
+    _choose_python(run, python, None)
     lock = OutLock(out_dir, "check").acquire()  # exit 2 now if --out is not writable or in use
     try:
         folder = EntryFolder(out_dir, run.info.id)
@@ -258,6 +304,7 @@ def _check(run: Any, folder: Any) -> None:
     import time
     from datetime import datetime, timezone
 
+    from .execute import runtime as runtimes
     from .execute.checks import context_for, log_outcome, run_checks
     from .execute.engine import host_facts
     from .log import Logger
@@ -266,7 +313,13 @@ def _check(run: Any, folder: Any) -> None:
 
     staging = folder.prepare()
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
-    ctx = context_for(run, staging)
+    logger = Logger.for_environment()
+    # the checks need no kernel: no overlay is installed for them
+    interp = runtimes.for_run(run.python, run.python_source, overlay=False, env={**os.environ, **run.env})
+    if interp.version:  # it answered: a missing ipykernel does not matter to the checks
+        interp.problem = None
+    logger.info(f"{run.info.id}: the runtime's Python is {interp.describe()}")
+    ctx = context_for(run, staging, interp=interp)
     outcome = run_checks(run.checks, ctx)
     statuses = {r.status for r in outcome.results}
     result = EntryResult(
@@ -274,13 +327,13 @@ def _check(run: Any, folder: Any) -> None:
         status="failed" if "failed" in statuses else ("skipped" if statuses == {"skipped"} else "passed"),
         started_at=started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(time.monotonic() - t0, 3), checks=outcome.results,
-        facts={**host_facts(), **outcome.facts},
-        options={"command": "check", "expected_gpus": run.expected_gpus, "pythons": ctx.pythons},
+        facts={**host_facts(), **interp.facts(), **outcome.facts},
+        options={"command": "check", "expected_gpus": run.expected_gpus, "pythons": ctx.pythons,
+                 "python": run.python, "python_source": run.python_source},
         tool_version=__version__,
     )
     result.write(staging)
     entry_dir = folder.commit()
-    logger = Logger.for_environment()
     if sys.stdout.isatty() and not logger.github:
         from rich.console import Console
         from rich.markup import escape

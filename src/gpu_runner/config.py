@@ -302,6 +302,13 @@ class RuntimeSettings(_Model):
     """Per-cell limit; default 10m."""
     kernel: NonEmpty | None = None
     """Kernel for every notebook instead of its own kernelspec."""
+    python: NonEmpty | None = None
+    """The runtime's Python interpreter (a path, or a command on PATH, e.g. /opt/conda/bin/python):
+    Python kernels and the framework checks run under it. Default: the job's python3 in the
+    action, else Jupyter's own resolution; --python and GPU_RUNNER_PYTHON also name it."""
+    kernel_overlay: bool | None = None
+    """When the runtime's Python has no ipykernel, install it with the runtime's own pip into a
+    cache folder outside the runtime (default true); false: such notebooks fail with a setup error."""
     rerun: bool | None = None
     """After a clean pass, run every cell again in the same kernel."""
     checks: Annotated[list[CheckSpec], BeforeValidator(lambda v: [_check_item(i) for i in v] if isinstance(v, list) else v),

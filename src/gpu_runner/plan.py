@@ -171,6 +171,9 @@ class Entry:
     parameters: dict[str, Any]
     env: dict[str, str]
     kernel: str | None
+    python: str | None
+    """The runtime's interpreter (matrix ``python``); None: the job's (GPU_RUNNER_PYTHON) or Jupyter's."""
+    kernel_overlay: bool
     rerun: bool
     checks: list[dict[str, Any]]
     """Plain data: {"name": "gpu"} for a built-in; {"name", "run", "expect_exit", "timeout_s"}
@@ -295,6 +298,8 @@ def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[s
         parameters=_merged(dr.parameters, rt.parameters, overrides.get("parameters")),
         env=_merged(dr.env, rt.env, overrides.get("env")),
         kernel=_pick("kernel", rt, dr),
+        python=_pick("python", rt, dr),
+        kernel_overlay=bool(_pick("kernel_overlay", rt, dr, default=True)),
         rerun=bool(_pick("rerun", rt, dr, default=False)),
         checks=checks,
         gce=gce,
@@ -548,6 +553,9 @@ def entry_run(entry: Entry, notebooks: list[NotebookSpec], *, ran_locally: bool 
         timeout_s=entry.timeout_s,
         cell_timeout_s=entry.cell_timeout_s,
         kernel=entry.kernel,
+        python=entry.python,
+        python_source="matrix" if entry.python else "jupyter",
+        kernel_overlay=entry.kernel_overlay,
         rerun=entry.rerun,
         checks=[dict(c) for c in entry.checks],
         # a cloud entry run on this machine (--local) is not on the machine the matrix describes

@@ -6,7 +6,9 @@ child is a new process (no notebook state is shared) that starts exactly as
 ``python -m ipykernel_launcher ARGS`` would, in its own process group, with
 the notebook's working directory, environment and log file.
 
-Run as ``python _forkserver.py PARENT_PID`` under the kernel's own Python. Standalone on
+Run as ``python _forkserver.py PARENT_PID [OVERLAY]`` under the kernel's own Python (any
+Python 3.8 or newer: the runtime's, not gpu-runner's). OVERLAY, a folder holding ipykernel for
+a runtime that has none, goes at the end of ``sys.path``: the runtime's own packages win. Standalone on
 purpose: it imports nothing from gpu-runner. It never creates a thread or a zmq context,
 so forking is safe. Protocol, one JSON object per line:
 
@@ -45,6 +47,13 @@ def _kill_groups(children: set) -> None:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+def _exitcode(status: int) -> int:
+    """os.waitstatus_to_exitcode, which Python 3.8 lacks."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
 
 
 def _send(obj: dict) -> None:
@@ -118,6 +127,8 @@ def main() -> None:
     if os.getppid() != parent:
         sys.exit(1)
     sys.path[0] = os.getcwd()  # not this script's folder: it must not shadow a notebook's imports
+    if len(sys.argv) > 2:
+        sys.path.append(sys.argv[2])  # the kernel overlay, after the runtime's own site-packages
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is gpu-runner's to handle
     import ipykernel.ipkernel  # noqa: F401 - the point: import once, fork many
     import ipykernel.kernelapp  # noqa: F401
@@ -144,7 +155,7 @@ def main() -> None:
                 if pid == 0:
                     break
                 children.discard(pid)
-                _send({"exit": pid, "status": os.waitstatus_to_exitcode(status)})
+                _send({"exit": pid, "status": _exitcode(status)})
         if 0 in ready:
             chunk = os.read(0, 65536)
             if not chunk:  # gpu-runner is done (or gone): no kernel outlives it

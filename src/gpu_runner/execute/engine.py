@@ -45,6 +45,7 @@ from ..results import (
     write_json_atomic,
 )
 from . import notebook as nbtools
+from . import runtime as runtimes
 from .checks import run_entry_checks
 from .kernels import REGISTRY, ForkServers, Kernel, KernelSpecs, KernelStartError, signal_name, start_kernel
 from .metrics import Sampler, gpu_presence
@@ -117,6 +118,8 @@ class _Live:
     executing: dict[str, tuple[float, str]] = field(default_factory=dict)
     """Notebooks whose cells are running: path -> (monotonic start, ISO start)."""
     checks: Any = None
+    interp: runtimes.Interpreter | None = None
+    """The runtime's interpreter, once the entry has begun."""
 
 
 class Executor:
@@ -127,7 +130,8 @@ class Executor:
         self.jobs = max(1, jobs)
         self.log = logger
         self.stop = stop
-        self.specs = KernelSpecs()
+        self._specs: dict[tuple[str, str], KernelSpecs] = {}
+        """Kernelspec look-ups per runtime interpreter (its own Jupyter paths first)."""
         self.forks = ForkServers()
         self.sampler: Sampler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -196,7 +200,8 @@ class Executor:
         run = live.run
         failed = any(n.status == "failed" for n in [*nb_results, *(checks.results if checks else [])])
         all_skipped = bool(nb_results) and all(n.status == "skipped" for n in nb_results)
-        facts = {**host_facts(), **(self.sampler.facts() if self.sampler else {}), **(checks.facts if checks else {})}
+        facts = {**host_facts(), **(live.interp.facts() if live.interp else {}),
+                 **(self.sampler.facts() if self.sampler else {}), **(checks.facts if checks else {})}
         return EntryResult(
             entry=run.info,
             status="failed" if failed else ("skipped" if all_skipped else "passed"),
@@ -213,6 +218,9 @@ class Executor:
                 "rerun": run.rerun,
                 "kernel": run.kernel,
                 "parameters": run.parameters,
+                "python": run.python,
+                "python_source": run.python_source,
+                "kernel_overlay": run.kernel_overlay,
             },
             interrupted=self.interrupted_by is not None,
             tool_version=__version__,
@@ -250,15 +258,34 @@ class Executor:
             live.done = True
         clean_staging(self.out_dir)  # what the main thread is still writing there is not in results.json
 
+    def kernel_specs(self, interp: runtimes.Interpreter) -> KernelSpecs:
+        key = (interp.executable, interp.source if interp.named else "")
+        if key not in self._specs:
+            self._specs[key] = KernelSpecs(interp)
+        return self._specs[key]
+
+    async def _interpreter(self, run: EntryRun, entry_dir: Path) -> runtimes.Interpreter:
+        """The runtime's interpreter for this entry, said in the log before anything runs."""
+        env = {**os.environ, **run.env}
+        interp = await asyncio.to_thread(
+            runtimes.for_run, run.python, run.python_source, overlay=run.kernel_overlay, env=env,
+            log=lambda m: self.log.info(f"{run.info.id}: {m}"), log_file=entry_dir / "kernel-overlay.log")
+        self.log.info(f"{run.info.id}: kernels run under {interp.describe()}")
+        if interp.problem:
+            self.log.warning(f"{run.info.id}: {interp.problem}")
+        return interp
+
     async def run_entry(self, live: _Live) -> EntryResult:
         run = live.run
         entry_dir = live.folder.staging
         live.started_at, live.t0, live.begun = _now(), time.monotonic(), True
         alive = asyncio.Semaphore(self.jobs * 2)  # executing + started ahead
         slots = asyncio.Semaphore(self.jobs)
+        live.interp = interp = await self._interpreter(run, entry_dir)
+        specs = self.kernel_specs(interp)
         self._checks = None
         if run.checks:
-            self._checks = asyncio.ensure_future(run_entry_checks(run, entry_dir, self.log))
+            self._checks = asyncio.ensure_future(run_entry_checks(run, entry_dir, self.log, interp))
             self._tasks.add(self._checks)
 
             def keep(t: asyncio.Task[Any]) -> None:
@@ -268,7 +295,7 @@ class Executor:
             self._checks.add_done_callback(keep)
         tasks = []
         for spec in run.notebooks:
-            task = asyncio.ensure_future(self._notebook_task(live, spec, entry_dir, alive, slots))
+            task = asyncio.ensure_future(self._notebook_task(live, spec, entry_dir, alive, slots, specs))
             self._tasks.add(task)
             tasks.append(task)
         if self.interrupted_by:
@@ -298,15 +325,17 @@ class Executor:
 
     # -- notebook level --------------------------------------------------------------------
     async def _notebook_task(
-        self, live: _Live, spec: NotebookSpec, entry_dir: Path, alive: asyncio.Semaphore, slots: asyncio.Semaphore
+        self, live: _Live, spec: NotebookSpec, entry_dir: Path, alive: asyncio.Semaphore, slots: asyncio.Semaphore,
+        specs: KernelSpecs,
     ) -> NotebookResult:
-        res = await self._notebook(live, spec, entry_dir, alive, slots)
+        res = await self._notebook(live, spec, entry_dir, alive, slots, specs)
         live.results[spec.path] = res
         live.executing.pop(spec.path, None)
         return res
 
     async def _notebook(
-        self, live: _Live, spec: NotebookSpec, entry_dir: Path, alive: asyncio.Semaphore, slots: asyncio.Semaphore
+        self, live: _Live, spec: NotebookSpec, entry_dir: Path, alive: asyncio.Semaphore, slots: asyncio.Semaphore,
+        specs: KernelSpecs,
     ) -> NotebookResult:
         run = live.run
         nb_dir = entry_dir / spec.out_subdir
@@ -360,7 +389,7 @@ class Executor:
         async with alive:
             t_kernel = time.monotonic()
             try:
-                kernel = await start_kernel(prepared.kernel_name, specs=self.specs, cwd=spec.source.parent, env=env,
+                kernel = await start_kernel(prepared.kernel_name, specs=specs, cwd=spec.source.parent, env=env,
                                             log_path=nb_dir / KERNEL_LOG, forks=self.forks)
             except KernelStartError as e:
                 return await stop_early(prepared, failure=Failure(kind="setup_error", message=str(e),
@@ -645,7 +674,7 @@ def host_facts() -> dict[str, Any]:
     return {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
-        "python": platform.python_version(),
+        "gpu_runner_python": platform.python_version(),
         "cpu_count": os.cpu_count(),
     }
 

@@ -32,6 +32,8 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 
+from .runtime import GENERIC_PYTHONS, Interpreter, overlay_boot_command
+
 _PDEATHSIG_HELPER = Path(__file__).with_name("_pdeathsig.py")
 STARTUP_TIMEOUT_S = 120.0
 
@@ -81,9 +83,10 @@ class ForkedProcess:
 class ForkServer:
     """One ``_forkserver.py`` process: a Python with ipykernel imported, forking kernels."""
 
-    def __init__(self, python: str, env: dict[str, str]) -> None:
+    def __init__(self, python: str, env: dict[str, str], overlay: Path | None = None) -> None:
         self.python = python
         self.env = env
+        self.overlay = overlay
         self.proc: asyncio.subprocess.Process | None = None
         self.error: str | None = None
         self._next = 0
@@ -98,8 +101,9 @@ class ForkServer:
             if self.proc is not None or self.error is not None:
                 return self.error is None
             try:
+                overlay = [str(self.overlay)] if self.overlay is not None else []
                 self.proc = await asyncio.create_subprocess_exec(
-                    self.python, str(_FORKSERVER), str(os.getpid()),
+                    self.python, str(_FORKSERVER), str(os.getpid()), *overlay,
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.DEVNULL, env=self.env, start_new_session=True,
                 )
@@ -173,20 +177,20 @@ class ForkServer:
 
 
 class ForkServers:
-    """Fork servers of a run, one per Python interpreter and entry environment."""
+    """Fork servers of a run, one per Python interpreter (and kernel overlay) and entry environment."""
 
     def __init__(self) -> None:
         self.enabled = os.name == "posix" and os.environ.get(FORKSERVER_ENV, "1") != "0"
-        self._servers: dict[tuple[str, tuple[tuple[str, str], ...]], ForkServer] = {}
+        self._servers: dict[tuple[str, str, tuple[tuple[str, str], ...]], ForkServer] = {}
 
-    async def get(self, python: str, env: dict[str, str]) -> ForkServer | None:
+    async def get(self, python: str, env: dict[str, str], overlay: Path | None = None) -> ForkServer | None:
         if not self.enabled:
             return None
         base = {k: v for k, v in env.items() if k not in PER_NOTEBOOK_ENV}
-        key = (python, tuple(sorted(base.items())))
+        key = (python, str(overlay or ""), tuple(sorted(base.items())))
         server = self._servers.get(key)
         if server is None:
-            server = self._servers[key] = ForkServer(python, base)
+            server = self._servers[key] = ForkServer(python, base, overlay)
         return server if await server.start() else None
 
     async def close(self) -> None:
@@ -201,15 +205,43 @@ def _ipykernel_args(cmd: list[str]) -> list[str] | None:
     return None
 
 
+def _generic_python(argv0: str) -> bool:
+    """A kernelspec's interpreter that names no environment of its own: ``python``, ``python3``,
+    ``{python}`` (or gpu-runner's own interpreter, as ipykernel's built-in spec writes it)."""
+    return argv0 in GENERIC_PYTHONS or argv0 == sys.executable
+
+
+def kernel_python(spec: Any, runtime: Interpreter | None) -> str | None:
+    """The interpreter a Python kernelspec runs under: the runtime's, when one is named and the
+    spec's argv names a generic ``python``; else the spec's own (``python`` resolved as
+    jupyter_client does). None for a kernel that is not Python."""
+    argv = list(spec.argv or [])
+    if not argv or (spec.language or "").lower() != "python":
+        return None
+    if _generic_python(argv[0]):
+        return runtime.executable if (runtime is not None and runtime.named) else sys.executable
+    return shutil.which(argv[0]) or argv[0]
+
+
 class GuardedKernelManager(AsyncKernelManager):
     """An AsyncKernelManager whose kernel dies with this process (Linux: PR_SET_PDEATHSIG),
     forked from a :class:`ForkServer` when one serves this kernel's Python."""
 
     fork_server: ForkServer | None = None
     log_path: str | None = None
+    runtime_python: str | None = None
+    """The runtime's interpreter, in place of the kernelspec's generic ``python``."""
+    overlay: Path | None = None
+    """The kernel overlay to append to the kernel's ``sys.path`` (runtime without ipykernel)."""
 
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)
+        if self.runtime_python and cmd:
+            cmd[0] = self.runtime_python
+        if self.overlay is not None and self.fork_server is None:
+            args = _ipykernel_args(cmd)
+            if args is not None:
+                cmd = overlay_boot_command(cmd[0], self.overlay, args)
         if sys.platform.startswith("linux") and self.fork_server is None:
             return [sys.executable, "-I", "-S", str(_PDEATHSIG_HELPER), str(os.getpid()), "--", *cmd]
         return cmd
@@ -280,11 +312,21 @@ def signal_name(returncode: int | None) -> str | None:
 
 
 class KernelSpecs:
-    """Kernelspec look-ups, cached for the run (the search walks several folders)."""
+    """Kernelspec look-ups, cached for the run (the search walks several folders). With a
+    runtime interpreter named, its own Jupyter data paths come first: the kernels a runtime
+    ships (``conda-env-...``) are found."""
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: Interpreter | None = None) -> None:
+        self.runtime = runtime
         self._ksm = KernelSpecManager()
+        if runtime is not None and runtime.named:
+            own = [d for d in runtime.kernel_dirs() if d]
+            self._ksm.kernel_dirs = own + [d for d in self._ksm.kernel_dirs if d not in own]
         self._cache: dict[str, Any] = {}
+
+    @property
+    def manager(self) -> KernelSpecManager:
+        return self._ksm
 
     def available(self) -> list[str]:
         return sorted(self._ksm.find_kernel_specs())
@@ -403,22 +445,29 @@ async def start_kernel(
     the kernel's logging) go to ``log_path``, not to gpu-runner's terminal.
     """
     spec = specs.get(name)  # raises KernelStartError when missing
+    runtime = specs.runtime
+    python = kernel_python(spec, runtime)
+    on_runtime = bool(runtime is not None and runtime.named and spec.argv and _generic_python(spec.argv[0])
+                      and python is not None)
+    if on_runtime and runtime is not None and runtime.problem:
+        raise KernelStartError(f"kernel {name!r} cannot start: {runtime.problem}")
+    overlay = runtime.overlay if (on_runtime and runtime is not None) else None
     socket_dir = None
     if os.name == "posix":
         # short path: Unix socket paths are limited to ~107 bytes
         socket_dir = tempfile.mkdtemp(prefix="gr-", dir="/tmp" if os.path.isdir("/tmp") else None)
-        km = GuardedKernelManager(kernel_name=name, transport="ipc", ip=os.path.join(socket_dir, "k"))
+        km = GuardedKernelManager(kernel_name=name, kernel_spec_manager=specs.manager, transport="ipc",
+                                  ip=os.path.join(socket_dir, "k"))
     else:
-        km = GuardedKernelManager(kernel_name=name)
+        km = GuardedKernelManager(kernel_name=name, kernel_spec_manager=specs.manager)
     km.kernel_spec  # noqa: B018 - resolve now (cached spec above proves it exists)
     km.shutdown_wait_time = 2.0
+    if on_runtime:
+        km.runtime_python, km.overlay = python, overlay
     kernel_env = {**os.environ, **(spec.env or {}), **env}
     kernel_env.pop("JPY_PARENT_PID", None)
-    if forks is not None and _ipykernel_args(spec.argv) is not None:
-        python = spec.argv[0]
-        if python in {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]}:
-            python = sys.executable  # as jupyter_client resolves it
-        km.fork_server = await forks.get(python, kernel_env)
+    if forks is not None and python is not None and _ipykernel_args(spec.argv) is not None:
+        km.fork_server = await forks.get(python, kernel_env, overlay)
     km.log_path = str(log_path) if log_path is not None else None
     extra: list[str] = []
     if spec.language.lower() == "python" and any("ipykernel" in a for a in spec.argv):

@@ -57,6 +57,12 @@ class EntryRun:
     """GPUs the matrix says this machine has (the ``gpu`` check compares); None: no expectation."""
     expected_gpu_type: str | None = None
     """The matrix's accelerator type, e.g. ``nvidia-l4`` (a different model is a warning)."""
+    python: str | None = None
+    """The runtime's interpreter (a path or a command on PATH); None: Jupyter's own resolution."""
+    python_source: str = "jupyter"
+    """What named it: ``--python``, ``matrix``, ``GPU_RUNNER_PYTHON``, or ``jupyter`` (none did)."""
+    kernel_overlay: bool = True
+    """Bring ipykernel from a cache folder when the runtime's interpreter has none."""
 
 
 def _has_magic(s: str) -> bool:

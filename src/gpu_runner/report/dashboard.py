@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..results import EntryResult, NotebookResult
-from .text import KIND_LABELS, describe_failure, fmt_duration, fmt_mib
+from .text import KIND_LABELS, describe_failure, fmt_duration, fmt_mib, runtime_text
 
 _ICON = {"passed": "✓", "failed": "✗", "skipped": "⤼"}
 _WORD = {"passed": "Passed", "failed": "Failed", "skipped": "Skipped"}
@@ -117,6 +117,7 @@ def _entry_section(i: int, d: DashboardEntry, base: Path) -> str:
     for label, value in (
         ("Runtime", e.runtime), ("Machine", e.machine), ("GPU", _gpu_text(r)),
         ("Driver", r.facts.get("driver_version")), ("CUDA", r.facts.get("cuda_version")),
+        ("Runtime's Python", runtime_text(r.facts)),
         ("Host", r.facts.get("hostname")), ("Provider", e.provider), ("Runner label", e.label),
         ("Started", r.started_at), ("Duration", fmt_duration(r.duration_s)),
     ):

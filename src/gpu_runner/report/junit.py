@@ -29,14 +29,15 @@ from junitparser import JUnitXml, Skipped, TestCase, TestSuite
 
 from ..files import atomic_file
 from ..results import CheckResult, EntryResult, NotebookResult
-from .text import clean_output, describe_failure, failure_details, one_line, tail, xml_safe
+from .text import clean_output, describe_failure, failure_details, one_line, runtime_packages, tail, xml_safe
 
 SYSTEM_OUT_MAX_CHARS = 20_000
 SYSTEM_OUT_MAX_LINES = 300
 FAILURE_TEXT_MAX_CHARS = 60_000
 MESSAGE_MAX_CHARS = 1_000
 
-PROPERTY_FACTS = ("gpu_model", "gpu_count", "driver_version", "cuda_version", "hostname", "platform", "python")
+PROPERTY_FACTS = ("gpu_model", "gpu_count", "driver_version", "cuda_version", "hostname", "platform", "python",
+                  "python_executable", "python_source")
 
 
 def _classname(entry_id: str, group: str) -> str:
@@ -104,6 +105,11 @@ def entry_suite(result: EntryResult) -> TestSuite:
         ("label", entry.label),
     ]
     props += [(k, result.facts.get(k)) for k in PROPERTY_FACTS]
+    props += [(f"package.{name}", version) for name, version in runtime_packages(result.facts)]
+    overlay = result.facts.get("kernel_overlay")
+    if isinstance(overlay, dict):
+        props.append(("kernel_overlay", " ".join(f"{n}=={v}" for n, v in (overlay.get("packages") or {}).items()
+                                                 if n in ("ipykernel", "ipython", "jupyter-client", "pyzmq"))))
     props += [("interrupted", "true" if result.interrupted else None), ("gpu_runner_version", result.tool_version or None)]
     for name, value in props:
         if value is not None and value != "":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 
 from ..results import EntryResult, NotebookResult
-from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, tail
+from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, runtime_text, tail
 
 SUMMARY_MAX_CHARS = 60_000
 _NOTE_RESERVE = 600
@@ -131,12 +131,13 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
 
     # -- one row per entry -----------------------------------------------------------------
     if results:
-        header = ("| Entry | Runtime | Machine | GPU | Result | Passed | Failed | Skipped | Duration |\n"
-                  "|---|---|---|---|---|--:|--:|--:|--:|")
+        header = ("| Entry | Runtime | Machine | GPU | Python | Result | Passed | Failed | Skipped | Duration |\n"
+                  "|---|---|---|---|---|---|--:|--:|--:|--:|")
         b.add(header)
         for r in results:
             c = r.counts()
             row = (f"| {_entry_name(r)} | {md(r.entry.runtime or '—')} | {md(r.entry.machine or '—')} | {_gpu(r)} | "
+                   f"{md(runtime_text(r.facts, short=True).removeprefix('Python ') or '—')} | "
                    f"{_STATUS.get(r.status, r.status)} | {c['passed']} | {c['failed']} | {c['skipped']} | "
                    f"{fmt_duration(r.duration_s)} |")
             b.add(row, "entry rows")

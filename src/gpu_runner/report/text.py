@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal as _signal
+from typing import Any
 
 from ..results import Failure
 
@@ -162,3 +163,37 @@ def fmt_mib(mib: float | None) -> str:
     if mib >= 10240:
         return f"{mib / 1024:,.1f} GiB"
     return f"{mib:,.0f} MiB"
+
+
+FRAMEWORK_PACKAGES = ("torch", "tensorflow", "jax", "jaxlib", "numpy", "cupy", "triton")
+"""The packages reports name beside the runtime's Python, in this order (then CUDA libraries)."""
+
+
+def runtime_packages(facts: dict[str, Any], *, cuda: bool = True) -> list[tuple[str, str]]:
+    """``(name, version)`` of the frameworks (and, with ``cuda``, pip's ``nvidia-*`` CUDA
+    libraries) that the runtime's Python has, from an entry's facts."""
+    pkgs = facts.get("packages")
+    if not isinstance(pkgs, dict):
+        return []
+    out = [(n, str(pkgs[n])) for n in FRAMEWORK_PACKAGES if pkgs.get(n)]
+    if cuda:
+        out += [(str(n), str(v)) for n, v in sorted(pkgs.items())
+                if str(n).startswith("nvidia-") and str(n) != "nvidia-ml-py" and v]
+    return out
+
+
+def runtime_text(facts: dict[str, Any], *, short: bool = False) -> str:
+    """The runtime's Python as one line: ``Python 3.11.9 (/opt/conda/bin/python) · torch 2.4.0 ·
+    numpy 1.26.4 · ipykernel 6.29.5 from the kernel overlay``; ``short`` leaves out the path
+    and the CUDA libraries. Empty when nothing is known."""
+    version, exe = facts.get("python"), facts.get("python_executable")
+    if not version and not exe:
+        return ""
+    head = f"Python {version or '?'}" + (f" ({exe})" if exe and not short else "")
+    parts = [head] + [f"{n} {v}" for n, v in runtime_packages(facts, cuda=not short)]
+    overlay = facts.get("kernel_overlay")
+    if isinstance(overlay, dict):
+        ipk = (overlay.get("packages") or {}).get("ipykernel", "?")
+        parts.append(f"ipykernel {ipk} from the kernel overlay")
+    return " · ".join(parts)
+

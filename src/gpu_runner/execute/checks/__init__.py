@@ -170,9 +170,11 @@ def notebook_kernels(paths: list[Path], override: str | None = None) -> list[str
     return names or [None]
 
 
-def context_for(run: Any, entry_dir: Path, *, cwd: Path | None = None) -> CheckContext:
-    """The checks' view of an :class:`~gpu_runner.execute.spec.EntryRun`."""
-    pythons, _notes = kernel_pythons(notebook_kernels([nb.source for nb in run.notebooks], run.kernel))
+def context_for(run: Any, entry_dir: Path, *, cwd: Path | None = None, interp: Any = None) -> CheckContext:
+    """The checks' view of an :class:`~gpu_runner.execute.spec.EntryRun`; ``interp``, the
+    runtime's :class:`~gpu_runner.execute.runtime.Interpreter`, is the Python the framework
+    probes run under."""
+    pythons, _notes = kernel_pythons(notebook_kernels([nb.source for nb in run.notebooks], run.kernel), interp)
     return CheckContext(
         entry_dir=entry_dir, expected_gpus=getattr(run, "expected_gpus", None),
         expected_gpu_type=getattr(run, "expected_gpu_type", None), pythons=pythons, env=dict(run.env),
@@ -180,10 +182,10 @@ def context_for(run: Any, entry_dir: Path, *, cwd: Path | None = None) -> CheckC
     )
 
 
-async def run_entry_checks(run: Any, entry_dir: Path, log: Any) -> ChecksOutcome:
+async def run_entry_checks(run: Any, entry_dir: Path, log: Any, interp: Any = None) -> ChecksOutcome:
     """The checks of one entry, for the engine: off the event loop, reported through ``log``
     as they end. Cancelled, it stops the checks and returns what they found."""
-    ctx = await asyncio.to_thread(context_for, run, entry_dir)
+    ctx = await asyncio.to_thread(context_for, run, entry_dir, interp=interp)
     outcome = await run_checks_async(list(run.checks), ctx)
     log_outcome(log, outcome)
     return outcome

@@ -332,8 +332,8 @@ def _cudart_runtime_version(path: str, ctx: CheckContext) -> str | None:
     """``cudaRuntimeGetVersion`` (needs no driver), in a throwaway process: 13000 -> 13.0."""
     code = ("import ctypes,sys;l=ctypes.CDLL(sys.argv[1]);v=ctypes.c_int(0);"
             "r=l.cudaRuntimeGetVersion(ctypes.byref(v));print(v.value if r==0 else '')")
-    p = _proc.run([sys.executable, "-c", code, path], timeout=TOOL_TIMEOUT_S, env=ctx.child_env(), split=True,
-                  stop=ctx.stop)
+    p = _proc.run([ctx.pythons[0] if ctx.pythons else sys.executable, "-c", code, path], timeout=TOOL_TIMEOUT_S,
+                  env=ctx.child_env(), split=True, stop=ctx.stop)
     out = p.stdout.strip()
     if p.ok and out.isdigit() and int(out) > 0:
         n = int(out)
@@ -732,33 +732,37 @@ BUILTINS: dict[str, Callable[[CheckContext, Path], Outcome]] = {
 # the runtime's Python
 # ---------------------------------------------------------------------------------------
 
-def kernel_pythons(kernel_names: list[str | None]) -> tuple[list[str], list[str]]:
+def kernel_pythons(kernel_names: list[str | None], runtime: Any = None) -> tuple[list[str], list[str]]:
     """The Python interpreters of these kernels (None: ``python3``), deduplicated, and notes
-    on those that could not be resolved (they fall back to this interpreter)."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    on those that could not be resolved. ``runtime``, the runtime's
+    :class:`~gpu_runner.execute.runtime.Interpreter`: a kernelspec with a generic ``python``
+    runs under it, as the kernels do (else under this interpreter, as jupyter_client starts it)."""
+    from jupyter_client.kernelspec import NoSuchKernel
 
-    ksm = KernelSpecManager()
+    from ..kernels import KernelSpecs, kernel_python
+
+    named = runtime is not None and runtime.named
+    default = runtime.executable if named else sys.executable
+    ksm = KernelSpecs(runtime).manager
     out: list[str] = []
     notes: list[str] = []
     for name in dict.fromkeys(n or "python3" for n in kernel_names) or ["python3"]:
         python = None
         try:
             spec = ksm.get_kernel_spec(name)
-            argv0 = spec.argv[0] if spec.argv else ""
-            if (spec.language or "").lower() != "python":
+            python = kernel_python(spec, runtime)
+            if python is None:
                 notes.append(f"kernel {name} is {spec.language}, not Python")
                 continue
-            if argv0 in ("python", "python3", "{python}", ""):
-                python = sys.executable  # what jupyter_client starts for these
-            else:
-                python = shutil.which(argv0) or (argv0 if os.path.exists(argv0) else None)
+            if not os.path.exists(python):
+                python = None
         except NoSuchKernel:
             if name in ("python3", "python"):
-                python = sys.executable
+                python = default
             else:
                 notes.append(f"kernel {name} is not installed")
         except Exception as e:  # noqa: BLE001
             notes.append(f"kernel {name}: {e}")
         if python and python not in out:
             out.append(python)
-    return out or [sys.executable], notes
+    return out or [default], notes
