@@ -48,10 +48,11 @@ def test_python_flag_runs_the_notebook_in_the_runtime_through_the_overlay(nbdir,
     p = gpu_runner("run", "needs.ipynb", "--no-pdf", "--no-checks", "--out", "out", "--python", str(runtime_python),
                    cwd=nbdir, env=env, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
-    # the run's first line says which interpreter the kernels use
-    first = p.stdout.splitlines()[0] if "kernels run under" in p.stdout.splitlines()[0] else \
-        next(line for line in p.stdout.splitlines() if "kernels run under" in line)
-    assert f"kernels run under {runtime_python} (Python " in first and "from --python" in first
+    # before any notebook starts, the log says which interpreter the kernels use
+    lines = p.stdout.splitlines()
+    said = next(i for i, line in enumerate(lines) if "kernels run under" in line)
+    assert said < next(i for i, line in enumerate(lines) if line.startswith("[start]"))
+    assert f"kernels run under {runtime_python} (Python " in lines[said] and "from --python" in lines[said]
     res = results(nbdir / "out")
     seen = _outputs(nbdir / "out", res, "needs.ipynb")
     assert seen["EXE"] == str(runtime_python)
