@@ -277,3 +277,38 @@ def test_run_entry_on_its_own_vm_holds_the_machine_to_its_gpu_count(world: World
     elsewhere = entry_run_here(Path("matrix.yml"), "smoke--l4", cwd=world.ws, env={**env, "RUNNER_NAME": "laptop"})
     assert elsewhere.info.ran_locally is True and elsewhere.expected_gpus is None
     assert [n.path for n in on_vm.notebooks] == ["notebooks/smoke.ipynb"]
+
+
+def test_the_run_job_installs_gpu_runner_for_real_and_tests_the_jobs_own_python(world: World, tmp_path: Path,
+                                                                                runtime_python: Path,
+                                                                                kernel_cache: Path) -> None:
+    """The run job as it is on a runner: its python3 is the runtime's (here a virtual environment made
+    from scratch, with a package gpu-runner lacks and no ipykernel), gpu-runner is installed by the
+    action's own install script with real pip into its private venv, and the notebook that needs the
+    runtime's package passes under the runtime's interpreter."""
+    job_bin = tmp_path / "job-bin"
+    job_bin.mkdir()
+    (job_bin / "python3").write_text(f'#!/bin/sh\nexec "{runtime_python}" "$@"\n')
+    (job_bin / "python3").chmod(0o755)
+    make_nb(world.ws / "notebooks", "smoke.ipynb", "import sys, runtime_only",
+            "print('EXE', sys.executable, 'PKG', runtime_only.__version__)")
+    r = world.runner("push", {"after": SHA, "before": "0" * 40, "ref": "refs/heads/main"}, machine="here")
+    r.real_install = lambda tag: tag.startswith("run ")
+    r.job_env = lambda tag: {"PATH": f"{job_bin}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": None,
+                             "GPU_RUNNER_CACHE_DIR": str(kernel_cache)} if tag.startswith("run ") else {}
+    r.pip_cache = Path(os.environ.get("PIP_CACHE_DIR") or Path.home() / ".cache" / "pip")
+    res = r.run_workflow()
+    assert res["run"]["result"] == "success", _texts(r)
+    run_text = "\n".join(s.output for s in r.records if s.job.startswith("run "))
+    assert "Install gpu-runner into" in run_text  # the real install ran, not a stand-in
+    venv = next((tmp_path / "jobs").glob("run_*/temp/gpu-runner/venv-*"))
+    assert "from gpu_runner.cli import main" in (venv / "bin" / "gpu-runner").read_text()  # pip's script, no shim
+    assert next(venv.glob("lib/python*/site-packages/gpu_runner/__init__.py"))
+    art = world.artifacts / "gpu-runner-smoke--here" / "smoke--here"
+    facts = json.loads((art / "results.json").read_text())["facts"]
+    assert facts["python_executable"] == str(job_bin / "python3") and facts["python_source"] == "GPU_RUNNER_PYTHON"
+    nb = next(art.rglob("output.ipynb"))
+    text = "".join("".join(o.get("text", "")) for c in json.loads(nb.read_text())["cells"] for o in c.get("outputs", []))
+    assert f"EXE {runtime_python} PKG 1.2.3" in text
+    assert res["report"]["result"] == "success"
+

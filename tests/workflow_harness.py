@@ -13,7 +13,11 @@ GITHUB_EVENT_PATH). Matrix jobs run once per item. What it does not run, it stan
   (path lists with ``!`` exclusions; pattern + merge-multiple).
 * ``actions/cache`` and ``google-github-actions/auth``: nothing (the Compute stand-in needs no
   credentials). The action's install step finds a virtual environment stamped with its cache
-  key that runs this checkout's gpu-runner (installing the package takes minutes).
+  key that runs this checkout's gpu-runner (installing the package takes minutes), except in
+  the jobs ``Runner.real_install`` picks: there the action's own install script runs, real pip
+  into the private environment, and ``actions/cache`` restores ``Runner.pip_cache`` (the warm
+  cache of a repeat run). ``Runner.job_env`` changes a job's machine (its ``PATH``: which
+  ``python3`` the job has).
 * ``container:`` is evaluated and recorded, not started.
 """
 
@@ -288,6 +292,12 @@ class Runner:
     records: list[StepRecord] = field(default_factory=list)
     runner_names: dict[str, str] = field(default_factory=dict)
     """matrix item id -> RUNNER_NAME of the machine its run job lands on."""
+    real_install: Any = staticmethod(lambda tag: False)
+    """``tag -> bool`` ("run smoke--here"): the jobs whose action installs gpu-runner for real."""
+    job_env: Any = staticmethod(lambda tag: {})
+    """``tag -> {NAME: value or None}``: how a job's machine differs (None removes a variable)."""
+    pip_cache: Path | None = None
+    """What ``actions/cache`` restores for the real installs (else they start with no cache)."""
 
     def __post_init__(self) -> None:
         self.workflow = yaml.safe_load(self.workflow_path.read_text(encoding="utf-8"))
@@ -344,6 +354,11 @@ class Runner:
         env = {**self.base_env, "RUNNER_TEMP": str(jobdir / "temp"), "GITHUB_STEP_SUMMARY": str(summary),
                "RUNNER_OS": "Linux", "RUNNER_ARCH": "X64",
                "RUNNER_NAME": self.runner_names.get(item["id"], "hosted") if item else "hosted"}
+        for k, v in self.job_env(tag).items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         steps: list[StepRecord] = []
         for i, step in enumerate(job.get("steps", [])):
             sid = step.get("id", f"__{i}")
@@ -410,13 +425,18 @@ class Runner:
                 continue
             if "uses" in step:
                 assert step["uses"].startswith("actions/cache@"), step["uses"]
+                if self.real_install(tag) and self.pip_cache is not None:
+                    path = Path(_to_str(evaluate(step["with"]["path"], ctx)))
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    if not path.exists():
+                        path.symlink_to(self.pip_cache, target_is_directory=True)
                 continue
             assert "${{" not in step["run"], "action.yml: inputs reach scripts through env:, never the script text"
             step_env = {**env, "GITHUB_ACTION_PATH": str(REPO),
                         **{k: _to_str(v) for k, v in evaluate(step.get("env", {}), ctx, astatus).items()}}
             good, outputs, text = self.bash(step["run"], step_env, jobdir)
             texts.append(text)
-            if sid == "key" and good:
+            if sid == "key" and good and not self.real_install(tag):
                 self.provide_venv(outputs)
             ctx["steps"][sid] = {"outputs": outputs, "outcome": "success" if good else "failure"}
             if not good:
