@@ -112,3 +112,10 @@ def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One GPU_RUNNER_CACHE_DIR for the session: the kernel overlay is installed into it once,
     by the runtime's own pip, and reused as it is on a runner that keeps its cache."""
     return tmp_path_factory.mktemp("gpu-runner-cache")
+@pytest.fixture(scope="session")
+def gpu_series_results(tmp_path_factory) -> Path:
+    """A real run (no PDF) of a notebook playing a known GPU series through the NVML stand-in
+    (report_fixtures/gpu_series.py); tests that change files work on a copy."""
+    from report_fixtures import gpu_series
+
+    return gpu_series.run(tmp_path_factory.mktemp("gpu-series"), "--no-pdf")

@@ -176,3 +176,122 @@ def test_notebook_html_opens_offline_without_fetching(printer, rendered):
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
     assert "cell 3: ZeroDivisionError: division by zero" in banner
     assert "x / 0" in failed
+
+
+# -- timelines: the chart a real run drew, with the NVML stand-in playing a known series ----------
+@pytest.fixture(scope="module")
+def gpu_series_entry(printer, gpu_series_results, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gpu-series-pdf")
+    shutil.copytree(gpu_series_results, root / "results")
+    entry = root / "results" / "local"
+    log = Recorder()
+    write_entry_reports(entry, pdf=True, browser=printer, logger=log)
+    write_run_reports([entry], root / "results", logger=log)
+    assert not log.warnings, log.warnings
+    return entry
+
+
+def _ppm_pixels(path: Path) -> tuple[int, int, bytes]:
+    """Width, height and RGB bytes of a binary PPM (what pdftoppm writes by default)."""
+    data = path.read_bytes()
+    fields, pos = [], 0
+    while len(fields) < 4:
+        while data[pos:pos + 1].isspace():
+            pos += 1
+        if data[pos:pos + 1] == b"#":
+            pos = data.index(b"\n", pos)
+            continue
+        end = pos
+        while not data[end:end + 1].isspace():
+            end += 1
+        fields.append(data[pos:end])
+        pos = end
+    assert fields[0] == b"P6" and fields[3] == b"255"
+    return int(fields[1]), int(fields[2]), data[pos + 1:]
+
+
+def _near(rgb: bytes, colour: str, tolerance: int = 40) -> int:
+    """How many pixels are within ``tolerance`` of ``colour`` (#rrggbb)."""
+    target = bytes.fromhex(colour[1:])
+    return sum(1 for i in range(0, len(rgb) - 2, 3)
+               if all(abs(rgb[i + k] - target[k]) <= tolerance for k in range(3)))
+
+
+def test_the_timeline_chart_is_drawn_in_chromium(printer, gpu_series_entry, tmp_path):
+    from gpu_runner.report.chart import MEMORY_COLOUR  # noqa: F401 - the colour the PDF check looks for
+
+    page_path = gpu_series_entry / "notebooks/nbs/gpu_series/output.html"
+    shot = tmp_path / "chart.png"
+
+    def check(browser):
+        ctx = browser.new_context(viewport={"width": 1100, "height": 900})
+        page = ctx.new_page()
+        requests, errors = [], []
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(page_path.as_uri(), wait_until="load")
+        chart = page.locator("svg.gr-chart")
+        box = chart.bounding_box()
+        out = {
+            "box": box,
+            "visible": chart.is_visible(),
+            "bands": page.locator("svg.gr-chart g.gr-cell").count(),
+            "lines": page.locator("svg.gr-chart path").count(),
+            "label": chart.get_attribute("aria-label"),
+            "band_tip": page.locator("svg.gr-chart g.gr-cell title").nth(2).text_content(),
+            "header": page.locator(".gr-cell-meta").nth(2).inner_text(),
+            "requests": requests, "errors": errors,
+        }
+        page.locator("section.gr-timeline").screenshot(path=str(shot))
+        ctx.close()
+        return out
+
+    out = printer.run(check)
+    assert out["visible"] and out["box"]["width"] > 600 and out["box"]["height"] > 200
+    assert out["bands"] == 5 and out["lines"] >= 5  # notebook's memory, 2 devices, RSS, utilisation
+    assert "GPU memory peak 8,000 MiB" in out["label"]
+    assert out["band_tip"].startswith("cell 4:") and "GPU peak 6,000 MiB" in out["band_tip"]
+    assert out["header"].startswith("cell 4 · ") and "GPU peak 6,000 MiB" in out["header"]
+    assert all(u.startswith(("file:", "data:")) for u in out["requests"]), out["requests"]
+    assert not out["errors"]
+    assert shot.stat().st_size > 10_000
+
+
+def test_the_timeline_chart_is_in_the_pdf(gpu_series_entry, tmp_path):
+    from gpu_runner.report.chart import MEMORY_COLOUR, UTIL_COLOURS
+
+    _need("pdftoppm", shutil.which("pdftoppm"))
+    pdf = gpu_series_entry / "notebooks/nbs/gpu_series/output.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF-")
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
+        assert "Memory and GPU utilisation over time" in text
+        assert "GPU memory of this notebook's processes" in text and "GPU 0 utilisation" in text
+        assert "GPU peak 6,000 MiB" in text  # cell 4's header
+    subprocess.run(["pdftoppm", "-r", "50", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")],
+                   check=True, capture_output=True, timeout=60)
+    (ppm,) = tmp_path.glob("page*.ppm")
+    width, height, rgb = _ppm_pixels(ppm)
+    assert width > 300 and height > 400
+    # the lines are drawn on the first page in their colours: the notebook's GPU memory, its utilisation
+    assert _near(rgb, MEMORY_COLOUR) > 60
+    assert _near(rgb, UTIL_COLOURS[0]) > 30
+
+
+def test_the_dashboard_draws_a_sparkline_per_notebook(printer, gpu_series_entry):
+    index = gpu_series_entry.parent / "index.html"
+
+    def check(browser):
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        page.goto(index.as_uri(), wait_until="load")
+        page.locator("details.entry summary").first.click()
+        spark = page.locator("svg.spark").first
+        out = {"count": page.locator("svg.spark").count(), "visible": spark.is_visible(),
+               "box": spark.bounding_box(), "tip": spark.locator("title").text_content()}
+        ctx.close()
+        return out
+
+    out = printer.run(check)
+    assert out["count"] == 1 and out["visible"] and out["box"]["width"] >= 100 and out["box"]["height"] >= 20
+    assert out["tip"].startswith("GPU memory over ") and "peak 8,000 MiB" in out["tip"]

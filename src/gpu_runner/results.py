@@ -73,6 +73,51 @@ class CellResult:
     status: Literal["passed", "failed", "skipped", "not_run"]
     duration_s: float | None = None
     execution_count: int | None = None
+    gpu_peak_memory_mib: float | None = None
+    """The notebook's GPU memory (its scope, see :attr:`Timeline.gpu_scope`) at its highest
+    while this cell ran, its end included; None without a GPU or for a cell that did not run.
+    With ``--rerun``, the higher of the two passes."""
+    peak_rss_mib: float | None = None
+    """The kernel's resident memory (its process tree) at its highest while this cell ran."""
+
+
+@dataclass
+class DeviceSeries:
+    """One GPU over a notebook's run: memory in use on the device and its utilisation."""
+
+    index: int
+    memory_used_mib: list[float | None] = field(default_factory=list)
+    utilization_pct: list[float | None] = field(default_factory=list)
+
+
+@dataclass
+class CellSpan:
+    """When a cell ran, in seconds from the start of the notebook's execution."""
+
+    index: int
+    start_s: float
+    end_s: float
+    rerun: bool = False
+
+
+@dataclass
+class Timeline:
+    """A notebook's resource use over time, bounded (at most a few hundred points).
+
+    Point ``i`` covers ``t_s[i]`` to ``t_s[i] + interval_s``: the memory figures are the
+    peaks over that stretch (downsampling keeps the peaks), the utilisation its mean.
+    ``gpu_memory_mib`` is the notebook's own GPU memory in ``gpu_scope``: ``process`` (its
+    kernel's processes, as NVML lists them) or ``device`` (everything on its GPUs); None
+    without a GPU. ``cells`` says when each cell ran (twice each with ``--rerun``).
+    """
+
+    t_s: list[float] = field(default_factory=list)
+    rss_mib: list[float | None] = field(default_factory=list)
+    interval_s: float = 0.0
+    gpu_scope: str | None = None
+    gpu_memory_mib: list[float | None] | None = None
+    devices: list[DeviceSeries] = field(default_factory=list)
+    cells: list[CellSpan] = field(default_factory=list)
 
 
 @dataclass
@@ -104,6 +149,8 @@ class NotebookResult:
     peak_rss_mib: float | None = None
     gpu_peak_memory_mib: float | None = None
     gpu_mean_utilization_pct: float | None = None
+    timeline: Timeline | None = None
+    """Memory and utilisation over time (also in the notebook's metrics.json)."""
     files: dict[str, Any] = field(default_factory=dict)
     """What was written, relative to the entry folder: ``ipynb``, ``metrics``, ``params``,
     ``log_py`` (str or absent), ``artifacts`` (list of str). Reports add ``html``/``pdf``."""
@@ -183,6 +230,11 @@ class EntryResult:
         return path
 
 
+def timeline_from_dict(data: dict[str, Any] | None) -> Timeline | None:
+    """A :class:`Timeline` from the plain data metrics.json keeps."""
+    return None if data is None else _build(Timeline, data)
+
+
 def load_results(entry_dir_or_file: str | os.PathLike[str]) -> EntryResult:
     """Read ``results.json`` from an entry folder (or the file itself)."""
     path = Path(entry_dir_or_file)
@@ -226,6 +278,9 @@ _NESTED.update(
         ("NotebookResult", "failure"): ("one", Failure),
         ("NotebookResult", "cells"): ("list", CellResult),
         ("NotebookResult", "rerun"): ("one", RerunResult),
+        ("NotebookResult", "timeline"): ("one", Timeline),
+        ("Timeline", "devices"): ("list", DeviceSeries),
+        ("Timeline", "cells"): ("list", CellSpan),
         ("CheckResult", "failure"): ("one", Failure),
     }
 )

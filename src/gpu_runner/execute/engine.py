@@ -42,13 +42,14 @@ from ..results import (
     Failure,
     NotebookResult,
     RerunResult,
+    timeline_from_dict,
     write_json_atomic,
 )
 from . import notebook as nbtools
 from . import runtime as runtimes
 from .checks import run_entry_checks
 from .kernels import REGISTRY, ForkServers, Kernel, KernelSpecs, KernelStartError, signal_name, start_kernel
-from .metrics import Sampler, gpu_presence
+from .metrics import Sampler, Track, gpu_presence
 from .spec import EntryRun, NotebookSpec
 from .stop import WRITE_LOCK, Stop
 
@@ -440,24 +441,26 @@ class Executor:
         try:
             first = outcome["first"] = _Pass()
             await self._pass(first, client, kernel, nb, code_cells, spec, nb_dir, prepared, run, deadline,
-                             timeout_s, label="")
+                             timeout_s, label="", track=track)
             if run.rerun and first.failure is None and first.skip_reason is None:
                 first_pass_nb = copy.deepcopy(nb)
                 second = outcome["rerun"] = _Pass()
                 await self._pass(second, client, kernel, nb, code_cells, spec, nb_dir, prepared, run, deadline,
-                                 timeout_s, label="rerun ")
+                                 timeout_s, label="rerun ", track=track)
         except asyncio.CancelledError:
             outcome["interrupted"] = True
             outcome["cell_index"] = client.current_index
             kernel.kill()
         finally:
-            metrics = self.sampler.untrack(track) if (self.sampler and track) else {"peak_rss_mib": None, "gpu": None}
+            metrics = (self.sampler.untrack(track) if (self.sampler and track)
+                       else {"peak_rss_mib": None, "gpu": None, "timeline": None})
             metrics["execute_s"] = round(time.monotonic() - t0, 3)
         return outcome, nb, first_pass_nb, metrics
 
     async def _pass(
         self, p: _Pass, client: _Client, kernel: Kernel, nb: Any, code_cells: list[int], spec: NotebookSpec,
         nb_dir: Path, prepared: nbtools.Prepared, run: EntryRun, deadline: float, timeout_s: float, label: str,
+        track: Track | None = None,
     ) -> _Pass:
         """Run the cells once; ``p`` fills as they end, so a cancelled pass still says how far it got."""
         t_pass = time.monotonic()
@@ -480,6 +483,8 @@ class Executor:
                 break
             client.cell_limit_s = limit
             client.current_index = idx
+            if track is not None and self.sampler is not None:
+                self.sampler.cell_started(track, idx, rerun=bool(label))
             t_cell = time.monotonic()
             failure: Failure | None = None
             try:
@@ -502,6 +507,8 @@ class Executor:
                     raise asyncio.CancelledError from None  # we killed it: recorded as interrupted
                 failure = await self._on_death(kernel, cell, idx)
             cell_s = time.monotonic() - t_cell
+            if track is not None and self.sampler is not None:
+                self.sampler.cell_finished(track, idx)
             nbtools.coalesce_streams(cell)
             written = nbtools.cap_outputs(cell, idx, nb_dir / "outputs")
             if written:
@@ -605,18 +612,27 @@ class Executor:
                 done.add(idx)
             code_cells = [i for i, c in enumerate(nb.cells) if nbtools.is_code(c)]
             cells += [CellResult(index=i, status="not_run") for i in code_cells if i not in done]
+        peaks = metrics.pop("cell_peaks", None) or {}
+        for c in cells:
+            if c.status != "not_run" and c.index in peaks:
+                c.gpu_peak_memory_mib = peaks[c.index]["gpu_peak_memory_mib"]
+                c.peak_rss_mib = peaks[c.index]["peak_rss_mib"]
         metrics.update({
             "notebook": spec.path,
             "status": status,
             "wall_s": round(duration, 3),
-            "cells": [{"index": c.index, "status": c.status, "duration_s": c.duration_s} for c in cells],
+            "cells": [{"index": c.index, "status": c.status, "duration_s": c.duration_s,
+                       "gpu_peak_memory_mib": c.gpu_peak_memory_mib, "peak_rss_mib": c.peak_rss_mib} for c in cells],
             "rerun_s": round(second.duration_s, 3) if second else None,
         })
+        timeline = metrics.pop("timeline", None)
+        metrics["timeline"] = timeline  # last: the long part of the file
         gpu = metrics.get("gpu") or {}
         nbres = result(
             status, duration, failure=failure, skip_reason=skip_reason, kernel=prepared.kernel_name, cells=cells,
             rerun=rerun_result, peak_rss_mib=metrics.get("peak_rss_mib"),
             gpu_peak_memory_mib=gpu.get("peak_memory_mib"), gpu_mean_utilization_pct=gpu.get("mean_utilization_pct"),
+            timeline=timeline_from_dict(timeline),
         )
         msg = "" if status == "passed" else (skip_reason or (failure.message if failure else ""))
         if failure and failure.cell_index is not None:
@@ -640,7 +656,7 @@ class Executor:
     def _finish_files(self, nbres: NotebookResult, nb_dir: Path, spec: NotebookSpec, params: dict[str, Any],
                       metrics: dict[str, Any] | None, prepared: nbtools.Prepared | None) -> NotebookResult:
         metrics = metrics or {"notebook": spec.path, "status": nbres.status, "wall_s": nbres.duration_s,
-                              "cells": [], "peak_rss_mib": None, "gpu": None}
+                              "cells": [], "peak_rss_mib": None, "gpu": None, "timeline": None}
         write_json_atomic(nb_dir / "metrics.json", metrics)
         write_json_atomic(nb_dir / "params.json", {
             "parameters": params,

@@ -18,7 +18,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..results import EntryResult, NotebookResult
-from .text import KIND_LABELS, describe_failure, fmt_duration, fmt_mib, runtime_text
+from .chart import sparkline_svg
+from .text import KIND_LABELS, describe_failure, fmt_duration, fmt_mib, fmt_pct, runtime_text
 
 _ICON = {"passed": "✓", "failed": "✗", "skipped": "⤼"}
 _WORD = {"passed": "Passed", "failed": "Failed", "skipped": "Skipped"}
@@ -129,6 +130,8 @@ def _entry_section(i: int, d: DashboardEntry, base: Path) -> str:
             f'<tr class="s-{_e(nb.status)}"><th scope="row"><code>{_e(nb.path)}</code></th>'
             f"<td>{_pill(nb.status)}</td><td class=num>{fmt_duration(nb.duration_s)}</td>"
             f"<td class=num>{fmt_mib(nb.gpu_peak_memory_mib)}</td>"
+            f"<td class=num>{fmt_pct(nb.gpu_mean_utilization_pct)}</td>"
+            f"<td class=spark-cell>{sparkline_svg(nb.timeline)}</td>"
             f"<td>{_failure_text(nb)}</td><td class=links>{_nb_links(d, nb, base)}</td></tr>"
         )
     check_rows = []
@@ -150,6 +153,7 @@ def _entry_section(i: int, d: DashboardEntry, base: Path) -> str:
         parts.append(
             f'<table class="list"><caption>Notebooks of {_e(e.id)}</caption><thead><tr><th scope="col">Notebook</th>'
             '<th scope="col">Result</th><th scope="col" class=num>Duration</th><th scope="col" class=num>GPU peak</th>'
+            '<th scope="col" class=num>GPU util</th><th scope="col">Memory over time</th>'
             '<th scope="col">What happened</th><th scope="col">Open</th></tr></thead><tbody>'
             + "".join(nb_rows) + "</tbody></table>"
         )

@@ -19,7 +19,8 @@ import nbformat
 from jinja2 import DictLoader
 
 from ..results import EntryResult, NotebookResult
-from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, tail
+from .chart import timeline_svg
+from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, fmt_pct, tail
 
 TEMPLATE_NAME = "gpu_runner_notebook.html.j2"
 
@@ -36,8 +37,10 @@ _TEMPLATE = r"""
 {%- block body_header -%}
 {{ super() }}
 {{ resources.gpu_runner.banner }}
+{{ resources.gpu_runner.chart }}
 {%- endblock body_header -%}
 {%- block any_cell -%}
+{{ resources.gpu_runner.cell_meta.get(loop.index, '') }}
 <a id="cell-{{ loop.index }}" class="gr-anchor{% if loop.index == resources.gpu_runner.failed_cell %} gr-failed-cell{% endif %}" aria-hidden="true"></a>
 {{ super() }}
 {%- endblock any_cell -%}
@@ -57,6 +60,17 @@ _CSS = """
 .gr-failed { background: #ffebe9; border-color: #ff8182; }
 .gr-skipped { background: #f6f8fa; border-color: #d1d9e0; }
 .gr-anchor { display: block; position: relative; top: -8px; visibility: hidden; }
+.gr-cell-meta + .gr-anchor { top: -30px; }
+.gr-cell-meta { font: 12px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #59636e;
+  text-align: right; margin: 10px 0 2px; font-variant-numeric: tabular-nums; }
+.gr-cell-meta b { color: #1f2328; font-weight: 600; }
+.gr-cell-meta .gr-bad { color: #cf222e; font-weight: 600; }
+.gr-timeline { font: 13px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 0 20px;
+  padding: 10px 12px; border: 1px solid #d1d9e0; border-radius: 8px; background: #ffffff; color: #1f2328;
+  break-inside: avoid; }
+.gr-timeline .gr-title { font-weight: 700; margin: 0 0 6px; }
+.gr-timeline svg { max-width: 100%; height: auto; display: block; }
+.gr-timeline .gr-meta { color: #59636e; font-size: 12px; margin: 6px 0 0; }
 .gr-failed-cell + .jp-Cell { outline: 3px solid #cf222e; outline-offset: 4px; border-radius: 2px; }
 @media print {
   .jp-InputArea-editor pre, .jp-OutputArea-output pre, .highlight pre { white-space: pre-wrap; word-break: break-word; }
@@ -83,6 +97,10 @@ def banner_html(result: EntryResult, nb: NotebookResult) -> str:
     meta = [f"duration {fmt_duration(nb.duration_s)}"]
     if nb.gpu_peak_memory_mib is not None:
         meta.append(f"GPU peak memory {fmt_mib(nb.gpu_peak_memory_mib)}")
+    if nb.gpu_mean_utilization_pct is not None:
+        meta.append(f"GPU utilisation {fmt_pct(nb.gpu_mean_utilization_pct)} on average")
+    if nb.peak_rss_mib is not None:
+        meta.append(f"kernel peak RSS {fmt_mib(nb.peak_rss_mib)}")
     if nb.kernel:
         meta.append(f"kernel {e(nb.kernel)}")
     if nb.rerun is not None:
@@ -122,6 +140,52 @@ def banner_html(result: EntryResult, nb: NotebookResult) -> str:
     )
 
 
+def chart_html(nb: NotebookResult) -> str:
+    """The timeline chart under the banner: memory and utilisation over time, cells marked."""
+    svg = timeline_svg(nb.timeline, cells=nb.cells)
+    if not svg:
+        return ""
+    tl = nb.timeline
+    scope = getattr(tl, "gpu_scope", None)
+    if scope == "process":
+        note = "GPU memory: what this notebook's kernel processes hold, as NVML lists them."
+    elif scope == "device":
+        note = ("GPU memory: everything in use on the GPUs while it ran (NVML cannot tell processes apart here, "
+                "as in a container with its own PID namespace).")
+    else:
+        note = "No GPU was sampled: the chart shows the kernel's resident memory."
+    note += (" Bands are the cells, numbered as this page counts them (′: the rerun); each point is the peak "
+             "memory and the mean utilisation over its stretch of time.")
+    return (f'<section class="gr-timeline" aria-label="Memory and GPU utilisation over time">'
+            f'<p class="gr-title">Memory and GPU utilisation over time</p>{svg}'
+            f'<p class="gr-meta">{html.escape(note)}</p></section>')
+
+
+def cell_meta_html(nb: NotebookResult) -> dict[int, str]:
+    """For each code cell (keyed by its number, as the anchors count): its time and peaks."""
+    out: dict[int, str] = {}
+    for c in nb.cells or []:
+        if not isinstance(getattr(c, "index", None), int):
+            continue
+        n = c.index + 1
+        parts = [f"cell {n}"]
+        if c.status == "not_run":
+            parts.append("not run")
+        elif c.status == "skipped":
+            parts.append("skipped")
+        else:
+            if c.status == "failed":
+                parts.append('<span class="gr-bad">failed</span>')
+            if isinstance(c.duration_s, (int, float)):
+                parts.append(f"<b>{fmt_duration(c.duration_s)}</b>")
+            if isinstance(c.gpu_peak_memory_mib, (int, float)):
+                parts.append(f"GPU peak <b>{fmt_mib(c.gpu_peak_memory_mib)}</b>")
+            if isinstance(c.peak_rss_mib, (int, float)):
+                parts.append(f"RSS peak {fmt_mib(c.peak_rss_mib)}")
+        out[n] = f'<div class="gr-cell-meta">{" · ".join(parts)}</div>'
+    return out
+
+
 class NotebookHtmlRenderer:
     """An nbconvert HTMLExporter with the offline template; build once, render many."""
 
@@ -139,7 +203,8 @@ class NotebookHtmlRenderer:
         failed_cell = nb.failure.cell_number if (nb.status == "failed" and nb.failure) else None
         resources = {
             "metadata": {"name": nb.path, "path": resource_dir},
-            "gpu_runner": {"banner": banner_html(result, nb), "failed_cell": failed_cell, "css": _CSS},
+            "gpu_runner": {"banner": banner_html(result, nb), "failed_cell": failed_cell, "css": _CSS,
+                           "chart": chart_html(nb), "cell_meta": cell_meta_html(nb)},
         }
         body, _ = self._exporter.from_notebook_node(nb_node, resources=resources)
         return body

@@ -17,6 +17,9 @@ What the common consumers read, and what this writes for them:
 * Jenkins: ``classname`` split at the last dot into package and class, so classnames are
   ``<entry id>.notebooks`` / ``<entry id>.checks`` (dots inside an entry id become ``_``).
 
+Each notebook's test case carries ``<properties>`` (first child, as pytest writes them):
+``gpu_peak_memory_mib``, ``gpu_mean_utilization_pct`` and ``peak_rss_mib`` where measured.
+
 Every string passes through :func:`xml_safe` (no ANSI, no XML-illegal characters).
 """
 
@@ -25,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from junitparser import Failure as JFailure
-from junitparser import JUnitXml, Skipped, TestCase, TestSuite
+from junitparser import JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
 from ..files import atomic_file
 from ..results import CheckResult, EntryResult, NotebookResult
@@ -76,7 +79,30 @@ def notebook_case(entry_id: str, nb: NotebookResult) -> TestCase:
             case.system_out = tail(out, max_chars=SYSTEM_OUT_MAX_CHARS, max_lines=SYSTEM_OUT_MAX_LINES)
     elif nb.status == "skipped":
         case.result = [Skipped(xml_safe(one_line(nb.skip_reason or "skipped", MESSAGE_MAX_CHARS)))]
+    _case_properties(case, [
+        ("gpu_peak_memory_mib", nb.gpu_peak_memory_mib),
+        ("gpu_mean_utilization_pct", nb.gpu_mean_utilization_pct),
+        ("peak_rss_mib", nb.peak_rss_mib),
+    ])
     return case
+
+
+def _case_properties(case: TestCase, props: list[tuple[str, object]]) -> None:
+    """``<properties>`` as the testcase's first child, the place pytest's ``record_property``
+    puts them (Jenkins, GitLab and the publish-unit-test-result action read them there)."""
+    items = [(name, value) for name, value in props if value is not None and value != ""]
+    if not items:
+        return
+    box = Properties()
+    for name, value in items:
+        box.add_property(Property(xml_safe(name), xml_safe(_prop_text(value))))
+    case._elem.insert(0, box._elem)
+
+
+def _prop_text(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}" if not value.is_integer() else f"{value:.0f}"
+    return str(value)
 
 
 def check_case(entry_id: str, check: CheckResult) -> TestCase:

@@ -1,7 +1,7 @@
 """summary.md: the run in Markdown, for the job summary and the pull-request comment.
 
 Totals, one row per entry, each failure with its cell, kind and message, then every
-notebook's duration and GPU peak memory. Bounded (PR comments take 65,536 characters):
+notebook's duration, GPU peak memory and mean GPU utilisation. Bounded (PR comments take 65,536 characters):
 the parts that matter most come first, and what did not fit is named in a closing note.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 
 from ..results import EntryResult, NotebookResult
-from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, runtime_text, tail
+from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, fmt_pct, runtime_text, tail
 
 SUMMARY_MAX_CHARS = 60_000
 _NOTE_RESERVE = 600
@@ -185,7 +185,8 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
             rows = [_nb_row(nb) for nb in r.notebooks]
             block = (f"<details{' open' if r.status == 'failed' else ''}><summary>{_code_html(r.entry.id)}: "
                      f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped</summary>\n\n"
-                     "| Notebook | Result | Duration | GPU peak memory | Note |\n|---|---|--:|--:|---|\n"
+                     "| Notebook | Result | Duration | GPU peak memory | GPU util (mean) | Note |\n"
+                     "|---|---|--:|--:|--:|---|\n"
                      + "\n".join(rows) + "\n\n</details>")
             b.add(block, "notebook tables")
         b.add("")
@@ -209,4 +210,4 @@ def _nb_row(nb: NotebookResult) -> str:
     elif nb.rerun is not None:
         note = f"rerun {nb.rerun.status}"
     return (f"| {_code(nb.path)} | {_STATUS.get(nb.status, nb.status)} | {fmt_duration(nb.duration_s)} | "
-            f"{fmt_mib(nb.gpu_peak_memory_mib)} | {md(note)} |")
+            f"{fmt_mib(nb.gpu_peak_memory_mib)} | {fmt_pct(nb.gpu_mean_utilization_pct)} | {md(note)} |")

@@ -157,6 +157,10 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h} h {m:02d} m"
 
 
+def fmt_pct(pct: float | None) -> str:
+    return "—" if pct is None else f"{pct:.0f} %"
+
+
 def fmt_mib(mib: float | None) -> str:
     if mib is None:
         return "—"
