@@ -442,3 +442,26 @@ def test_unknown_key_in_a_list_item_suggests(tmp_path: Path) -> None:
     msg = error_of(tmp_path, MINIMAL + "    checks: [{name: x, run: 'true', expct_exit: 1}]\n")
     assert msg == "m.yml:6:37: runtimes.pytorch.checks[0].expct_exit: unknown key 'expct_exit'; did you mean " \
                   "'expect_exit'?"
+
+
+# --------------------------------------------------------------------------- regression thresholds
+
+
+def test_regression_thresholds_merge_key_by_key_over_the_defaults(tmp_path: Path) -> None:
+    from gpu_runner.plan import find_entry
+
+    text = MINIMAL.replace("runtimes:", "defaults:\n  runtime:\n    regression: {time_percent: 30, memory_min_mib: 512}\n"
+                           "runtimes:") + "    regression: {time_min: 2m}\n"
+    lm = load_text(tmp_path, text)
+    assert find_entry(lm, "pytorch--local").regression == {"time_percent": 30.0, "time_min": 120.0,
+                                                           "memory_percent": 10.0, "memory_min_mib": 512.0}
+    assert find_entry(load_text(tmp_path, MINIMAL), "pytorch--local").regression == config.DEFAULT_REGRESSION
+
+
+@pytest.mark.parametrize("value,message", [
+    ("{time_percent: 20%}", "runtimes.pytorch.regression.time_percent: expected a number, got a string ('20%')"),
+    ("{memory_min_mib: -1}", "runtimes.pytorch.regression.memory_min_mib: input should be greater than or equal to 0"),
+    ("{time: 5s}", "runtimes.pytorch.regression.time: unknown key 'time'; did you mean 'time_min'?"),
+])
+def test_bad_regression_thresholds_are_named(tmp_path: Path, value: str, message: str) -> None:
+    assert error_of(tmp_path, MINIMAL + f"    regression: {value}\n").endswith(message)

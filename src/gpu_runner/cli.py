@@ -428,21 +428,32 @@ def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, 
               help="Where the merged junit.xml, summary.md and index.html go.  [default: the first RESULTS_DIR]")
 @click.option("--pdf/--no-pdf", "pdf", default=True, show_default=True,
               help="Print each notebook's HTML to PDF with headless Chromium where no PDF is there yet.")
-def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool) -> None:
+@click.option("--baseline", "baseline", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR",
+              help="A previous run's results (as `gpu-runner baseline fetch` leaves them): say what newly fails, "
+                   "what was fixed, and which notebooks got slower or hungrier, by the matrix's thresholds.")
+def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool, baseline: Path | None) -> None:
     """Merge entry folders (every folder holding a results.json under each RESULTS_DIR) into one report.
 
     Writes per-entry junit.xml, HTML and PDF where missing, then the merged junit.xml,
-    summary.md and index.html. Exit 0 when everything passed, 1 when anything failed,
-    2 when no results.json is found.
+    summary.md and index.html; with --baseline, what changed against it in each of them and
+    in comparison.json (a baseline folder without results says so once, and the report goes
+    on). Exit 0 when everything passed, 1 when anything failed, 2 when no results.json is
+    found or --baseline is not a folder.
     """
     from .report import PdfPrinter, write_entry_reports, write_run_reports
     from .results import find_entry_dirs
 
+    if baseline is not None and not baseline.is_dir():
+        raise ConfigError(f"--baseline {baseline}: no such folder")
+    base_root = baseline.resolve() if baseline is not None else None
     entry_dirs: list[Path] = []
     for d in results_dirs:
         if not d.is_dir():
             raise ConfigError(f"{d}: no such folder")
-        entry_dirs += [e for e in find_entry_dirs(d) if e not in entry_dirs]
+        # a baseline folder inside a results folder is the baseline, not entries of this run
+        entry_dirs += [e for e in find_entry_dirs(d) if e not in entry_dirs
+                       and not (base_root is not None and e.resolve().is_relative_to(base_root))]
     if not entry_dirs:
         raise ConfigError("no results.json found under " + ", ".join(str(d) for d in results_dirs)
                           + "; give the folder `gpu-runner run --out` wrote, or the downloaded artifacts")
@@ -465,7 +476,7 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool) 
                 printer.close()
         if not readable:
             raise ConfigError("no readable results.json under " + ", ".join(str(d) for d in results_dirs))
-        report = write_run_reports(entry_dirs, target)
+        report = write_run_reports(entry_dirs, target, baseline=baseline)
     finally:
         lock.release()
     sys.exit(report.exit_code)

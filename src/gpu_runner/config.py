@@ -289,6 +289,25 @@ class CheckSpec(_Model):
     """Limit for the command; default 5m."""
 
 
+DEFAULT_REGRESSION = {"time_percent": 20.0, "time_min": 5.0, "memory_percent": 10.0, "memory_min_mib": 256.0}
+"""What counts as a regression (or an improvement) against the baseline, unless the matrix says."""
+
+
+class Regression(_Model):
+    """When a notebook counts as slower or hungrier than in the baseline (``gpu-runner report
+    --baseline``): both the relative and the absolute change must be exceeded. The same
+    thresholds, the other way round, make an improvement. Keys left out keep their defaults."""
+
+    time_percent: Annotated[float, Field(ge=0, le=100000)] | None = None
+    """Wall time: more than this many percent slower (default 20)."""
+    time_min: Duration | None = None
+    """Wall time: and more than this much slower (default 5s)."""
+    memory_percent: Annotated[float, Field(ge=0, le=100000)] | None = None
+    """GPU peak memory and kernel peak RSS: more than this many percent higher (default 10)."""
+    memory_min_mib: Annotated[float, Field(ge=0)] | None = None
+    """GPU peak memory and kernel peak RSS: and more than this many MiB higher (default 256)."""
+
+
 class RuntimeSettings(_Model):
     """Runtime settings that ``defaults.runtime`` may set for every runtime."""
 
@@ -316,6 +335,9 @@ class RuntimeSettings(_Model):
     """System checks before the notebooks; default all built-ins; [] for none."""
     container_options: NonEmpty | None = None
     """Extra `docker run` options for the container (e.g. --shm-size 16g)."""
+    regression: Regression | None = None
+    """Thresholds for regressions against the baseline (merged key by key over
+    defaults.runtime.regression); default: time +20% and 5s, memory +10% and 256 MiB."""
 
 
 class Runtime(RuntimeSettings):

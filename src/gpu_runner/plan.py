@@ -40,12 +40,14 @@ from .config import (
     DEFAULT_DISK_SIZE_GB,
     DEFAULT_DISK_TYPE,
     DEFAULT_MAX_RUN_DURATION_S,
+    DEFAULT_REGRESSION,
     DEFAULT_RUNS_ON,
     GCE_NAME_RE,
     BootImage,
     CheckSpec,
     LoadedMatrix,
     MachineSettings,
+    Regression,
     RuntimeSettings,
     did_you_mean,
     gpu_pairing,
@@ -179,6 +181,9 @@ class Entry:
     """Plain data: {"name": "gpu"} for a built-in; {"name", "run", "expect_exit", "timeout_s"}
     for a command check."""
     gce: GceSpec | None
+    regression: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_REGRESSION))
+    """Thresholds for regressions against the baseline: time_percent, time_min (seconds),
+    memory_percent, memory_min_mib."""
 
     MATRIX_FIELDS = ("id", "runtime", "machine", "label", "provider", "name", "runs_on", "gpu_count",
                      "accelerator_type", "container", "container_options", "timeout_s", "cell_timeout_s",
@@ -303,7 +308,17 @@ def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[s
         rerun=bool(_pick("rerun", rt, dr, default=False)),
         checks=checks,
         gce=gce,
+        regression=regression_thresholds(dr.regression, rt.regression),
     )
+
+
+def regression_thresholds(*layers: Regression | None) -> dict[str, float]:
+    """The defaults, overridden key by key by each layer that sets a key (later layers win)."""
+    out = dict(DEFAULT_REGRESSION)
+    for layer in layers:
+        if layer is not None:
+            out.update({k: float(v) for k, v in layer.model_dump().items() if v is not None})
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -558,6 +573,7 @@ def entry_run(entry: Entry, notebooks: list[NotebookSpec], *, ran_locally: bool 
         kernel_overlay=entry.kernel_overlay,
         rerun=entry.rerun,
         checks=[dict(c) for c in entry.checks],
+        regression=dict(entry.regression),
         # a cloud entry run on this machine (--local) is not on the machine the matrix describes
         expected_gpus=None if (ran_locally and not entry.is_local) else expected_gpus(entry),
         expected_gpu_type=None if (ran_locally and not entry.is_local) else entry.accelerator_type,

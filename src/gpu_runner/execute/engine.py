@@ -222,6 +222,7 @@ class Executor:
                 "python": run.python,
                 "python_source": run.python_source,
                 "kernel_overlay": run.kernel_overlay,
+                **({"regression": run.regression} if run.regression else {}),
             },
             interrupted=self.interrupted_by is not None,
             tool_version=__version__,

@@ -57,6 +57,9 @@ class EntryRun:
     """GPUs the matrix says this machine has (the ``gpu`` check compares); None: no expectation."""
     expected_gpu_type: str | None = None
     """The matrix's accelerator type, e.g. ``nvidia-l4`` (a different model is a warning)."""
+    regression: dict[str, float] | None = None
+    """The matrix's thresholds for regressions against a baseline (recorded in results.json's
+    options, where ``gpu-runner report --baseline`` reads them); None: the defaults."""
     python: str | None = None
     """The runtime's interpreter (a path or a command on PATH); None: Jupyter's own resolution."""
     python_source: str = "jupyter"

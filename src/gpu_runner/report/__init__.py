@@ -5,9 +5,10 @@ Per entry (:func:`write_entry_reports`): ``junit.xml``, and per notebook ``outpu
 go into ``NotebookResult.files`` (``html``, ``pdf``) and results.json is rewritten.
 
 Per run (:func:`write_run_reports`): the merged ``junit.xml``, ``summary.md`` and the
-``index.html`` dashboard; in GitHub Actions also ``::error`` annotations, the job
-summary and the step outputs ``passed``, ``failed``, ``skipped``, ``total`` and
-``results-dir``.
+``index.html`` dashboard, against a baseline also ``comparison.json``; in GitHub Actions
+also ``::error`` annotations, the job summary and the step outputs ``passed``, ``failed``,
+``skipped``, ``total`` and ``results-dir`` (against a baseline also ``newly-failing``,
+``fixed``, ``regressions`` and ``improvements``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..compare import Comparison, load_baseline
+from ..compare import to_dict as compare_to_dict
 from ..errors import ConfigError
 from ..files import write_text_atomic
 from ..results import RESULTS_FILE, EntryResult, load_results, write_json_atomic  # noqa: F401
@@ -37,6 +40,7 @@ __all__ = [
 ]
 
 JUNIT_FILE = "junit.xml"
+COMPARISON_FILE = "comparison.json"
 HTML_FILE = "output.html"
 PDF_FILE = "output.pdf"
 
@@ -192,6 +196,8 @@ class RunReport:
     annotations_left_out: int = 0
     unreadable: list[str] = field(default_factory=list)
     """Entry folders whose results.json could not be read (each also warned about)."""
+    comparison: Comparison | None = None
+    """Against the baseline, when one was given."""
 
     @property
     def ok(self) -> bool:
@@ -206,9 +212,13 @@ class RunReport:
         return [p for p in (self.junit_path, self.summary_path, self.dashboard_path) if p is not None]
 
 
-def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = None) -> RunReport:
+def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = None,
+                      baseline: Path | None = None) -> RunReport:
     """Merged junit.xml, summary.md and index.html in ``out_dir`` from the entries' results.json;
-    in GitHub Actions also annotations, the job summary and the step outputs."""
+    in GitHub Actions also annotations, the job summary and the step outputs.
+
+    ``baseline``: a previous run's results folder; every report then says what changed
+    against it (see :mod:`gpu_runner.compare`), and ``comparison.json`` records it."""
     log = _logger(logger)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -231,15 +241,27 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
         report.skipped += c["skipped"]
         report.total += c["total"]
 
-    report.junit_path = write_junit(junit_for(results), out_dir / JUNIT_FILE)
-    summary = render_summary(results, max_chars=SUMMARY_MAX_CHARS)
+    comparison = None
+    if baseline is not None:
+        comparison = load_baseline(Path(baseline), results, warn=log.warning)
+        report.comparison = comparison
+        if comparison.available:
+            c = comparison.counts()
+            log.info(f"against the baseline ({comparison.source.description}): {c['newly_failing']} newly failing, "
+                     f"{c['fixed']} fixed, {c['regressions']} regression(s), {c['improvements']} improvement(s)")
+        else:
+            log.info(f"no baseline to compare with: {comparison.reason}; the report goes on without one")
+        write_json_atomic(out_dir / COMPARISON_FILE, compare_to_dict(comparison))
+
+    report.junit_path = write_junit(junit_for(results, comparison=comparison), out_dir / JUNIT_FILE)
+    summary = render_summary(results, max_chars=SUMMARY_MAX_CHARS, comparison=comparison)
     if report.unreadable:
         summary += (f"\n> ⚠️ {len(report.unreadable)} entry folder(s) had a results.json that could not be read: "
                     + ", ".join(f"`{Path(u).name}`" for u in report.unreadable[:20]) + "\n")
     report.summary_path = out_dir / "summary.md"
     write_text_atomic(report.summary_path, summary)
     report.dashboard_path = out_dir / "index.html"
-    write_text_atomic(report.dashboard_path, render_dashboard(entries, out_dir))
+    write_text_atomic(report.dashboard_path, render_dashboard(entries, out_dir, comparison=comparison))
 
     from ..github import workflow
 
@@ -257,6 +279,8 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
             workflow.set_outputs({
                 "passed": report.passed, "failed": report.failed, "skipped": report.skipped,
                 "total": report.total, "results-dir": str(out_dir),
+                **({k.replace("_", "-"): v for k, v in comparison.counts().items()}
+                   if comparison is not None and comparison.available else {}),
             })
         except OSError as e:
             log.warning(f"could not write GITHUB_OUTPUT: {e}")

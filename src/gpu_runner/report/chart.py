@@ -275,7 +275,7 @@ def sparkline_svg(tl: Any, *, width: int = 120, height: int = 26) -> str:
     """The notebook's memory over time (its GPU memory, else the kernel's RSS) as a filled
     line, with GPU utilisation as a thin line over it; "" when there is nothing to draw."""
     d = _Data(tl)
-    if d.empty:
+    if len(set(d.t)) < 2:  # one point is no line
         return ""
     gpu = d.gpu if d.gpu is not None and any(v is not None for v in d.gpu) else None
     values = gpu if gpu is not None else d.rss

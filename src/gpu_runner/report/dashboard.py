@@ -17,8 +17,10 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
+from ..compare import Comparison
 from ..results import EntryResult, NotebookResult
 from .chart import sparkline_svg
+from .deltas import change_badge, dashboard_section, delta_html
 from .text import KIND_LABELS, describe_failure, fmt_duration, fmt_mib, fmt_pct, runtime_text
 
 _ICON = {"passed": "✓", "failed": "✗", "skipped": "⤼"}
@@ -109,7 +111,7 @@ def _failure_text(nb_or_check) -> str:
             f'<span class="msg">{_e(describe_failure(f, max_chars=400))}</span>')
 
 
-def _entry_section(i: int, d: DashboardEntry, base: Path) -> str:
+def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison | None = None) -> str:
     r = d.result
     e = r.entry
     c = r.counts()
@@ -126,10 +128,12 @@ def _entry_section(i: int, d: DashboardEntry, base: Path) -> str:
             facts.append(f"<div><dt>{label}</dt><dd>{_e(value)}</dd></div>")
     nb_rows = []
     for nb in r.notebooks:
+        nc = comparison.notebook(e.id, nb.path) if comparison is not None and comparison.available else None
         nb_rows.append(
             f'<tr class="s-{_e(nb.status)}"><th scope="row"><code>{_e(nb.path)}</code></th>'
-            f"<td>{_pill(nb.status)}</td><td class=num>{fmt_duration(nb.duration_s)}</td>"
-            f"<td class=num>{fmt_mib(nb.gpu_peak_memory_mib)}</td>"
+            f"<td>{_pill(nb.status)}{change_badge(nc)}</td>"
+            f"<td class=num>{fmt_duration(nb.duration_s)}{delta_html(nc, 'duration_s')}</td>"
+            f"<td class=num>{fmt_mib(nb.gpu_peak_memory_mib)}{delta_html(nc, 'gpu_peak_memory_mib')}</td>"
             f"<td class=num>{fmt_pct(nb.gpu_mean_utilization_pct)}</td>"
             f"<td class=spark-cell>{sparkline_svg(nb.timeline)}</td>"
             f"<td>{_failure_text(nb)}</td><td class=links>{_nb_links(d, nb, base)}</td></tr>"
@@ -192,8 +196,10 @@ def _tile(i: int, d: DashboardEntry) -> str:
     )
 
 
-def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str = "GPU notebooks") -> str:
-    """The whole index.html text, for a page that will live in ``out_dir``."""
+def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str = "GPU notebooks",
+                     comparison: Comparison | None = None) -> str:
+    """The whole index.html text, for a page that will live in ``out_dir``; with a
+    ``comparison``, its section and each notebook's changes (arrows) against the baseline."""
     base = Path(out_dir)
     results = [d.result for d in entries]
     totals = {"passed": 0, "failed": 0, "skipped": 0}
@@ -270,12 +276,13 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
     if failures:
         body += ['<section aria-labelledby="fail-h" class="failures"><h2 id="fail-h">Failures '
                  f'<span class="count">{len(failures)}</span></h2><ul>', *failures, "</ul></section>"]
+    body.append(dashboard_section(comparison, {d.result.entry.id: i for i, d in enumerate(entries)}))
     body += [
         '<section aria-labelledby="entries-h"><div class="entries-head"><h2 id="entries-h">Entries</h2>'
         '<div class="controls"><label><input type="checkbox" id="only-failed"> only failed entries</label>'
         '<button type="button" id="expand-all">Expand all</button>'
         '<button type="button" id="collapse-all">Collapse all</button></div></div>',
-        *[_entry_section(i, d, base) for i, d in enumerate(entries)],
+        *[_entry_section(i, d, base, comparison) for i, d in enumerate(entries)],
         "</section></main>",
         '<footer>Made by gpu-runner from each entry\'s results.json. Links are relative: keep the entry folders next to this page.</footer>',
     ]

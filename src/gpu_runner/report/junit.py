@@ -18,7 +18,12 @@ What the common consumers read, and what this writes for them:
   ``<entry id>.notebooks`` / ``<entry id>.checks`` (dots inside an entry id become ``_``).
 
 Each notebook's test case carries ``<properties>`` (first child, as pytest writes them):
-``gpu_peak_memory_mib``, ``gpu_mean_utilization_pct`` and ``peak_rss_mib`` where measured.
+``gpu_peak_memory_mib``, ``gpu_mean_utilization_pct`` and ``peak_rss_mib`` where measured;
+against a baseline also ``baseline_status`` (``absent`` when it was not there),
+``baseline_change`` (``newly_failing``, ``fixed``, ``still_failing``, ``newly_skipped``,
+``same``), ``baseline_<figure>``, ``<figure>_change_s|_mib``, ``<figure>_change_pct`` and the
+lists ``regressions`` / ``improvements`` (figures: ``duration_s``, ``gpu_peak_memory_mib``,
+``peak_rss_mib``). The entry's suite says ``baseline`` (where it came from, or why none).
 
 Every string passes through :func:`xml_safe` (no ANSI, no XML-illegal characters).
 """
@@ -30,6 +35,7 @@ from pathlib import Path
 from junitparser import Failure as JFailure
 from junitparser import JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
+from ..compare import Comparison, NotebookComparison
 from ..files import atomic_file
 from ..results import CheckResult, EntryResult, NotebookResult
 from .text import clean_output, describe_failure, failure_details, one_line, runtime_packages, tail, xml_safe
@@ -67,7 +73,7 @@ def _set_failure(case: TestCase, failure, fallback_message: str) -> None:
     case.result = [jf]
 
 
-def notebook_case(entry_id: str, nb: NotebookResult) -> TestCase:
+def notebook_case(entry_id: str, nb: NotebookResult, nc: NotebookComparison | None = None) -> TestCase:
     case = TestCase(xml_safe(nb.path), _classname(entry_id, "notebooks"), _time(nb.duration_s))
     case._elem.set("file", xml_safe(nb.path))
     if nb.status == "failed":
@@ -83,8 +89,29 @@ def notebook_case(entry_id: str, nb: NotebookResult) -> TestCase:
         ("gpu_peak_memory_mib", nb.gpu_peak_memory_mib),
         ("gpu_mean_utilization_pct", nb.gpu_mean_utilization_pct),
         ("peak_rss_mib", nb.peak_rss_mib),
+        *_baseline_properties(nc),
     ])
     return case
+
+
+def _baseline_properties(nc: NotebookComparison | None) -> list[tuple[str, object]]:
+    """The notebook against the baseline: its status there, the change, each figure there and
+    its change, and which figures regressed or improved."""
+    if nc is None:
+        return []
+    props: list[tuple[str, object]] = [("baseline_status", nc.before_status or "absent")]
+    if nc.before_status is not None:
+        props.append(("baseline_change", nc.change))
+    for d in nc.deltas:
+        stem, unit = d.metric.rsplit("_", 1)  # duration_s -> duration, s
+        props.append((f"baseline_{d.metric}", d.before))
+        if d.change is not None:
+            props.append((f"{stem}_change_{unit}", round(d.change, 3)))
+        if d.change_pct is not None:
+            props.append((f"{stem}_change_pct", round(d.change_pct, 1)))
+    props.append(("regressions", ",".join(d.metric for d in nc.regressions) or None))
+    props.append(("improvements", ",".join(d.metric for d in nc.improvements) or None))
+    return props
 
 
 def _case_properties(case: TestCase, props: list[tuple[str, object]]) -> None:
@@ -119,8 +146,9 @@ def check_case(entry_id: str, check: CheckResult) -> TestCase:
     return case
 
 
-def entry_suite(result: EntryResult) -> TestSuite:
-    """The ``<testsuite>`` of one entry."""
+def entry_suite(result: EntryResult, comparison: Comparison | None = None) -> TestSuite:
+    """The ``<testsuite>`` of one entry; with a ``comparison``, the baseline in its properties
+    and in each notebook's."""
     entry = result.entry
     suite = TestSuite(xml_safe(entry.id))
     props: list[tuple[str, object]] = [
@@ -137,13 +165,22 @@ def entry_suite(result: EntryResult) -> TestSuite:
         props.append(("kernel_overlay", " ".join(f"{n}=={v}" for n, v in (overlay.get("packages") or {}).items()
                                                  if n in ("ipykernel", "ipython", "jupyter-client", "pyzmq"))))
     props += [("interrupted", "true" if result.interrupted else None), ("gpu_runner_version", result.tool_version or None)]
+    ec = comparison.entry(entry.id) if comparison is not None and comparison.available else None
+    if comparison is not None:
+        props.append(("baseline", comparison.source.description if comparison.available
+                      else f"none: {comparison.reason}"))
+    if ec is not None:
+        props.append(("baseline_entry", "present" if ec.presence == "both" else "absent"))
+        if ec.presence == "both":
+            props += [("regressions", sum(len(n.regressions) for n in ec.notebooks)),
+                      ("newly_failing", sum(1 for n in ec.notebooks if n.change == "newly_failing"))]
     for name, value in props:
         if value is not None and value != "":
             suite.add_property(name, xml_safe(str(value)))
     for check in result.checks:
         suite.add_testcase(check_case(entry.id, check))
     for nb in result.notebooks:
-        suite.add_testcase(notebook_case(entry.id, nb))
+        suite.add_testcase(notebook_case(entry.id, nb, ec.notebook(nb.path) if ec is not None else None))
     suite.update_statistics()
     _set_suite_time(suite, result)
     if result.started_at:
@@ -160,10 +197,10 @@ def _set_suite_time(suite: TestSuite, result: EntryResult) -> None:
     suite.time = _time(result.duration_s)
 
 
-def junit_for(results: list[EntryResult], *, name: str = "gpu-runner") -> JUnitXml:
+def junit_for(results: list[EntryResult], *, name: str = "gpu-runner", comparison: Comparison | None = None) -> JUnitXml:
     """A ``<testsuites>`` document with one suite per entry; its counts are the sums."""
     xml = JUnitXml(name)
-    suites = [entry_suite(result) for result in results]
+    suites = [entry_suite(result, comparison) for result in results]
     for suite in suites:
         xml.add_testsuite(suite)
     xml.update_statistics()

@@ -1,6 +1,7 @@
 """summary.md: the run in Markdown, for the job summary and the pull-request comment.
 
-Totals, one row per entry, each failure with its cell, kind and message, then every
+Totals, one row per entry, the comparison with a baseline when there is one (newly failing,
+fixed, regressions, improvements), each failure with its cell, kind and message, then every
 notebook's duration, GPU peak memory and mean GPU utilisation. Bounded (PR comments take 65,536 characters):
 the parts that matter most come first, and what did not fit is named in a closing note.
 """
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import html
 
+from ..compare import Comparison
 from ..results import EntryResult, NotebookResult
+from .deltas import markdown_blocks
 from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, fmt_pct, runtime_text, tail
 
 SUMMARY_MAX_CHARS = 60_000
@@ -108,8 +111,10 @@ def _failure_row(result: EntryResult, name: str, item_failure, kind_default: str
     return f"| {_code(result.entry.id)} | {_code(name)} | {cell} | {md(kind)} | {md(msg)} |"
 
 
-def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_CHARS, title: str = "GPU notebooks") -> str:
-    """The whole summary.md text, at most ``max_chars`` characters."""
+def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_CHARS, title: str = "GPU notebooks",
+                   comparison: Comparison | None = None) -> str:
+    """The whole summary.md text, at most ``max_chars`` characters; with a ``comparison``, the
+    section "Compared with the baseline" follows the entry rows."""
     b = _Budget(max_chars)
     t = _totals(results)
     failed_entries = [r for r in results if r.status == "failed"]
@@ -142,6 +147,10 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
                    f"{fmt_duration(r.duration_s)} |")
             b.add(row, "entry rows")
         b.add("")
+
+    # -- against the baseline: newly failing, fixed, regressions, improvements ---------------
+    for block, what in markdown_blocks(comparison, results, _code, md):
+        b.add(block, what or None)
 
     # -- failures --------------------------------------------------------------------------
     failures: list[tuple[EntryResult, str, object]] = []
