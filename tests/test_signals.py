@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -118,7 +119,9 @@ def test_sigkill_of_gpu_runner_takes_its_kernels_with_it(nbdir):
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_PDEATHSIG is Linux-only")
     make_nb(nbdir, "a.ipynb", *HANG)
-    make_nb(nbdir, "b.ipynb", *HANG)
+    # this one's child leaves the session and ignores SIGTERM: the fork server, a subreaper, still has it
+    make_nb(nbdir, "b.ipynb", HANG[0].replace("time.sleep(600)'])", "time.sleep(600)'], start_new_session=True)"),
+            HANG[1])
     proc = _start(nbdir, ".", "-j", "2", "--out", "o", "--no-pdf")
     procs, kernels = _wait_for_hanging_children(proc, 2)
     assert len(kernels) == 2
@@ -230,3 +233,85 @@ def _wait_for_markers(proc: subprocess.Popen[str], folder: Path, count: int, tim
 
 def _marking(name: str) -> str:
     return f"import pathlib\npathlib.Path('started-{name}').touch()\nprint('started', flush=True)"
+
+
+DAEMONS = (
+    "import json, os, subprocess, sys, time\n"
+    # a daemon in a new session that ignores SIGTERM (the issue's example)
+    "d1 = subprocess.Popen(['bash', '-c', 'trap \"\" TERM; sleep 600'], start_new_session=True)\n"
+    # a double fork: its parent exits at once, so it is an orphan while the notebook still runs
+    "r, w = os.pipe()\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    pid = os.fork()\n"
+    "    if pid == 0:\n"
+    "        os.close(r); os.write(w, str(os.getpid()).encode()); os.close(w); time.sleep(600)\n"
+    "    os._exit(0)\n"
+    "os.close(w); d2 = int(os.read(r, 32)); os.close(r)\n"
+    # one that also clears its environment: only a cgroup holds it
+    "d3 = subprocess.Popen([sys.executable, '-c', 'import os, time; os.setsid(); time.sleep(600)'], env={})\n"
+    "open('pids.json', 'w').write(json.dumps({'d1': d1.pid, 'd2': d2, 'd3': d3.pid,\n"
+    "                                         'cgroup': os.environ.get('GPU_RUNNER_CGROUP')}))"
+)
+WAIT_GONE = (
+    "import json, os, time\n"
+    "deadline = time.time() + 60\n"
+    "while not os.path.exists('pids.json') and time.time() < deadline:\n"
+    "    time.sleep(0.05)\n"
+    "time.sleep(0.1)\n"
+    "pids = json.load(open('pids.json'))\n"
+    "def alive(pid):\n"
+    "    try:\n"
+    "        return open(f'/proc/{pid}/stat').read().split(') ')[1][0] != 'Z'\n"
+    "    except OSError:\n"
+    "        return False\n"
+    "deadline = time.time() + 20\n"
+    "while time.time() < deadline and (alive(pids['d1']) or alive(pids['d2']) and pids['cgroup']):\n"
+    "    time.sleep(0.05)\n"
+    "print(json.dumps({'d1': alive(pids['d1']), 'd2': alive(pids['d2']), 'd3': alive(pids['d3'])}))"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="child subreapers are Linux-only")
+@pytest.mark.parametrize(("forkserver", "cgroups"), [("1", "1"), ("1", "0"), ("0", "0")])
+def test_daemons_in_their_own_session_are_gone_when_the_notebook_ends(nbdir, forkserver, cgroups):
+    """A notebook's daemons (new session, SIGTERM ignored, double-forked) die with the notebook,
+    not with the run: a notebook running beside it sees them go. One that also clears its environment is
+    caught where a cgroup could be made."""
+    make_nb(nbdir, "a_starts.ipynb", DAEMONS)
+    make_nb(nbdir, "b_looks.ipynb", WAIT_GONE)
+    r = subprocess.run([sys.executable, "-m", "gpu_runner", "run", "a_starts.ipynb", "b_looks.ipynb", "-j", "2",
+                        "--out", "o", "--no-pdf", "--no-checks"], cwd=nbdir, capture_output=True, text=True,
+                       timeout=180, env={**{k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")},
+                                         "GPU_RUNNER_FORKSERVER": forkserver, "GPU_RUNNER_CGROUPS": cgroups})
+    pids = json.loads((nbdir / "pids.json").read_text())
+    leftovers = [psutil.Process(p) for p in (pids["d1"], pids["d2"], pids["d3"]) if psutil.pid_exists(p)]
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        seen = json.loads(saved(nbdir / "o", by_path(results(nbdir / "o"))["b_looks.ipynb"]).cells[0]
+                          .outputs[0]["text"])
+        assert not seen["d1"], "a daemon outlived its notebook"
+        # a fork without exec in a kernel forked from the fork server shows the server's environment
+        # in /proc, without the notebook's mark: without a cgroup it goes at the end of the run
+        assert not seen["d2"] or (forkserver, cgroups) == ("1", "0") and not pids["cgroup"]
+        assert "process(es) the notebook left running" in r.stdout
+        # after the run: nothing at all, not even the one without the mark
+        assert _gone(leftovers, timeout=5) == [], "a daemon outlived the run"
+        if pids["cgroup"]:  # in a cgroup even the one with a cleared environment goes with its notebook
+            assert not seen["d3"]
+            assert not Path(pids["cgroup"]).exists()  # and the cgroup is removed
+        else:
+            assert cgroups == "0" or not _cgroups_possible()
+    finally:
+        for p in leftovers:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+def _cgroups_possible() -> bool:
+    from gpu_runner.execute.sweep import Cgroups
+
+    c = Cgroups("probe")
+    ok = c.available
+    c.close()
+    return ok

@@ -159,6 +159,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
     from .execute.kernels import REGISTRY
     from .execute.spec import DEFAULT_CELL_TIMEOUT_S, DEFAULT_TIMEOUT_S, EntryRun, collect_notebooks
     from .execute.stop import WRITE_LOCK
+    from .execute.sweep import kill_descendants
     from .log import Logger
     from .outdir import OutLock, clean_staging
     from .report import PdfPrinter, write_entry_reports, write_run_reports
@@ -222,6 +223,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
         entry_dirs = [out_dir / r.info.id for r in runs]
         # the hard exit (a second signal, then the limit) writes the run's reports from what is known
         stop.add_final_writer(lambda: write_run_reports(entry_dirs, out_dir, logger=logger))
+        stop.add_cleanup(kill_descendants)
         # the browser warms up while the notebooks run
         printer = PdfPrinter(logger=logger) if pdf else None
         warm = threading.Thread(target=printer.start, daemon=True) if printer else None
@@ -237,6 +239,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
             if printer is not None:
                 printer.close()
             REGISTRY.kill_all()
+            kill_descendants()  # nothing this run started is left: not even an orphan without our mark
         with WRITE_LOCK:
             report = write_run_reports(outcome.entry_dirs, out_dir, logger=logger)
         logger.info(f"results: {out_dir}/ (summary.md, index.html, junit.xml)")

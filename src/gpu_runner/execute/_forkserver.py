@@ -20,6 +20,10 @@ so forking is safe. Protocol, one JSON object per line:
 When gpu-runner dies, even by SIGKILL, the server gets SIGTERM (PR_SET_PDEATHSIG) and
 kills every kernel's process group, so not even what a notebook started is left; the
 kernels also die with the server on their own (SIGKILL). EOF on stdin: the same, then exit.
+The server is a child subreaper (Linux): what a kernel started in a new session is
+re-parented to it when the kernel dies, so "every descendant" includes it, and the server
+reaps it. A kernel whose request names a cgroup (``GPU_RUNNER_CGROUP`` in its environment)
+joins it first thing; on the way out the server kills and removes those cgroups too.
 """
 
 import ctypes
@@ -31,6 +35,8 @@ import sys
 
 PR_SET_PDEATHSIG = 1
 PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+CGROUP_ENV = "GPU_RUNNER_CGROUP"
 
 
 def _pdeathsig(sig: int = signal.SIGKILL) -> None:
@@ -56,6 +62,71 @@ def _exitcode(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+def _descendants() -> list:
+    """Every process below this one (from /proc; this file imports nothing but the stdlib)."""
+    parent_of = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+            parent_of[int(name)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    below, frontier = [], [os.getpid()]
+    while frontier:
+        nxt = [pid for pid, ppid in parent_of.items() if ppid in frontier]
+        below += nxt
+        frontier = nxt
+    return below
+
+
+def _kill_all(children: set, cgroups: set) -> None:
+    """Everything the kernels started, wherever it went: their groups, every descendant (orphans
+    were re-parented to us), their cgroups."""
+    _kill_groups(children)
+    for _ in range(3):
+        pids = _descendants()
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    for path in cgroups:
+        try:
+            with open(os.path.join(path, "cgroup.kill"), "w") as f:
+                f.write("1")
+        except OSError:
+            pass
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                for pid in f.read().split():
+                    os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+    for path in cgroups:
+        for _ in range(100):
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                select.select([], [], [], 0.01)
+    for parent in {os.path.dirname(p) for p in cgroups}:
+        try:
+            os.rmdir(parent)  # the run's cgroup, once every notebook's is gone
+        except OSError:
+            pass
+
+
 def _send(obj: dict) -> None:
     data = (json.dumps(obj) + "\n").encode()
     while data:  # raw fd writes: no Python buffer for a forked child to inherit
@@ -67,6 +138,12 @@ def _child(req: dict) -> None:
     code = 1
     try:
         os.setpgid(0, 0)  # its own process group (the parent sets it too: no window for a missed kill)
+        if req["env"].get(CGROUP_ENV):  # before anything runs, so all it starts is in there
+            try:
+                with open(os.path.join(req["env"][CGROUP_ENV], "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
+            except OSError:
+                pass
         _pdeathsig()
         try:  # what top and `ps -o comm` show
             ctypes.CDLL(None).prctl(PR_SET_NAME, b"ipykernel", 0, 0, 0)
@@ -115,15 +192,20 @@ def _child(req: dict) -> None:
 def main() -> None:
     parent = int(sys.argv[1])
     children: set[int] = set()
+    cgroups: set[str] = set()
 
     def parent_died(*_: object) -> None:
-        # gpu-runner is gone (even SIGKILLed): take every kernel's process group with us,
+        # gpu-runner is gone (even SIGKILLed): take everything the kernels started with us,
         # so that not even what a notebook started itself is left behind
-        _kill_groups(children)
+        _kill_all(children, cgroups)
         os._exit(1)
 
     signal.signal(signal.SIGTERM, parent_died)
     _pdeathsig(signal.SIGTERM)  # catchable, unlike the kernels' own SIGKILL
+    try:  # orphans of the kernels come to us, not to PID 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
     if os.getppid() != parent:
         sys.exit(1)
     sys.path[0] = os.getcwd()  # not this script's folder: it must not shadow a notebook's imports
@@ -147,24 +229,27 @@ def main() -> None:
             continue
         if r in ready:
             os.read(r, 4096)
-            while children:
+            while True:  # kernels, and the orphans re-parented to us
                 try:
                     pid, status = os.waitpid(-1, os.WNOHANG)
                 except ChildProcessError:
                     break
                 if pid == 0:
                     break
-                children.discard(pid)
-                _send({"exit": pid, "status": _exitcode(status)})
+                if pid in children:
+                    children.discard(pid)
+                    _send({"exit": pid, "status": _exitcode(status)})
         if 0 in ready:
             chunk = os.read(0, 65536)
-            if not chunk:  # gpu-runner is done (or gone): no kernel outlives it
-                _kill_groups(children)
+            if not chunk:  # gpu-runner is done (or gone): nothing a kernel started outlives it
+                _kill_all(children, cgroups)
                 return
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
                 req = json.loads(line)
+                if req["env"].get(CGROUP_ENV):
+                    cgroups.add(req["env"][CGROUP_ENV])
                 try:
                     pid = os.fork()
                 except OSError as e:

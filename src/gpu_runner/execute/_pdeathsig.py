@@ -1,4 +1,5 @@
-"""Exec a kernel command that dies with its parent (Linux PR_SET_PDEATHSIG).
+"""Exec a kernel command that dies with its parent (Linux PR_SET_PDEATHSIG), in the
+notebook's cgroup when ``GPU_RUNNER_CGROUP`` names one.
 
 Run as ``python -I -S _pdeathsig.py PARENT_PID -- CMD...``. Standalone on purpose: it must
 start in milliseconds and import nothing from the package.
@@ -23,6 +24,13 @@ def main() -> None:
         pass
     if os.getppid() != parent:  # the parent died before prctl took effect
         sys.exit(1)
+    cgroup = os.environ.get("GPU_RUNNER_CGROUP")
+    if cgroup:  # join the notebook's cgroup before the kernel runs anything
+        try:
+            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        except OSError:
+            pass
     os.execvp(cmd[0], cmd)
 
 

@@ -13,6 +13,7 @@ kernel's process group.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import copy
 import os
@@ -52,6 +53,7 @@ from .kernels import REGISTRY, ForkServers, Kernel, KernelSpecs, KernelStartErro
 from .metrics import Sampler, Track, gpu_presence
 from .spec import EntryRun, NotebookSpec
 from .stop import WRITE_LOCK, Stop
+from .sweep import Sweeper
 
 ARTIFACTS_ENV = "GPU_RUNNER_ARTIFACTS_DIR"
 KERNEL_LOG = "kernel.log"  # what the kernel process itself printed; removed when empty
@@ -140,6 +142,7 @@ class Executor:
         self._checks: asyncio.Task[Any] | None = None
         """The entry's system checks: kernels start meanwhile, notebooks execute after them."""
         self._live: list[_Live] = []
+        self.sweeper: Sweeper | None = None
 
     @property
     def interrupted_by(self) -> str | None:
@@ -165,6 +168,9 @@ class Executor:
         self.stop.add_cleanup(REGISTRY.kill_all)
         if len(self._live) != len(runs):
             self.prepare(runs)
+        self.sweeper = Sweeper()
+        self.stop.add_cleanup(self.sweeper.end_run)
+        atexit.register(self.sweeper.end_run)
         self.sampler = Sampler()
         self.sampler.start()
         results: list[EntryResult] = []
@@ -180,6 +186,8 @@ class Executor:
             if own_stop:
                 self.stop.restore()
             REGISTRY.kill_all()
+            await asyncio.to_thread(self.sweeper.end_run)
+            atexit.unregister(self.sweeper.end_run)
             self.log.close()
         return RunOutcome(results, dirs, self.interrupted_by)
 
@@ -385,30 +393,39 @@ class Executor:
                 return await stop_early(prepared, skip_reason=f"needs a GPU: {why}")
 
         timeout_s = prepared.timeout_s or run.timeout_s
-        env = {**run.env, ARTIFACTS_ENV: str(artifacts.resolve()), "GPU_RUNNER": "1"}
+        marks, cgroup, token = self.sweeper.notebook()
+        env = {**run.env, ARTIFACTS_ENV: str(artifacts.resolve()), "GPU_RUNNER": "1", **marks}
 
         # 2. a kernel, started ahead of the execution slot
         async with alive:
-            t_kernel = time.monotonic()
             try:
-                kernel = await start_kernel(prepared.kernel_name, specs=specs, cwd=spec.source.parent, env=env,
-                                            log_path=nb_dir / KERNEL_LOG, forks=self.forks)
-            except KernelStartError as e:
-                return await stop_early(prepared, failure=Failure(kind="setup_error", message=str(e),
-                                                                  ename="KernelStartError", evalue=str(e)))
-            kernel_start_s = time.monotonic() - t_kernel
-            try:
-                if self._checks is not None:  # the checks come first; they end by their own timeouts
-                    await asyncio.wait({self._checks})
-                async with slots:
-                    live.executing[spec.path] = (time.monotonic(), _now())
-                    outcome, nb_to_save, first_pass, metrics = await self._execute(
-                        prepared, kernel, spec, nb_dir, run, timeout_s
-                    )
+                t_kernel = time.monotonic()
+                try:
+                    kernel = await start_kernel(prepared.kernel_name, specs=specs, cwd=spec.source.parent,
+                                                env=env, log_path=nb_dir / KERNEL_LOG, forks=self.forks)
+                except KernelStartError as e:
+                    return await stop_early(prepared, failure=Failure(kind="setup_error", message=str(e),
+                                                                      ename="KernelStartError", evalue=str(e)))
+                kernel_start_s = time.monotonic() - t_kernel
+                try:
+                    if self._checks is not None:  # the checks come first; they end by their own timeouts
+                        await asyncio.wait({self._checks})
+                    async with slots:
+                        live.executing[spec.path] = (time.monotonic(), _now())
+                        outcome, nb_to_save, first_pass, metrics = await self._execute(
+                            prepared, kernel, spec, nb_dir, run, timeout_s
+                        )
+                finally:
+                    shutdown = asyncio.ensure_future(kernel.shutdown(graceful=self.interrupted_by is None))
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(shutdown)
             finally:
-                shutdown = asyncio.ensure_future(kernel.shutdown(graceful=self.interrupted_by is None))
+                # what the notebook started and left behind (a daemon in its own session...)
+                sweep = asyncio.ensure_future(asyncio.to_thread(self.sweeper.end_notebook, token, cgroup))
                 with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(shutdown)
+                    swept = await asyncio.shield(sweep)
+                    if swept:
+                        self.log.info(f"[{spec.path}] killed {swept} process(es) the notebook left running")
         metrics["kernel_start_s"] = round(kernel_start_s, 3)
         return await self._conclude(outcome, nb_to_save, first_pass, metrics, spec, nb_dir, run, prepared,
                                     files, result)

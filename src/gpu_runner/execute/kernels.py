@@ -45,7 +45,7 @@ class KernelStartError(Exception):
 _FORKSERVER = Path(__file__).with_name("_forkserver.py")
 FORKSERVER_ENV = "GPU_RUNNER_FORKSERVER"
 """Set to 0 to start every kernel as its own process from scratch."""
-PER_NOTEBOOK_ENV = frozenset({"GPU_RUNNER_ARTIFACTS_DIR"})
+PER_NOTEBOOK_ENV = frozenset({"GPU_RUNNER_ARTIFACTS_DIR", "GPU_RUNNER_NOTEBOOK", "GPU_RUNNER_CGROUP"})
 """Environment that differs between notebooks of one entry; everything else keys the fork server."""
 
 
