@@ -7,8 +7,13 @@ the exit code, results.json, and the executed notebook saved with its outputs.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -164,6 +169,56 @@ def test_fifty_megabytes_of_output_are_kept_whole_beside_a_bounded_notebook(nbdi
     cells = saved(nbdir / "o", nb).cells
     assert "characters cut by gpu-runner" in cells[0].outputs[0]["text"]
     assert "next cell runs" in _outputs_text(cells[1])
+
+
+BIG_OUTPUT_MB = int(os.environ.get("GPU_RUNNER_TEST_OUTPUT_MB", "1000"))
+"""A cell's output for the bounded-memory test. 1 GB takes about 10 s here (2 GB: about 20 s, with
+the same peak memory); the point is that memory stays flat however big it is."""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
+def test_a_gigabyte_of_output_streams_through_bounded_memory_and_a_bounded_file(nbdir):
+    n = BIG_OUTPUT_MB
+    make_nb(nbdir, "flood.ipynb",
+            f"import sys\nchunk = 'y' * 999_999 + '\\n'\nfor _ in range({n}):\n    sys.stdout.write(chunk)\n"
+            "print('END')", "print('next cell runs')")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    proc = subprocess.Popen([sys.executable, "-m", "gpu_runner", "run", "flood.ipynb", "--out", "o", "--no-pdf",
+                             "--no-checks"], cwd=nbdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    peak_kib = 0  # gpu-runner's own high-water mark of resident memory (the kernel is another process)
+    while proc.poll() is None:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak_kib = max(peak_kib, int(status.split("VmHWM:")[1].split()[0]))
+        except (OSError, IndexError, ValueError):
+            pass
+        time.sleep(0.05)
+    out = proc.stdout.read()
+    assert proc.returncode == 0, out[-3000:]
+    peak_mib = peak_kib / 1024
+    print(f"{n} MB of output: gpu-runner peak RSS {peak_mib:.0f} MiB")
+    assert 0 < peak_mib < 300 and peak_mib < n / 3, f"peak RSS {peak_mib:.0f} MiB for {n} MB of output"
+    nb = results(nbdir / "o")["notebooks"][0]
+    folder = nbdir / "o/local" / nb["dir"]
+    assert (folder / "output.ipynb").stat().st_size < 1_100_000  # the notebook keeps 1 MB of it
+    spill = folder / "outputs/cell-1-stdout.txt"
+    cap = 64_000_000  # GPU_RUNNER_SPILL_CAP's default: the first and the last 32 M characters
+    assert spill.stat().st_size < cap + 1000
+    with spill.open(encoding="utf-8") as f:
+        assert f.read(10) == "y" * 10
+        f.seek(cap // 2 - 10)
+        middle = f.read(1000)
+    dropped = n * 1_000_000 + 4 - cap
+    assert f"[{dropped:,} characters dropped by gpu-runner: this file keeps the first 32,000,000 and the last " \
+           f"32,000,000 of {n * 1_000_000 + 4:,}" in middle  # says how much was dropped, nothing lost unsaid
+    assert spill.read_bytes()[-4:] == b"END\n"
+    cells = saved(nbdir / "o", nb).cells
+    text = cells[0].outputs[0]["text"]
+    assert text.startswith("yyy") and text.endswith("END\n") and "characters cut by gpu-runner" in text
+    assert "outputs/cell-1-stdout.txt keeps its first 32,000,000 and last 32,000,000 characters" in text
+    assert "next cell runs" in _outputs_text(cells[1])
+    assert "files" in nb and nb["files"]["outputs"] == [f"{nb['dir']}/outputs/cell-1-stdout.txt"]
 
 
 def test_tags_skip_execution_and_raises_exception(nbdir):

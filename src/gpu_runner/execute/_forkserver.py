@@ -127,6 +127,78 @@ def _kill_all(children: set, cgroups: set) -> None:
             pass
 
 
+STREAM_MESSAGE_CHARS = 1 << 20
+IOPUB_HWM = 16
+
+
+def _bound_stream_messages(limit: int = STREAM_MESSAGE_CHARS) -> None:
+    """ipykernel sends what a cell printed between two flushes (0.2 s apart, or only at the end of
+    a busy cell) as one message: a cell that prints 2 GB sends one 2 GB message, which the
+    receiving side must hold whole. In the kernels forked from here, ``sys.stdout``/``stderr``
+    flush once ``limit`` characters are pending, and a longer single write goes out in slices,
+    so no stream message is much over ``limit``; what the notebook shows is the same text. Any
+    ipykernel where this does not apply is left as it is."""
+    try:
+        from ipykernel.iostream import OutStream
+    except Exception:  # noqa: BLE001
+        return
+    original = getattr(OutStream, "write", None)
+    if original is None or getattr(original, "_gpu_runner", False):
+        return
+
+    def write(self, string):  # type: ignore[no-untyped-def]
+        if not isinstance(string, str) or len(string) <= limit:
+            n = original(self, string)
+            pending = getattr(self, "_gpu_runner_pending", 0) + (len(string) if isinstance(string, str) else 0)
+            if pending >= limit:
+                pending = 0
+                self.flush()
+            self._gpu_runner_pending = pending
+            return n
+        for i in range(0, len(string), limit):
+            original(self, string[i:i + limit])
+            self.flush()
+        self._gpu_runner_pending = 0
+        return len(string)
+
+    write._gpu_runner = True  # type: ignore[attr-defined]
+    OutStream.write = write
+
+    # backpressure instead of loss: when gpu-runner reads slower than a cell prints, the kernel's
+    # IOPub send waits (XPUB_NODROP) once IOPUB_HWM messages are queued, rather than dropping them
+    # or queueing without bound; gpu-runner keeps its own queue as short (see kernels.py)
+    try:
+        import zmq
+        from ipykernel.kernelapp import IPKernelApp
+    except Exception:  # noqa: BLE001
+        return
+    init_iopub = getattr(IPKernelApp, "init_iopub", None)
+    if init_iopub is None or not hasattr(zmq, "XPUB_NODROP"):
+        return
+
+    def bounded_init_iopub(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = init_iopub(self, *args, **kwargs)
+        thread = getattr(self, "iopub_thread", None)
+        sock = getattr(thread, "socket", None)  # the zmq socket itself, used by the IOPub thread only
+
+        def apply() -> None:  # on that thread: zmq sockets are not thread-safe
+            try:
+                if sock.getsockopt(zmq.TYPE) == zmq.XPUB:
+                    sock.setsockopt(zmq.SNDHWM, IOPUB_HWM)
+                    sock.setsockopt(zmq.XPUB_NODROP, 1)
+            except Exception:  # noqa: BLE001
+                pass
+
+        if sock is not None and hasattr(thread, "schedule"):
+            try:
+                thread.schedule(apply)
+            except Exception:  # noqa: BLE001
+                pass
+        return out
+
+    IPKernelApp.init_iopub = bounded_init_iopub
+
+
 def _send(obj: dict) -> None:
     data = (json.dumps(obj) + "\n").encode()
     while data:  # raw fd writes: no Python buffer for a forked child to inherit
@@ -215,6 +287,8 @@ def main() -> None:
     import ipykernel.ipkernel  # noqa: F401 - the point: import once, fork many
     import ipykernel.kernelapp  # noqa: F401
     import ipykernel_launcher  # noqa: F401
+
+    _bound_stream_messages()
 
     r, w = os.pipe()
     os.set_blocking(w, False)

@@ -73,6 +73,15 @@ class _Client(NotebookClient):
     output_task: asyncio.Task[Any] | None = None
     current_index: int | None = None
     cell_limit_s: float | None = None
+    caps: nbtools.StreamCap | None = None
+    """Bounds the memory and disk a cell's streams cost while they stream (2 GB of print...)."""
+
+    def output(self, outs: Any, msg: dict[str, Any], display_id: Any, cell_index: int) -> Any:  # type: ignore[override]
+        if (self.caps is not None and msg.get("msg_type") == "stream"
+                and not self.output_hook_stack[msg["parent_header"].get("msg_id")]
+                and self.caps.take(outs, msg, cell_index)):
+            return None
+        return super().output(outs, msg, display_id, cell_index)
 
     def _get_timeout(self, cell: Any) -> float | None:  # type: ignore[override]
         # nbclient's own timeout is whole seconds; the notebook's deadline needs the fraction
@@ -448,6 +457,7 @@ class Executor:
             resources={"metadata": {"path": str(spec.source.parent)}},
         )
         client.kc = kernel.kc
+        client.caps = nbtools.StreamCap(nb_dir / "outputs")
         code_cells = [i for i, c in enumerate(nb.cells) if nbtools.is_code(c)]
         self.log.notebook_started(spec.path, f"kernel {prepared.kernel_name}, {len(code_cells)} code cells",
                                   len(code_cells))
@@ -505,6 +515,9 @@ class Executor:
                 self.sampler.cell_started(track, idx, rerun=bool(label))
             t_cell = time.monotonic()
             failure: Failure | None = None
+            caps = client.caps
+            if caps is not None:
+                caps.start(idx)
             try:
                 await client.async_execute_cell(cell, idx)
             except CellExecutionError:
@@ -524,13 +537,16 @@ class Executor:
                 if self.interrupted_by:
                     raise asyncio.CancelledError from None  # we killed it: recorded as interrupted
                 failure = await self._on_death(kernel, cell, idx)
+            finally:
+                spilled = caps.finish(cell) if caps is not None else []
             cell_s = time.monotonic() - t_cell
             if track is not None and self.sampler is not None:
                 self.sampler.cell_finished(track, idx)
             nbtools.coalesce_streams(cell)
-            written = nbtools.cap_outputs(cell, idx, nb_dir / "outputs")
+            written = spilled + nbtools.cap_outputs(cell, idx, nb_dir / "outputs")
             if written:
-                self.log.info(f"[{spec.path}] cell {idx + 1}: long output kept in full under outputs/")
+                self.log.info(f"[{spec.path}] cell {idx + 1}: long output; the notebook keeps its head and tail, "
+                              f"the file {', '.join(f'outputs/{w}' for w in written)} keeps more")
             status = "skipped" if p.skip_reason else ("failed" if failure else "passed")
             p.cells.append(CellResult(index=idx, status=status, duration_s=round(cell_s, 3),  # type: ignore[arg-type]
                                       execution_count=cell.get("execution_count")))

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import zmq
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 
@@ -36,6 +37,8 @@ from .runtime import GENERIC_PYTHONS, Interpreter, overlay_boot_command
 
 _PDEATHSIG_HELPER = Path(__file__).with_name("_pdeathsig.py")
 STARTUP_TIMEOUT_S = 120.0
+IOPUB_HWM = 16
+"""Messages of a forked kernel's IOPub queued on our side (the fork server sets the same on its side)."""
 
 
 class KernelStartError(Exception):
@@ -485,6 +488,11 @@ async def start_kernel(
         if pgid is not None:
             REGISTRY.add(pgid)
         kc = km.client()
+        if km.fork_server is not None:
+            # a forked kernel waits (XPUB_NODROP) rather than drop when this queue is full, so it can
+            # be short: at most IOPUB_HWM stream messages of about 1 MB each are held here
+            with contextlib.suppress(Exception):
+                kc.context.setsockopt(zmq.RCVHWM, IOPUB_HWM)
         kernel = Kernel(name=name, km=km, kc=kc, pgid=pgid, pid=pid, _socket_dir=socket_dir, _log=log,
                         log_path=log_path)
         kc.start_channels()

@@ -5,8 +5,10 @@ Pure functions over ``nbformat`` notebooks; no kernels here.
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,8 @@ INJECTED_TAG = "injected-parameters"
 SKIP_TAG = "skip-execution"
 # Exceptions that mean "skip this notebook" rather than "it failed": unittest's and pytest's.
 SKIP_ENAMES = {"SkipTest", "Skipped", "unittest.case.SkipTest"}
-# Per-cell cap on text kept in the executed notebook; the whole text goes to a file beside it.
+# Per-cell cap on a stream's text kept in the executed notebook; the rest goes to a file beside
+# it (:class:`StreamCap`), bounded too.
 MAX_CELL_TEXT = 1_000_000
 
 
@@ -286,6 +289,185 @@ def coalesce_streams(cell: NotebookNode) -> None:
             pieces.append("".join(t) if isinstance(t, list) else t)
     close()
     cell["outputs"] = merged
+
+
+SPILL_CAP_ENV = "GPU_RUNNER_SPILL_CAP"
+DEFAULT_SPILL_CAP = 64_000_000
+"""Characters of one cell's stream kept in its ``outputs/`` file: the first half and the last half."""
+
+
+def spill_cap() -> int:
+    try:
+        return max(2 * MAX_CELL_TEXT, int(float(os.environ.get(SPILL_CAP_ENV, DEFAULT_SPILL_CAP))))
+    except ValueError:
+        return DEFAULT_SPILL_CAP
+
+
+class _Ring:
+    """The last ``cap`` characters of a stream, in chunks; counts what fell off the front."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.chunks: collections.deque[str] = collections.deque()
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, text: str) -> None:
+        if len(text) >= self.cap:
+            self.dropped += self.size + len(text) - self.cap
+            self.chunks.clear()
+            self.chunks.append(text[-self.cap:])
+            self.size = self.cap
+            return
+        self.chunks.append(text)
+        self.size += len(text)
+        while self.size > self.cap:
+            first = self.chunks[0]
+            over = self.size - self.cap
+            if len(first) <= over:
+                self.chunks.popleft()
+                self.size -= len(first)
+                self.dropped += len(first)
+            else:
+                self.chunks[0] = first[over:]
+                self.size -= over
+                self.dropped += over
+
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+
+@dataclass
+class _Spill:
+    """One stream of one cell, past :data:`MAX_CELL_TEXT`: its head on disk, its tail in memory."""
+
+    name: str
+    path: Path
+    file: Any
+    head_cap: int
+    written: int = 0
+    total: int = 0
+    tail: _Ring = field(default_factory=lambda: _Ring(0))
+    nb_head: str = ""
+    nb_head_cap: int = MAX_CELL_TEXT // 4
+    nb_tail: _Ring = field(default_factory=lambda: _Ring(MAX_CELL_TEXT * 3 // 4))
+
+    def add(self, text: str) -> None:
+        self.total += len(text)
+        if len(self.nb_head) < self.nb_head_cap:
+            self.nb_head += text[: self.nb_head_cap - len(self.nb_head)]
+        self.nb_tail.add(text)
+        room = self.head_cap - self.written
+        if room > 0:
+            part = text[:room]
+            self.file.write(part)
+            self.written += len(part)
+            text = text[room:]
+        if text:
+            self.tail.add(text)
+
+
+class StreamCap:
+    """Bounds what a cell's streams cost while they stream, whatever their size.
+
+    Up to ``limit`` characters per stream, outputs go into the notebook as usual. Past it,
+    the stream is spilled to ``spill_dir/cell-<n>-<stream>.txt``: the file gets the text
+    as it comes up to half of ``cap`` characters, then keeps the last half of ``cap`` in
+    memory (older text is dropped and counted) and writes it at the end of the cell, after
+    a line saying how much was dropped. The notebook keeps the stream's first quarter of
+    ``limit`` and its last three quarters, with a line saying what was cut and where the
+    rest is. Memory: at most ``cap / 2`` characters per stream being spilled, whatever the
+    size of the output.
+    """
+
+    def __init__(self, spill_dir: Path, *, limit: int = MAX_CELL_TEXT, cap: int | None = None) -> None:
+        self.spill_dir = spill_dir
+        self.limit = limit
+        self.cap = cap if cap is not None else spill_cap()
+        self._sizes: dict[str, int] = {}
+        self._spills: dict[str, _Spill] = {}
+        self.index: int | None = None
+
+    def start(self, index: int) -> None:
+        """A cell begins (again, on a rerun): nothing carried over."""
+        self.index = index
+        self._sizes.clear()
+        self._spills.clear()
+
+    def take(self, outs: list[Any], msg: dict[str, Any], index: int) -> bool:
+        """A stream message for cell ``index``: True when it was spilled (not for the notebook)."""
+        if index != self.index:
+            return False
+        content = msg.get("content") or {}
+        name = str(content.get("name", "stream"))
+        text = content.get("text", "")
+        if not isinstance(text, str):
+            text = "".join(text)
+        spill = self._spills.get(name)
+        if spill is None:
+            seen = self._sizes.get(name, 0) + len(text)
+            self._sizes[name] = seen
+            if seen <= self.limit:
+                return False
+            spill = self._begin(outs, name, index)
+        spill.add(text)
+        return True
+
+    def _begin(self, outs: list[Any], name: str, index: int) -> _Spill:
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        fname = f"cell-{index + 1}-{name}.txt"
+        path = self.spill_dir / fname
+        f = open(path, "w", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed in finish()
+        spill = _Spill(name=name, path=path, file=f, head_cap=self.cap // 2, tail=_Ring(self.cap - self.cap // 2),
+                       nb_head_cap=self.limit // 4, nb_tail=_Ring(self.limit - self.limit // 4 - 400))
+        before = "".join(_stream_text(o) for o in outs if _is_stream(o, name))
+        spill.add(before)
+        self._spills[name] = spill
+        return spill
+
+    def finish(self, cell: NotebookNode) -> list[str]:
+        """The cell ended (however): close its spill files, bound its streams in the notebook.
+        Returns the spill files written (names under ``spill_dir``)."""
+        written = []
+        for name, spill in self._spills.items():
+            dropped = spill.tail.dropped
+            if dropped:
+                spill.file.write(
+                    f"\n… [{dropped:,} characters dropped by gpu-runner: this file keeps the first {spill.written:,} "
+                    f"and the last {spill.tail.size:,} of {spill.total:,} ({SPILL_CAP_ENV}={self.cap})] …\n")
+            spill.file.write(spill.tail.text())
+            spill.file.close()
+            written.append(spill.path.name)
+            outs = cell.get("outputs", [])
+            first = next((i for i, o in enumerate(outs) if _is_stream(o, name)), None)
+            head = spill.nb_head
+            keep_tail = spill.nb_tail.text()
+            cut = spill.total - len(head) - len(keep_tail)
+            where = (f"the whole output is in outputs/{spill.path.name}" if not dropped else
+                     f"outputs/{spill.path.name} keeps its first {spill.written:,} and last {spill.tail.size:,} "
+                     f"characters; {dropped:,} were dropped")
+            merged = nbformat.v4.new_output(
+                "stream", name=name, text=f"{head}\n… [{cut:,} characters cut by gpu-runner; {where}] …\n{keep_tail}")
+            kept = [o for o in outs if not _is_stream(o, name)]
+            kept.insert(first if first is not None else len(kept), merged)
+            cell["outputs"] = kept
+        self._spills.clear()
+        self._sizes.clear()
+        self.index = None
+        return written
+
+    @property
+    def spilling(self) -> list[_Spill]:
+        return list(self._spills.values())
+
+
+def _is_stream(out: Any, name: str) -> bool:
+    return out.get("output_type") == "stream" and out.get("name") == name
+
+
+def _stream_text(out: Any) -> str:
+    t = out.get("text", "")
+    return "".join(t) if isinstance(t, list) else t
 
 
 def cap_outputs(cell: NotebookNode, index: int, spill_dir: Path, limit: int = MAX_CELL_TEXT) -> list[str]:
