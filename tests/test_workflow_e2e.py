@@ -303,7 +303,10 @@ def test_the_run_job_installs_gpu_runner_for_real_and_tests_the_jobs_own_python(
     assert "Install gpu-runner into" in run_text  # the real install ran, not a stand-in
     venv = next((tmp_path / "jobs").glob("run_*/temp/gpu-runner/venv-*"))
     assert "from gpu_runner.cli import main" in (venv / "bin" / "gpu-runner").read_text()  # pip's script, no shim
-    assert next(venv.glob("lib/python*/site-packages/gpu_runner/__init__.py"))
+    site = next(venv.glob("lib/python*/site-packages"))
+    assert (site / "gpu_runner" / "__init__.py").is_file()
+    # the GPU VM gets what running notebooks needs: no cloud client, no browser driver, no GitHub client
+    assert not [p.name for p in site.iterdir() if p.name in ("playwright", "google", "github", "tenacity")]
     art = world.artifacts / "gpu-runner-smoke--here" / "smoke--here"
     facts = json.loads((art / "results.json").read_text())["facts"]
     assert facts["python_executable"] == str(job_bin / "python3") and facts["python_source"] == "GPU_RUNNER_PYTHON"

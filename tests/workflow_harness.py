@@ -451,7 +451,7 @@ class Runner:
         exe = venv / "bin" / "gpu-runner"
         exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m gpu_runner "$@"\n')
         exe.chmod(0o755)
-        (venv / ".gpu-runner-stamp").write_text(outputs["key"] + "\n")
+        (venv / ".gpu-runner-stamp").write_text(f"{outputs['stamp']}\n{outputs['extras']}\n")
 
     # -- artifacts -----------------------------------------------------------------------
     def upload(self, with_: dict[str, Any]) -> bool:

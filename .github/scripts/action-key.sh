@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# gpu-runner action: where the private virtual environment and the pip cache go, and the cache key
-# (a hash of the action's pyproject.toml, with the runner's OS, architecture and Python version);
+# gpu-runner action: where the private virtual environment and the pip cache go, the extras this
+# mode needs, and the cache key (a hash of the action's pyproject.toml, with the runner's OS,
+# architecture and Python version, and the extras: each set of packages keeps its own cache);
 # and the runtime's Python: the job's own python3, found here, before the private environment exists.
 set -euo pipefail
 
@@ -22,8 +23,18 @@ if ! pyver=$("$py" -c 'import sys; assert sys.version_info >= (3, 10); print("%d
 fi
 hash=$(sha256sum "$GITHUB_ACTION_PATH/pyproject.toml" | cut -c1-16)
 base="${RUNNER_TEMP:-/tmp}/gpu-runner"
+# What each mode uses beyond running and reporting notebooks (pyproject.toml's extras). The run
+# job on a GPU VM installs no cloud client and no browser driver.
+case "${GPU_RUNNER_MODE:-}" in
+  start | stop | janitor) extras="gce,github" ;;
+  comment) extras="github" ;;
+  report) extras="pdf,github" ;;
+  *) extras="" ;;
+esac
 {
-  echo "key=gpu-runner-pip-${RUNNER_OS:-Linux}-${RUNNER_ARCH:-X64}-py$pyver-$hash"
+  echo "key=gpu-runner-pip-${RUNNER_OS:-Linux}-${RUNNER_ARCH:-X64}-py$pyver-$hash-${extras:-core}"
+  echo "stamp=py$pyver-$hash"
+  echo "extras=$extras"
   echo "venv=$base/venv-py$pyver-$hash"
   echo "pip-cache=$base/pip-cache"
 } >>"$GITHUB_OUTPUT"

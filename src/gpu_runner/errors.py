@@ -45,3 +45,35 @@ class InfraError(GpuRunnerError):
     """The machinery failed (cloud, GitHub, a runner that never came online) after retries."""
 
     exit_code = EXIT_INFRA
+
+
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "gce": ("google.cloud.compute_v1", "tenacity"),
+    "github": ("github",),
+    "pdf": ("playwright.sync_api",),
+}
+"""The packaging extras and the modules each brings. ``pip install gpu-runner`` alone runs and
+reports notebooks on this machine; ``gce`` and ``github`` start and stop runners (and post the
+comment), ``pdf`` prints PDFs. The action installs, per mode, only the extras it needs."""
+
+
+def missing_extra(extra: str) -> str | None:
+    """The first module of ``extra`` that cannot be imported here, or None."""
+    import importlib.util
+
+    for module in EXTRAS[extra]:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return module
+        except (ImportError, ValueError):  # a parent package is missing (or blocked)
+            return module
+    return None
+
+
+def require_extra(extra: str, purpose: str) -> None:
+    """A ConfigError (exit 2) that says how to install ``extra`` when ``purpose`` needs it."""
+    module = missing_extra(extra)
+    if module is not None:
+        raise ConfigError(f"{purpose} needs the '{extra}' extra ({module} is not installed): "
+                          f"pip install 'gpu-runner[{extra}]'")
+

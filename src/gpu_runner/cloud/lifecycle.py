@@ -358,6 +358,11 @@ def project_for(entry: Any | None, explicit: str | None = None, env: Any = None)
 def make_context(project: str, *, log: Log, mask: Callable[[str], None] = lambda _s: None,
                  github: bool = True) -> Context:
     """A context on Compute Engine and this repository's runners, from the environment."""
+    from ..errors import require_extra
+
+    require_extra("gce", "starting and stopping Compute Engine VMs")
+    if github:
+        require_extra("github", "registering GitHub runners")
     from ..github.client import client, repository
     from ..github.runners import Runners
     from ..plan import run_identity

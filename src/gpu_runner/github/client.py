@@ -58,6 +58,9 @@ def _auth(env: Mapping[str, str]) -> Any:
 
 def client(env: Mapping[str, str] | None = None) -> Any:
     """A ``github.Github`` for this environment."""
+    from ..errors import require_extra
+
+    require_extra("github", "the GitHub API")
     from github import Github, GithubRetry
 
     env = os.environ if env is None else env

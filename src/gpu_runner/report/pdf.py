@@ -93,7 +93,12 @@ class PdfPrinter:
         self.logger = logger
         self.timeout_ms = int(timeout_s * 1000)
         self.unavailable_reason: str | None = None
-        if self.executable is None:
+        from ..errors import missing_extra
+
+        if missing_extra("pdf") is not None:
+            self.unavailable_reason = ("Playwright, which drives Chromium, is not installed "
+                                       "(pip install 'gpu-runner[pdf]')")
+        elif self.executable is None:
             env = os.environ.get(CHROMIUM_ENV, "").strip()
             self.unavailable_reason = (
                 f"{CHROMIUM_ENV}={env!r} is not an executable" if env
