@@ -96,11 +96,11 @@ def main() -> None:
         print("warming the caches (untimed): everything, once with pip, each mode once", flush=True)
         install_everything(tmpd / "warm", cache)
         for name in modes:
-            install_mode(name, tmpd / f"warm-{name}", cache)
+            install_mode(name, tmpd / f"warm-{name.replace(':', '-')}", cache)
         rows: dict[str, list[tuple[float, float, float]]] = {}
         for i in range(args.repeat):
             for name in ["everything", *modes]:
-                work = tmpd / f"{name}-{i}"
+                work = tmpd / f"{name.replace(':', '-')}-{i}"
                 work.mkdir()
                 inst, first, venv = (install_everything(work, cache) if name == "everything"
                                      else install_mode(name, work, cache))
