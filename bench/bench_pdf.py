@@ -34,7 +34,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from gpu_runner.report.html import NotebookHtmlRenderer
-from gpu_runner.report.pdf import CHROMIUM_ARGS, PdfPrinter, find_chromium
+from gpu_runner.report.pdf import PdfPrinter, chromium_args, find_chromium
 from gpu_runner.results import EntryInfo, EntryResult, Failure, NotebookResult
 
 
@@ -148,7 +148,7 @@ def main() -> int:
     cold: dict[str, float] = {}
     for name in nbs:
         out = work / f"{name}.cold.pdf"
-        cmd = [chromium, "--headless", *CHROMIUM_ARGS, "--no-pdf-header-footer", f"--print-to-pdf={out}",
+        cmd = [chromium, "--headless", *chromium_args(), "--no-pdf-header-footer", f"--print-to-pdf={out}",
                (work / f"{name}.html").resolve().as_uri()]
         t = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -295,3 +295,55 @@ def test_the_dashboard_draws_a_sparkline_per_notebook(printer, gpu_series_entry)
     out = printer.run(check)
     assert out["count"] == 1 and out["visible"] and out["box"]["width"] >= 100 and out["box"]["height"] >= 20
     assert out["tip"].startswith("GPU memory over ") and "peak 8,000 MiB" in out["tip"]
+
+
+def test_the_printed_page_reaches_no_file_and_runs_no_script(printer, tmp_path):
+    """A notebook's HTML output is the code under test's: when the report machine prints it, no
+    script runs and no file of that machine (nor the network) gets into the PDF."""
+    if not shutil.which("pdftotext"):
+        pytest.skip("pdftotext is not installed")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("report-machine-secret-3141")
+    html = ("<!DOCTYPE html><html><body><h1 id=t>static text</h1>"
+            "<script>document.getElementById('t').textContent = 'script ran'</script>"
+            f"<iframe src='{secret.as_uri()}' width=600 height=80></iframe>"
+            f"<iframe src='{secret.name}' width=600 height=80></iframe>"
+            f"<object data='{secret.as_uri()}' type='text/plain'></object>"
+            "<iframe src='https://example.com/' width=600 height=80></iframe>"
+            "<img src='https://example.com/x.png'></body></html>")
+    page = tmp_path / "output.html"
+    page.write_text(html)
+    pdf = printer.print_pdf(page, tmp_path / "output.pdf")
+    text = subprocess.run(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
+    assert "static text" in text
+    assert "script ran" not in text and "report-machine-secret" not in text
+
+
+def test_chromium_keeps_its_sandbox_unless_it_runs_as_root():
+    from gpu_runner.report.pdf import NO_SANDBOX, chromium_args
+
+    assert NO_SANDBOX not in chromium_args(euid=1000)
+    assert NO_SANDBOX in chromium_args(euid=0)
+
+
+def test_the_dashboard_runs_only_its_own_script(printer, tmp_path):
+    """Markup that got into the page anyway (here: put there by hand, past the escaping) does not
+    run: the page's policy allows its own script by hash and nothing else."""
+    from gpu_runner.report.dashboard import render_dashboard
+
+    page = render_dashboard([], tmp_path).replace(
+        "<main>", "<main><img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>")
+    index = tmp_path / "index.html"
+    index.write_text(page)
+
+    def check(browser):
+        ctx = browser.new_context()
+        p = ctx.new_page()
+        p.goto(index.as_uri(), wait_until="load")
+        p.check("#only-failed")  # our own script still runs
+        out = p.title(), p.evaluate("document.body.classList.contains('only-failed')")
+        ctx.close()
+        return out
+
+    title, ours_ran = printer.run(check)
+    assert title != "pwned" and ours_ran

@@ -424,6 +424,10 @@ def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, 
         Console().print(planning.table(p))
 
 
+REPORT_FILES = ("summary.md", "index.html", "junit.xml", "comparison.json")
+"""What ``report`` writes at the top of --out (removed first, so a refused report leaves none)."""
+
+
 @cli.command("report")
 @click.argument("results_dirs", nargs=-1, required=True, metavar="RESULTS_DIR...",
                 type=click.Path(file_okay=False, path_type=Path))
@@ -441,10 +445,12 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool, 
     Writes per-entry junit.xml, HTML and PDF where missing, then the merged junit.xml,
     summary.md and index.html; with --baseline, what changed against it in each of them and
     in comparison.json (a baseline folder without results says so once, and the report goes
-    on). Exit 0 when everything passed, 1 when anything failed, 2 when no results.json is
-    found or --baseline is not a folder.
+    on). Every results.json is checked against its schema first: the results may come from
+    untrusted code. Exit 0 when everything passed, 1 when anything failed, 2 when no
+    results.json is found, one is not valid (then no report is written at all), or --baseline
+    is not a folder.
     """
-    from .report import PdfPrinter, write_entry_reports, write_run_reports
+    from .report import PdfPrinter, load_entry, write_entry_reports, write_run_reports
     from .results import find_entry_dirs
 
     if baseline is not None and not baseline.is_dir():
@@ -457,28 +463,34 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool, 
         # a baseline folder inside a results folder is the baseline, not entries of this run
         entry_dirs += [e for e in find_entry_dirs(d) if e not in entry_dirs
                        and not (base_root is not None and e.resolve().is_relative_to(base_root))]
-    if not entry_dirs:
-        raise ConfigError("no results.json found under " + ", ".join(str(d) for d in results_dirs)
-                          + "; give the folder `gpu-runner run --out` wrote, or the downloaded artifacts")
     from .outdir import OutLock
 
     target = out_dir or results_dirs[0]
     lock = OutLock(target, "report").acquire()  # exit 2 now if it is not writable or a run writes there
     try:
+        for name in REPORT_FILES:  # never leave an older (or planted) report behind
+            stale = target / name
+            if stale.is_file() or stale.is_symlink():
+                stale.unlink()
+        if not entry_dirs:
+            raise ConfigError("no results.json found under " + ", ".join(str(d) for d in results_dirs)
+                              + "; give the folder `gpu-runner run --out` wrote, or the downloaded artifacts")
+        bad: list[str] = []
+        for d in entry_dirs:
+            try:
+                load_entry(d)
+            except ConfigError as e:
+                bad.append(str(e))
+        if bad:
+            more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+            raise ConfigError(f"{len(bad)} results.json refused, nothing reported: " + " | ".join(bad[:3]) + more)
         printer = PdfPrinter() if pdf else None
-        readable: list[Path] = []
         try:
             for d in entry_dirs:
-                try:
-                    write_entry_reports(d, pdf=pdf, browser=printer, overwrite=False)
-                    readable.append(d)
-                except ConfigError as e:
-                    click.secho(f"gpu-runner: warning: {e}", fg="yellow", err=True)
+                write_entry_reports(d, pdf=pdf, browser=printer, overwrite=False)
         finally:
             if printer is not None:
                 printer.close()
-        if not readable:
-            raise ConfigError("no readable results.json under " + ", ".join(str(d) for d in results_dirs))
         report = write_run_reports(entry_dirs, target, baseline=baseline)
     finally:
         lock.release()
@@ -676,7 +688,9 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(EXIT_USAGE)
     except GpuRunnerError as e:
-        click.secho(f"gpu-runner: error: {e}", fg="red", err=True)
+        from .github.workflow import safe_log
+
+        click.secho(safe_log(f"gpu-runner: error: {e}"), fg="red", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

@@ -1,4 +1,5 @@
-"""Writing result files so that a reader (a report, an artifact upload) never sees half a file."""
+"""Writing result files so that a reader (a report, an artifact upload) never sees half a file,
+and reading paths from results so that none leads out of its folder."""
 
 from __future__ import annotations
 
@@ -7,8 +8,22 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+
+def inside(base: str | os.PathLike[str], rel: str) -> Path:
+    """``base / rel`` when ``rel`` is a relative path that stays inside ``base`` (symlinks followed);
+    else ValueError. For every path a results.json names: it may come from untrusted code."""
+    text = str(rel)
+    parts = PurePosixPath(text).parts
+    if not text or "\x00" in text or PurePosixPath(text).is_absolute() or ".." in parts:
+        raise ValueError(f"{text!r} is not a relative path inside its results folder")
+    root = Path(base).resolve()
+    target = (root / text).resolve()
+    if target != root and root not in target.parents:
+        raise ValueError(f"{text!r} leads out of its results folder (through a symbolic link)")
+    return Path(base) / text
 
 
 @contextlib.contextmanager

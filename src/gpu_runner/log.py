@@ -5,6 +5,11 @@ in GitHub Actions each notebook's log is one ``::group::``. With one job the gro
 opened when the notebook starts and its cell lines stream into it live; with several
 jobs a notebook's cell lines are held and the whole group is printed when it ends,
 so groups never interleave, while the start and result lines appear live outside.
+
+Notebook names, error messages, check output and log.py text come from the code under test.
+In GitHub Actions every such line goes through :func:`gpu_runner.github.workflow.safe_log`, so
+the runner never takes one for a workflow command; only the logger's own commands (group,
+warning, error, add-mask) are written as commands, with their data escaped.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from .github.workflow import escape_data, escape_property, in_github_actions  # noqa: F401
+from .github.workflow import escape_data, escape_property, in_github_actions, safe_log  # noqa: F401
 
 
 def _fmt_s(seconds: float) -> str:
@@ -61,32 +66,46 @@ class Logger:
         return Logger(jobs=jobs)
 
     # -- plain messages -----------------------------------------------------------------
-    def _write(self, text: str) -> None:
+    def _raw(self, text: str) -> None:
         with self._lock:
             self.stream.write(text if text.endswith("\n") else text + "\n")
             self.stream.flush()
+
+    def _write(self, text: str) -> None:
+        """Text, never read as a workflow command (see :func:`safe_log`)."""
+        self._raw(safe_log(text, github=self.github))
+
+    def _command(self, name: str, data: str = "") -> None:
+        """One workflow command of ours, its data escaped (no newline can end it early)."""
+        self._raw(f"::{name}::{escape_data(data)}")
 
     def info(self, message: str) -> None:
         self._write(message)
 
     def warning(self, message: str) -> None:
-        self._write(f"::warning::{escape_data(message)}" if self.github else f"warning: {message}")
+        if self.github:
+            self._command("warning", message)
+        else:
+            self._write(f"warning: {message}")
 
     def error(self, message: str) -> None:
-        self._write(f"::error::{escape_data(message)}" if self.github else f"error: {message}")
+        if self.github:
+            self._command("error", message)
+        else:
+            self._write(f"error: {message}")
 
     def mask(self, secret: str) -> None:
         """Ask GitHub Actions to hide ``secret`` in every later log line."""
         if self.github and secret:
-            self._write(f"::add-mask::{escape_data(secret)}")
+            self._command("add-mask", secret)
 
     def group(self, title: str, body: str) -> None:
         """Print ``body`` folded under ``title`` (in GitHub Actions), as one block."""
         with self._lock:
             if self.github:
-                self._write(f"::group::{escape_data(title)}")
+                self._command("group", title)
                 self._write(body)
-                self._write("::endgroup::")
+                self._command("endgroup")
             else:
                 self._write(f"----- {title} -----")
                 self._write(body)
@@ -100,7 +119,7 @@ class Logger:
             st = _NbState(name, time.monotonic(), total_cells)
             self._nbs[name] = st
             if self.github and self.jobs == 1:
-                self._write(f"::group::{escape_data(name)}")
+                self._command("group", name)
             self._write(f"[start] {name} ({detail})")
 
     def cell_finished(self, name: str, done: int, total: int, status: str, cell_s: float, label: str = "") -> None:
@@ -123,7 +142,7 @@ class Logger:
                 if self.jobs == 1 and st is not None:
                     if log_text:
                         self._write(log_text)
-                    self._write("::endgroup::")
+                    self._command("endgroup")
                 elif st is not None or log_text:
                     body = "\n".join([*(st.lines if st else []), *([log_text] if log_text else [])])
                     if body:

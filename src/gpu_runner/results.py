@@ -14,6 +14,11 @@ rely on)::
             output.ipynb  metrics.json  params.json  log.py  artifacts/
 
 Every path stored in the model is relative to the entry folder and uses ``/``.
+
+A results.json is read only through :meth:`EntryResult.from_dict`, which first checks it against
+``results.schema.json`` (it may have been written by the code under test). That schema is
+generated from these dataclasses: after changing them, run
+``python -m gpu_runner.results_schema --write-schema``.
 """
 
 from __future__ import annotations
@@ -219,9 +224,16 @@ class EntryResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EntryResult:
+        """The model of a results.json's data, once its schema (``results.schema.json``) accepts it:
+        what ran on the entry's machine may have written anything (:mod:`gpu_runner.results_schema`)."""
+        from .results_schema import validate
+
+        if not isinstance(data, dict):
+            raise ValueError(f"results.json holds a JSON {type(data).__name__}, not an object")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ValueError(f"results.json schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
+        validate(data)
         return _build(cls, data)
 
     def write(self, entry_dir: Path) -> Path:

@@ -2,8 +2,9 @@
 
 The comment starts with a hidden marker ``<!-- gpu-runner:summary KEY -->``. KEY separates
 several callers in one repository (one matrix file each, say). The comment we update is the
-one that carries the marker AND was written by us (the token's user, or ``--author``), so a
-quote of our marker in someone else's comment is never overwritten. Bodies are cut below
+one whose first line is the marker AND that was written by us (the token's user, or
+``--author``), so a quote of our marker in someone else's comment, or a marker of another key
+inside our summary's text, is never taken for it. Bodies are cut below
 GitHub's 65,536-character limit with a note saying where the full report is.
 
 Where it goes (:func:`target_from_event`): a ``pull_request`` / ``pull_request_target`` event
@@ -35,11 +36,22 @@ def marker(key: str = DEFAULT_KEY) -> str:
     return f"<!-- gpu-runner:summary {clean} -->"
 
 
+ZWJ = "\u200d"
+_MENTION = re.compile("@(?!\u200d)")
+
+
+def neutralise(text: str) -> str:
+    """No ``@`` that GitHub reads as a mention and no ``<!--`` that could start a marker: a zero-width
+    joiner after each (the summary's text comes from the code under test; ours needs neither)."""
+    return _MENTION.sub("@" + ZWJ, text).replace("<!--", "<!-" + ZWJ + "-")
+
+
 def build_body(summary: str, key: str = DEFAULT_KEY, *, report_url: str | None = None,
                limit: int = BODY_LIMIT) -> str:
-    """Marker + summary, cut (at a line end where possible) so the whole is at most ``limit``."""
+    """Marker + summary (mentions and comment starts neutralised), cut (at a line end where
+    possible) so the whole is at most ``limit``."""
     head = marker(key) + "\n"
-    text = summary.rstrip() + "\n"
+    text = neutralise(summary.rstrip()) + "\n"
     if len(head) + len(text) <= limit:
         return head + text
     where = f"the [full report]({report_url})" if report_url else "the job summary and the report artifact"
@@ -128,9 +140,12 @@ class Comments:
         return self._author
 
     def _ours(self, comments: Any, mark: str) -> Any:
+        """The comment whose first line is ``mark`` and that we wrote. A marker anywhere else (a
+        quote, or a traceback in another key's summary) never counts."""
         me = self.author().lower()
         for c in comments:
-            if mark in (c.body or "") and (c.user is not None and c.user.login.lower() == me):
+            first = (c.body or "").split("\n", 1)[0].strip()
+            if first == mark and c.user is not None and c.user.login.lower() == me:
                 return c
         return None
 

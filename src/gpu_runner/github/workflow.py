@@ -5,6 +5,10 @@
   also ``:`` and ``,`` (``%3A``, ``%2C``).
 * GitHub keeps at most 10 error annotations (and 10 warnings) per step and 50 per job;
   :func:`annotate_errors` emits within those limits and says how many were left out.
+* Any other line the runner reads (stdout and stderr alike) is a command too when it starts with
+  ``::`` (after white space) or holds ``##[``. Text that comes from results, notebooks or errors
+  goes through :func:`safe_log`, which wraps such text in ``::stop-commands::TOKEN`` ...
+  ``::TOKEN::`` (a fresh random token), so it is shown as it is and never run.
 * ``$GITHUB_OUTPUT``: ``name=value`` lines, or ``name<<DELIM`` blocks for values with
   newlines. ``$GITHUB_STEP_SUMMARY``: Markdown, at most 1 MiB per step.
 """
@@ -12,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 from dataclasses import dataclass
@@ -34,6 +39,25 @@ def escape_data(value: str) -> str:
 
 def escape_property(value: str) -> str:
     return escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _command_like(line: str) -> bool:
+    return line.lstrip().startswith("::") or "##[" in line
+
+
+def safe_log(text: str, *, github: bool | None = None) -> str:
+    """``text`` for the run log, where the runner will not take any line of it for a workflow
+    command: unchanged when no line could be one (or outside GitHub Actions), else wrapped in
+    ``::stop-commands::`` with a token the text cannot know."""
+    if github is None:
+        github = in_github_actions()
+    if not github or not any(_command_like(line) for line in _LINE_BREAK.split(text)):
+        return text
+    token = f"gpu-runner-{secrets.token_hex(16)}"
+    return f"::stop-commands::{token}\n{text}\n::{token}::"
 
 
 def command(name: str, message: str = "", **properties: object) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from ..compare import Comparison, load_baseline
 from ..compare import to_dict as compare_to_dict
 from ..errors import ConfigError
-from ..files import write_text_atomic
+from ..files import inside, write_text_atomic
 from ..results import RESULTS_FILE, EntryResult, load_results, write_json_atomic  # noqa: F401
 from .dashboard import DashboardEntry, render_dashboard
 from .junit import junit_for, write_junit
@@ -46,15 +46,22 @@ PDF_FILE = "output.pdf"
 
 
 class _EchoLogger:
+    """Lines on stderr; in GitHub Actions never read as a workflow command (the text may come
+    from a results.json, so from the code under test)."""
+
     def info(self, msg: str) -> None:
         import click
 
-        click.echo(f"gpu-runner: {msg}", err=True)
+        from ..github.workflow import safe_log
+
+        click.echo(safe_log(f"gpu-runner: {msg}"), err=True)
 
     def warning(self, msg: str) -> None:
         import click
 
-        click.echo(f"gpu-runner: warning: {msg}", err=True)
+        from ..github.workflow import safe_log
+
+        click.echo(safe_log(f"gpu-runner: warning: {msg}"), err=True)
 
 
 def _logger(logger: Any) -> Any:
@@ -117,12 +124,20 @@ def write_entry_reports(
     for nb in result.notebooks:
         if hurried():
             break
-        nb_dir = entry_dir / nb.dir
+        try:  # the schema keeps paths relative and free of '..'; this also refuses symlinks out
+            nb_dir = inside(entry_dir, nb.dir)
+        except ValueError as e:
+            log.warning(f"{entry_dir.name}: {nb.path}: no HTML: {e}")
+            continue
         html_path = nb_dir / HTML_FILE
         have_html = html_path.exists() and not overwrite
         if not have_html:
             ipynb_rel = nb.files.get("ipynb") or f"{nb.dir}/output.ipynb"
-            ipynb = entry_dir / ipynb_rel
+            try:
+                ipynb = inside(entry_dir, ipynb_rel)
+            except ValueError as e:
+                log.warning(f"{entry_dir.name}: {nb.path}: no HTML: {e}")
+                continue
             if not ipynb.is_file():
                 if nb.status != "skipped":
                     log.warning(f"{entry_dir.name}: {nb.path}: no executed notebook ({ipynb_rel}); no HTML for it")

@@ -1,15 +1,19 @@
 """index.html: the runtime x machine grid people look at instead of reading logs.
 
 One self-contained page (inline CSS and JS, a Content-Security-Policy that forbids any
-fetch), readable without JavaScript: each grid cell is a link to its entry's section,
+fetch and runs no script but its own, by hash), readable without JavaScript: each grid cell is a link to its entry's section,
 which lists the notebooks with links to their HTML (at the failing cell), PDF and
 .ipynb. Links are relative to the page, so it works from ``file://`` and from an
 unzipped artifact wherever the entry folders sit next to it. A pure function of the
-result model: nothing here looks at an executed notebook.
+result model: nothing here looks at an executed notebook. Every string from the model is
+HTML-escaped (it may come from the code under test), and every file link must stay inside its
+entry folder.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import os
 from dataclasses import dataclass
@@ -18,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..compare import Comparison
+from ..files import inside
 from ..results import EntryResult, NotebookResult
 from .chart import sparkline_svg
 from .deltas import change_badge, dashboard_section, delta_html
@@ -58,8 +63,12 @@ def _e(x: object) -> str:
     return html.escape(str(x), quote=True)
 
 
+def _word(status: str) -> str:
+    return _WORD.get(status) or _e(status)
+
+
 def _pill(status: str) -> str:
-    return f'<span class="pill s-{_e(status)}"><span aria-hidden="true">{_ICON.get(status, "?")}</span> {_WORD.get(status, status)}</span>'
+    return f'<span class="pill s-{_e(status)}"><span aria-hidden="true">{_ICON.get(status, "?")}</span> {_word(status)}</span>'
 
 
 def _badges(r: EntryResult) -> str:
@@ -80,19 +89,26 @@ def _gpu_text(r: EntryResult) -> str:
     return f"{n}× {gpu}" if isinstance(n, int) and n > 1 else str(gpu)
 
 
+def _file_href(d: DashboardEntry, rel: object, base: Path) -> str | None:
+    """The link to a file the entry names, or None when the path would leave its folder."""
+    if not isinstance(rel, str):
+        return None
+    try:
+        return href(inside(d.entry_dir, rel), base)
+    except ValueError:
+        return None
+
+
 def _nb_links(d: DashboardEntry, nb: NotebookResult, base: Path) -> str:
     links = []
     files = nb.files or {}
     cell = nb.failure.cell_number if nb.status == "failed" and nb.failure else None
-    if files.get("html"):
-        frag = f"#cell-{cell}" if cell else ""
-        links.append(f'<a href="{href(d.entry_dir / files["html"], base)}{frag}">HTML</a>')
-    if files.get("pdf"):
-        links.append(f'<a href="{href(d.entry_dir / files["pdf"], base)}">PDF</a>')
-    if files.get("ipynb"):
-        links.append(f'<a href="{href(d.entry_dir / files["ipynb"], base)}" download>.ipynb</a>')
-    if files.get("log_py"):
-        links.append(f'<a href="{href(d.entry_dir / files["log_py"], base)}">log.py</a>')
+    for key, text, extra in (("html", "HTML", f"#cell-{cell}" if cell else ""), ("pdf", "PDF", ""),
+                             ("ipynb", ".ipynb", ""), ("log_py", "log.py", "")):
+        url = _file_href(d, files.get(key), base) if files.get(key) else None
+        if url is not None:
+            attrs = " download" if key == "ipynb" else ""
+            links.append(f'<a href="{url}{extra}"{attrs}>{text}</a>')
     if not links:
         return '<span class="muted">no files</span>'
     return " · ".join(links)
@@ -187,7 +203,7 @@ def _tile(i: int, d: DashboardEntry) -> str:
     return (
         f'<a class="tile s-{_e(r.status)}" href="#entry-{i}" aria-label="{_e(label)}">'
         f'<span class="tile-status"><span aria-hidden="true">{_ICON.get(r.status, "?")}</span> '
-        f'{_WORD.get(r.status, r.status)}</span>'
+        f'{_word(r.status)}</span>'
         f'<span class="tile-counts" aria-hidden="true"><span class="n-p" title="passed">{c["passed"]}<small> passed</small></span>'
         f'<span class="n-f{" nz" if c["failed"] else ""}" title="failed">{c["failed"]}<small> failed</small></span>'
         f'<span class="n-s" title="skipped">{c["skipped"]}<small> skipped</small></span></span>'
@@ -287,13 +303,23 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
         '<footer>Made by gpu-runner from each entry\'s results.json. Links are relative: keep the entry folders next to this page.</footer>',
     ]
     page_title = f"{_ICON.get(overall, '')} {verdict} · {title}"
+    script = _asset("dashboard.js")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-        "script-src 'unsafe-inline'; img-src data:\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{csp(script)}">'
         '<meta name="color-scheme" content="light dark">'
         f"<title>{_e(page_title)}</title><style>{_asset('dashboard.css')}</style></head>\n"
         f'<body data-overall="{overall}">\n' + "\n".join(body)
-        + f"\n<script>{_asset('dashboard.js')}</script>\n</body></html>\n"
+        + f"\n<script>{script}</script>\n</body></html>\n"
     )
+
+
+def csp(*scripts: str) -> str:
+    """The page's Content-Security-Policy: nothing fetched, and only our own script runs (by its
+    hash), so markup that got into the page anyway (an ``onerror`` attribute, a ``<script>``)
+    does not. Inline styles stay allowed: they cannot run code."""
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode('utf-8')).digest()).decode()}'"
+                      for s in scripts)
+    return f"default-src 'none'; style-src 'unsafe-inline'; script-src {hashes}; img-src data:; base-uri 'none'; " \
+           "form-action 'none'"

@@ -186,11 +186,56 @@ def cell_meta_html(nb: NotebookResult) -> dict[int, str]:
     return out
 
 
+MAX_EMBEDDED_IMAGE_BYTES = 20 * 1024 * 1024
+
+
+def _exporter_class() -> Any:
+    """nbconvert's HTMLExporter, whose Markdown images are embedded only from the notebook's own
+    output folder: a path that leaves it (absolute, ``..``, a symlink out) or names no image
+    stays a plain link, so a notebook cannot copy a file of the machine into its HTML."""
+    import mimetypes
+    import os
+
+    from jinja2 import pass_context
+    from nbconvert import HTMLExporter
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    class ContainedRenderer(IPythonRenderer):  # type: ignore[misc]
+        def _src_to_base64(self, src: str) -> str | None:
+            if not self.path or "://" in src or src.startswith(("data:", "attachment:")):
+                return None
+            base = os.path.realpath(self.path)
+            target = os.path.realpath(os.path.join(base, src))
+            if os.path.commonpath([base, target]) != base or not os.path.isfile(target):
+                return None
+            mime, _ = mimetypes.guess_type(target)
+            if not mime or not mime.startswith("image/") or os.path.getsize(target) > MAX_EMBEDDED_IMAGE_BYTES:
+                return None
+            import base64
+
+            with open(target, "rb") as f:
+                return f"data:{mime};base64,{base64.b64encode(f.read()).decode('ascii')}"
+
+    class ContainedHTMLExporter(HTMLExporter):  # type: ignore[misc]
+        @pass_context
+        def markdown2html(self, context: Any, source: str) -> str:
+            cell = context.get("cell", {})
+            path = context.get("resources", {}).get("metadata", {}).get("path", "")
+            renderer = ContainedRenderer(
+                escape=False, attachments=cell.get("attachments", {}), embed_images=self.embed_images, path=path,
+                anchor_link_text=self.anchor_link_text,
+                exclude_anchor_links=getattr(self, "exclude_anchor_links", False),
+                **getattr(self, "lexer_options", {}))
+            return MarkdownWithMath(renderer=renderer).render(source)
+
+    return ContainedHTMLExporter
+
+
 class NotebookHtmlRenderer:
     """An nbconvert HTMLExporter with the offline template; build once, render many."""
 
     def __init__(self) -> None:
-        from nbconvert import HTMLExporter
+        HTMLExporter = _exporter_class()  # noqa: N806
 
         self._exporter = HTMLExporter(
             template_name="lab",

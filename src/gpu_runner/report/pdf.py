@@ -6,6 +6,14 @@ through ``executable_path`` (its own browser downloads are never used). Every
 Playwright call runs on one private thread, so a :class:`PdfPrinter` may be shared by
 the threads of a run and used from inside a running asyncio loop.
 
+The page printed is the notebook's own HTML, outputs included: whatever the code under test
+chose to display. So Chromium prints it locked down: JavaScript off, offline, and the page
+served from a made-up origin (``http://gpu-runner.invalid/``) with every other request
+refused, so nothing on the disk (no ``file://``) and nothing on the network can reach the PDF.
+Chromium's own sandbox is on except as root, where Chromium cannot run with it (and where it
+cannot start, say without user namespaces, the printer says so once and prints without it).
+Outputs drawn by JavaScript (interactive plots) show their static fallback in the PDF.
+
 Chromium is found through ``GPU_RUNNER_CHROMIUM``, else ``chromium``,
 ``chromium-browser``, ``google-chrome`` or ``google-chrome-stable`` on ``PATH``. When
 there is none, or it does not start, the printer says so once and prints nothing.
@@ -14,8 +22,8 @@ there is none, or it does not start, the printer says so once and prints nothing
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import re
 import shutil
 import sys
 import threading
@@ -29,7 +37,6 @@ from ..files import write_bytes_atomic
 CHROMIUM_ENV = "GPU_RUNNER_CHROMIUM"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_ARGS = [
-    "--no-sandbox",
     "--disable-gpu",
     "--disable-dev-shm-usage",
     "--disable-background-networking",
@@ -40,7 +47,17 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--mute-audio",
 ]
-_REMOTE = re.compile(r"^(https?|wss?|ftp)://", re.I)
+NO_SANDBOX = "--no-sandbox"
+ORIGIN = "http://gpu-runner.invalid"
+"""Where the printed page seems to come from: a name that never resolves (RFC 6761)."""
+
+
+def chromium_args(euid: int | None = None) -> list[str]:
+    """Chromium's arguments: the sandbox stays on unless we are root (Chromium refuses it there)."""
+    if euid is None:
+        euid = os.geteuid() if hasattr(os, "geteuid") else 1
+    return [*CHROMIUM_ARGS, *([NO_SANDBOX] if euid == 0 else [])]
+
 
 _warned_lock = threading.Lock()
 _warned: set[str] = set()
@@ -77,7 +94,9 @@ def _warning(logger: Any, message: str) -> None:
     else:
         import click
 
-        click.echo(f"gpu-runner: warning: {message}", err=True)
+        from ..github.workflow import safe_log
+
+        click.echo(safe_log(f"gpu-runner: warning: {message}"), err=True)
 
 
 class PdfPrinter:
@@ -111,7 +130,11 @@ class PdfPrinter:
         self._browser: Any = None
         self._page: Any = None
         self._started = False
+        self._docs: dict[str, bytes] = {}
+        self._serial = itertools.count(1)
         self.version: str | None = None
+        self.sandboxed: bool | None = None
+        """Whether Chromium runs with its sandbox (known once started)."""
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -146,23 +169,50 @@ class PdfPrinter:
 
         with _driver_in_own_session():
             self._pw = sync_playwright().start()
-        self._browser = self._pw.chromium.launch(
-            executable_path=self.executable, args=CHROMIUM_ARGS, headless=True, timeout=self.timeout_ms
-        )
+        args = chromium_args()
+        try:
+            self._browser = self._pw.chromium.launch(executable_path=self.executable, args=args, headless=True,
+                                                     timeout=self.timeout_ms)
+        except Exception as e:  # noqa: BLE001 - e.g. no user namespaces for the sandbox
+            if NO_SANDBOX in args:
+                raise
+            self.sandboxed = False
+            _warn_once(self.logger, "pdf:sandbox", f"Chromium's sandbox did not start ({_first_line(e)}); printing "
+                       "without it, with JavaScript off and no file or network access")
+            self._browser = self._pw.chromium.launch(executable_path=self.executable, args=[*args, NO_SANDBOX],
+                                                     headless=True, timeout=self.timeout_ms)
+        else:
+            self.sandboxed = NO_SANDBOX not in args
         # open the page and print once now, so the first notebook does not pay for the
         # renderer process, fonts and the PDF backend starting up
         self._page = self._new_page()
-        self._page.set_content("<!DOCTYPE html><p>warm-up</p>")
+        self._load(b"<!DOCTYPE html><p>warm-up</p>")
         self._page.pdf(format="A4")
         return self._browser.version
 
     def _new_page(self) -> Any:
-        ctx = self._browser.new_context(java_script_enabled=True, offline=True)
+        ctx = self._browser.new_context(java_script_enabled=False, offline=True, service_workers="block",
+                                        accept_downloads=False)
         page = ctx.new_page()
         page.set_default_timeout(self.timeout_ms)
-        # belt and braces: a notebook's own HTML outputs may point at the network; never wait on it
-        page.route(_REMOTE, lambda route: route.abort())
+        page.route("**/*", self._serve)
         return page
+
+    def _serve(self, route: Any) -> None:
+        """The one page being printed, and nothing else: no file, no network, no other URL."""
+        body = self._docs.get(route.request.url)
+        if body is None:
+            route.abort()
+        else:
+            route.fulfill(status=200, content_type="text/html; charset=utf-8", body=body)
+
+    def _load(self, body: bytes) -> None:
+        url = f"{ORIGIN}/{next(self._serial)}/output.html"
+        self._docs[url] = body
+        try:
+            self._page.goto(url, wait_until="load")
+        finally:
+            self._docs.pop(url, None)
 
     def close(self) -> None:
         with self._lock:
@@ -196,10 +246,14 @@ class PdfPrinter:
         if not self.start():
             raise PdfError(self.unavailable_reason or "no Chromium")
         assert self._pool is not None
-        html_path = Path(html_path).resolve()
+        html_path = Path(html_path)
         pdf_path = Path(pdf_path)
         try:
-            data = self._pool.submit(self._print, html_path.as_uri()).result()
+            body = html_path.read_bytes()
+        except OSError as e:
+            raise PdfError(f"cannot read {html_path.name}: {e}") from e
+        try:
+            data = self._pool.submit(self._print, body).result()
         except PdfError:
             raise
         except Exception as e:  # noqa: BLE001
@@ -215,12 +269,12 @@ class PdfPrinter:
         assert self._pool is not None
         return self._pool.submit(fn, self._browser).result()
 
-    def _print(self, url: str) -> bytes:
+    def _print(self, body: bytes) -> bytes:
         for attempt in (1, 2):
             if self._page is None or self._page.is_closed():
                 self._page = self._new_page()
             try:
-                self._page.goto(url, wait_until="load")
+                self._load(body)
                 return self._page.pdf(
                     format="A4",
                     print_background=True,

@@ -21,13 +21,24 @@ _NOTE_RESERVE = 600
 _STATUS = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭️ skipped"}
 
 
+ZWJ = "\u200d"
+"""Zero-width joiner: after an ``@`` it keeps GitHub from reading a mention (``@org/team``), and
+inside ``<!--`` it keeps text from reading as our comment marker; a reader sees the same text."""
+
+
+def no_mention(text: str) -> str:
+    """``@name`` as text that notifies nobody: results come from the code under test."""
+    return text.replace("@", "@" + ZWJ)
+
+
 def md(text: object) -> str:
-    """Text made safe for a Markdown table cell: one line, no HTML, no accidental markup."""
+    """Text made safe for a Markdown table cell: one line, no HTML, no accidental markup, no
+    mention."""
     s = " ".join(str(text).split())
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     for ch in "\\`*_[]|~#":
         s = s.replace(ch, "\\" + ch)
-    return s
+    return no_mention(s)
 
 
 def _code(text: str) -> str:
@@ -36,16 +47,24 @@ def _code(text: str) -> str:
 
 def _code_html(text: str) -> str:
     """For raw HTML blocks (``<details>``/``<summary>``), where Markdown escapes are not read."""
-    return f"<code>{html.escape(' '.join(str(text).split()))}</code>"
+    return f"<code>{no_mention(html.escape(' '.join(str(text).split())))}</code>"
 
 
 def _fence(text: str, lang: str = "text") -> str:
+    """A code block no text can end early (the fence is longer than any run of backticks in it).
+    GitHub reads no mention and no HTML inside; an HTML comment start is broken up anyway, so no
+    line of it is ever our comment marker."""
+    text = text.replace("<!--", "<!-" + ZWJ + "-")
     longest = run = 0
     for ch in text:
         run = run + 1 if ch == "`" else 0
         longest = max(longest, run)
     ticks = "`" * max(3, longest + 1)
     return f"{ticks}{lang}\n{text}\n{ticks}"
+
+
+def _status(status: str) -> str:
+    return _STATUS.get(status, md(status))
 
 
 class _Budget:
@@ -143,7 +162,7 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
             c = r.counts()
             row = (f"| {_entry_name(r)} | {md(r.entry.runtime or '—')} | {md(r.entry.machine or '—')} | {_gpu(r)} | "
                    f"{md(runtime_text(r.facts, short=True).removeprefix('Python ') or '—')} | "
-                   f"{_STATUS.get(r.status, r.status)} | {c['passed']} | {c['failed']} | {c['skipped']} | "
+                   f"{_status(r.status)} | {c['passed']} | {c['failed']} | {c['skipped']} | "
                    f"{fmt_duration(r.duration_s)} |")
             b.add(row, "entry rows")
         b.add("")
@@ -218,5 +237,5 @@ def _nb_row(nb: NotebookResult) -> str:
         note = nb.skip_reason or ""
     elif nb.rerun is not None:
         note = f"rerun {nb.rerun.status}"
-    return (f"| {_code(nb.path)} | {_STATUS.get(nb.status, nb.status)} | {fmt_duration(nb.duration_s)} | "
+    return (f"| {_code(nb.path)} | {_status(nb.status)} | {fmt_duration(nb.duration_s)} | "
             f"{fmt_mib(nb.gpu_peak_memory_mib)} | {fmt_pct(nb.gpu_mean_utilization_pct)} | {md(note)} |")

@@ -1,0 +1,146 @@
+"""The JSON Schema of ``results.json``, and the check every reader makes before trusting one.
+
+A ``results.json`` is written by whatever ran on the entry's machine: in GitHub Actions, the
+pull request's own code could have written it. So no report reads one that this schema does not
+accept: every status is one of the model's words, every number a number, and every path a path
+inside the entry folder (relative, no ``..`` segment), so a crafted file cannot make a report
+write or read outside its results folder, nor crash it half way.
+
+The schema is generated from the dataclasses in :mod:`gpu_runner.results` and shipped with the
+package (``results.schema.json``, next to this module). After changing the model::
+
+    python -m gpu_runner.results_schema --write-schema      # writes src/gpu_runner/results.schema.json
+    python -m gpu_runner.results_schema --check-schema      # exit 1 when it is stale
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import results
+
+SCHEMA_FILE = "results.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / SCHEMA_FILE
+SCHEMA_ID = "https://github.com/gpu-runner/gpu-runner/blob/main/src/gpu_runner/results.schema.json"
+
+RELATIVE_PATH_PATTERN = r"^(?!/)(?!(?:.*/)?\.\.(?:/|$))[^\x00]+$"
+"""A path inside the entry folder: not absolute, no ``..`` segment, no NUL, not empty."""
+
+
+class ResultsError(ValueError):
+    """A results.json that the schema refuses; the message names where and why."""
+
+
+def _relative_path() -> dict[str, Any]:
+    return {"type": "string", "pattern": RELATIVE_PATH_PATTERN,
+            "description": "Relative to the entry folder, with '/'; never absolute, never a '..' segment."}
+
+
+def json_schema() -> dict[str, Any]:
+    """The schema (draft 2020-12), generated from :class:`gpu_runner.results.EntryResult`."""
+    from pydantic import TypeAdapter
+
+    schema = TypeAdapter(results.EntryResult).json_schema(mode="validation")
+    defs = schema.setdefault("$defs", {})
+    defs["RelativePath"] = _relative_path()
+    ref = {"$ref": "#/$defs/RelativePath"}
+    for node in [schema, *defs.values()]:
+        if node.get("type") == "object" and "properties" in node:
+            node["additionalProperties"] = False
+    props = schema["properties"]
+    props["schema_version"] = {"const": results.SCHEMA_VERSION, "title": "Schema Version"}
+    if "schema_version" not in schema.setdefault("required", []):
+        schema["required"].append("schema_version")
+    props["totals"] = {"type": "object", "title": "Totals", "additionalProperties": {"type": "integer"},
+                       "description": "Counts over notebooks and checks (derived; readers recount)."}
+    nb = defs["NotebookResult"]["properties"]
+    nb["dir"] = {**ref, "title": "Dir"}
+    nb["files"] = {"type": "object", "title": "Files", "additionalProperties": {"anyOf": [
+        ref, {"type": "array", "items": ref}, {"type": "null"}]}}
+    defs["CheckResult"]["properties"]["artifacts"] = {"type": "array", "items": ref, "title": "Artifacts"}
+    failure = defs["Failure"]["properties"]
+    failure["kind"] = {"enum": list(results.FAILURE_KINDS), "type": "string", "title": "Kind"}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
+            **{k: v for k, v in schema.items() if k != "title"},
+            "title": "gpu-runner results.json"}
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema
+
+    schema = json.loads(resources.files(__package__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _where(path: Any) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _deepest(error: Any) -> Any:
+    """For "not valid under any of the given schemas" (an optional object), the error inside."""
+    while error.context:  # the branch that got furthest, not "is not of type 'null'"
+        error = min(error.context, key=lambda e: (-len(e.absolute_path), e.validator == "type"))
+    return error
+
+
+def validate(data: Any) -> None:
+    """Raise :class:`ResultsError` naming the first few problems when the schema refuses ``data``."""
+    errors = sorted((_deepest(e) for e in _validator().iter_errors(data)),
+                    key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if not errors:
+        return
+    shown = []
+    for e in errors[:3]:
+        message = e.message if len(e.message) <= 200 else e.message[:197] + "..."
+        shown.append(f"{_where(e.absolute_path)}: {message}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    raise ResultsError("; ".join(shown) + more)
+
+
+def schema() -> dict[str, Any]:
+    """The shipped schema (a copy)."""
+    return copy.deepcopy(_validator().schema)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gpu_runner.results_schema",
+                                     description="Print, write or check the results.json JSON Schema.")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--write-schema", action="store_true", help=f"write {SCHEMA_FILE} next to this module")
+    group.add_argument("--check-schema", action="store_true", help=f"exit 1 when {SCHEMA_FILE} is stale")
+    parser.add_argument("--path", type=Path, default=SCHEMA_PATH, help="schema file (default: the package's)")
+    args = parser.parse_args(argv)
+    text = schema_text()
+    if args.write_schema:
+        args.path.write_text(text, encoding="utf-8")
+        print(f"wrote {args.path}")
+        return 0
+    if args.check_schema:
+        current = args.path.read_text(encoding="utf-8") if args.path.exists() else ""
+        if current != text:
+            print(f"{args.path} is stale; run: python -m gpu_runner.results_schema --write-schema", file=sys.stderr)
+            return 1
+        print(f"{args.path} is up to date")
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
