@@ -130,8 +130,11 @@ def test_a_hostile_or_empty_baseline_folder(tmp_path):
 
     hostile = tmp_path / "hostile"
     (hostile / "rt--l4").mkdir(parents=True)
-    data = entry("rt--l4", nb("a", duration="ten", gpu=float("nan"))).to_dict()
+    data = entry("rt--l4", nb("a", duration=float("nan"), gpu=float("nan"))).to_dict()
     (hostile / "rt--l4" / "results.json").write_text(json.dumps(data))  # NaN, as Python's json reads it
+    (hostile / "rt--a100").mkdir()  # a number that is text: its results.json schema refuses it
+    data = entry("rt--a100", nb("a", duration="ten")).to_dict()
+    (hostile / "rt--a100" / "results.json").write_text(json.dumps(data))
     (hostile / "broken").mkdir()
     (hostile / "broken" / "results.json").write_text('{"schema_version": 1, "entry": 5}')
     (hostile / "baseline.json").write_text(json.dumps({"description": "<b>run</b>", "html_url": "javascript:x",
@@ -139,7 +142,8 @@ def test_a_hostile_or_empty_baseline_folder(tmp_path):
     comp = load_baseline(hostile, now, warn=warnings.append)
     assert comp.available and comp.source.url is None and comp.source.run_id is None
     assert [d.verdict for d in comp.notebook("rt--l4", "a").deltas] == ["unknown", "unknown", "unchanged"]
-    assert len(warnings) == 1 and "left out of the comparison" in warnings[0]
+    assert len(warnings) == 2 and all("left out of the comparison" in w for w in warnings)
+    assert any("rt--a100" in w and "duration_s" in w for w in warnings)
     report = write_run_reports([], tmp_path / "out", baseline=hostile, logger=_Quiet())
     assert "<b>run</b>" not in report.dashboard_path.read_text()
 

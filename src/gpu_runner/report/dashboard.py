@@ -1,9 +1,9 @@
 """index.html: the runtime x machine grid people look at instead of reading logs.
 
 One self-contained page (inline CSS and JS, a Content-Security-Policy that forbids any
-fetch and runs no script but its own, by hash), readable without JavaScript: each grid cell is a link to its entry's section,
-which lists the notebooks with links to their HTML (at the failing cell), PDF and
-.ipynb. Links are relative to the page, so it works from ``file://`` and from an
+fetch and runs no script but its own, by hash), readable without JavaScript: each grid cell
+is a link to its entry's section, which lists the notebooks with links to their HTML (at the
+failing cell), PDF and .ipynb. Links are relative to the page, so it works from ``file://`` and from an
 unzipped artifact wherever the entry folders sit next to it. A pure function of the
 result model: nothing here looks at an executed notebook. Every string from the model is
 HTML-escaped (it may come from the code under test), and every file link must stay inside its
