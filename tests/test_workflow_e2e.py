@@ -83,7 +83,7 @@ def _pr_event(*, fork: bool, labels: list[str] = (), action: str = "opened") -> 
     return {"action": action, "number": 12, "pull_request": {
         "number": 12, "labels": [{"name": n} for n in labels],
         "head": {"sha": "4" * 40, "repo": {"full_name": head, "fork": fork}},
-        "base": {"sha": "5" * 40, "repo": {"full_name": REPO_NAME}}}}
+        "base": {"sha": "5" * 40, "ref": "main", "repo": {"full_name": REPO_NAME}}}}
 
 
 def _texts(r: Runner) -> str:
@@ -146,6 +146,48 @@ def test_pull_request_gets_a_sticky_comment_updated_by_the_next_run(world: World
     assert len(comments) == 1 and comments[0]["kind"] == "issue" and comments[0]["number"] == 12
     assert world.gh.calls["issue-comments.create"] == 1 and world.gh.calls["issue-comments.update"] == 1
     assert world.compute.count() == 0 and world.gh.count() == 0
+
+
+def _zip_folder(folder: Path) -> bytes:
+    """An artifact as GitHub serves it: a zip of the uploaded folder's contents."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(folder).as_posix())
+    return buf.getvalue()
+
+
+def test_a_pull_request_is_compared_with_the_last_good_run_on_its_base_branch(world: World) -> None:
+    # the first pull request has no baseline: said once, and the report goes on
+    r = world.runner("pull_request", _pr_event(fork=False))
+    res = r.run_workflow()
+    assert res["report"]["result"] == "success", _texts(r)
+    body = next(iter(world.gh.comments.values()))["body"]
+    assert body.count("No baseline to compare with") == 1
+    assert "no successful run of this workflow on the base branch 'main' yet" in body
+
+    # main's run succeeded and kept its entries' artifacts; the pull request breaks the notebook
+    world.gh.add_run(head_branch="main", head_sha="5" * 40, artifacts={
+        p.name: _zip_folder(p) for p in world.artifacts.iterdir() if p.name != "gpu-runner-report"})
+    shutil_rmtree(world.artifacts)
+    make_nb(world.ws / "notebooks", "smoke.ipynb", "raise ValueError('broken on purpose')")
+    r = world.runner("pull_request", _pr_event(fork=False))
+    res = r.run_workflow()
+    assert res["report"]["result"] == "failure"  # the notebook failed, as before the baseline existed
+    report = res["_jobs"]["report"][0]
+    assert [s.outcome for s in report.steps if s.name.startswith("Baseline")] == ["success"]
+    body = next(iter(world.gh.comments.values()))["body"]
+    section = body[body.index("### Compared with the baseline"):]
+    assert "2 newly failing" in section.splitlines()[2]
+    for entry in ("smoke--here", "smoke--l4"):
+        assert f"| <code>{entry}</code> | <code>notebooks/smoke.ipynb</code> | passed | failed: cell 1: ValueError: " \
+               "broken on purpose |" in section
+    assert world.gh.calls["artifacts.blob"] == 2 and world.gh.leaked_auth == [] and not world.gh.rejected
+    assert (world.artifacts / "gpu-runner-report" / "comparison.json").is_file()
 
 
 def shutil_rmtree(p: Path) -> None:

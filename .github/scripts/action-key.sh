@@ -27,7 +27,7 @@ base="${RUNNER_TEMP:-/tmp}/gpu-runner"
 # job on a GPU VM installs no cloud client and no browser driver.
 case "${GPU_RUNNER_MODE:-}" in
   start | stop | janitor) extras="gce,github" ;;
-  comment) extras="github" ;;
+  comment | baseline) extras="github" ;;
   report) extras="pdf,github" ;;
   *) extras="" ;;
 esac

@@ -74,8 +74,18 @@ case "$INPUT_MODE" in
     if ! flag "${INPUT_CHECKS:-true}" checks; then args+=(--no-checks); fi
     group=false  # run folds each notebook's log itself
     ;;
+  baseline)
+    args=(baseline fetch --out "${INPUT_BASELINE_DIR:-gpu-runner-baseline}" --optional)
+    ;;
   report)
     args=(report "$INPUT_RESULTS_DIR" --out "${INPUT_REPORT_DIR:-$INPUT_RESULTS_DIR}" "${pdf[@]}")
+    if [ -n "${INPUT_BASELINE_DIR:-}" ]; then
+      if [ -d "$INPUT_BASELINE_DIR" ]; then
+        args+=(--baseline "$INPUT_BASELINE_DIR")
+      else
+        echo "gpu-runner: no baseline folder $INPUT_BASELINE_DIR (the baseline step did not run): no comparison"
+      fi
+    fi
     group=false
     ;;
   comment) args=(comment "${INPUT_REPORT_DIR:-$INPUT_RESULTS_DIR}" --key "${INPUT_COMMENT_KEY:-default}" --optional) ;;

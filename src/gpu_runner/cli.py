@@ -497,6 +497,64 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool, 
     sys.exit(report.exit_code)
 
 
+@cli.group("baseline")
+def baseline_group() -> None:
+    """The previous run to compare with (`gpu-runner report --baseline`)."""
+
+
+@baseline_group.command("fetch")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("baseline"),
+              show_default=True, help="Where each entry's results.json and baseline.json go (made afresh).")
+@click.option("--branch", default=None, metavar="NAME",
+              help="The latest successful run on this branch.  [default: from the event: a pull request's base "
+                   "branch; a push's previous commit]")
+@click.option("--sha", default=None, metavar="SHA", help="The successful run of this commit.")
+@click.option("--workflow", default=None, metavar="FILE|ID",
+              help="Whose runs.  [default: the workflow of this run, GITHUB_RUN_ID]")
+@click.option("--max-artifact-mib", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Leave out artifacts larger than this.")
+@click.option("--optional", is_flag=True,
+              help="A GitHub error (no token, no `actions: read`, an outage) is a warning and no baseline, exit 0.")
+def baseline_fetch_cmd(out_dir: Path, branch: str | None, sha: str | None, workflow: str | None,
+                       max_artifact_mib: int, optional: bool) -> None:
+    """Download the results of the run to compare with: the latest successful run of this workflow
+    on the pull request's base branch, or of the push's previous commit.
+
+    Keeps each entry's results.json from the run's gpu-runner-* artifacts (nothing else, and only
+    plain relative paths: artifacts are untrusted zip files) and writes OUT/baseline.json. No
+    baseline (a first run, expired artifacts) is said once and exits 0; give OUT to `gpu-runner
+    report --baseline`. Writes found, baseline-dir and run-id to $GITHUB_OUTPUT. Needs
+    GITHUB_REPOSITORY and a token that may read Actions (GPU_RUNNER_GITHUB_TOKEN or GITHUB_TOKEN).
+    """
+    from .github import baseline as base
+    from .github.workflow import command, in_github_actions, set_outputs
+
+    if branch and sha:
+        raise ConfigError("give --branch or --sha, not both")
+    notes: list[str] = []
+    try:
+        got = base.fetch(out_dir, workflow=workflow, branch=branch, sha=sha,
+                         max_artifact_bytes=max_artifact_mib * 2**20, log=notes.append)
+    except InfraError as e:
+        if not optional:
+            raise
+        msg = f"no baseline: {e}; the report goes on without one"
+        click.echo(command("warning", msg, title="gpu-runner baseline") if in_github_actions()
+                   else f"gpu-runner: warning: {msg}", err=True)
+        set_outputs({"found": "false", "baseline-dir": str(out_dir), "run-id": ""})
+        return
+    for note in notes:
+        click.echo(f"gpu-runner: {note}", err=True)
+    set_outputs({"found": "true" if got.found else "false", "baseline-dir": str(out_dir),
+                 "run-id": got.run_id or ""})
+    if got.found:
+        click.echo(f"baseline: {got.description}, {len(got.entries)} entr{'y' if len(got.entries) == 1 else 'ies'} "
+                   f"from {sum(1 for a in got.artifacts if a.entries)} artifact(s): {out_dir}/"
+                   + (f" ({got.html_url})" if got.html_url else ""))
+    else:
+        click.echo(f"no baseline: {got.reason}; the report goes on without one")
+
+
 @cli.command("comment")
 @click.argument("summary", type=click.Path(path_type=Path), metavar="SUMMARY")
 @click.option("--key", default="default", show_default=True,

@@ -26,6 +26,9 @@ GITHUB_PATHS = {
     "/repos/{owner}/{repo}/actions/runners/generate-jitconfig": ["post"],
     "/repos/{owner}/{repo}/actions/runners/registration-token": ["post"],
     "/repos/{owner}/{repo}/actions/runs/{run_id}": ["get"],
+    "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs": ["get"],
+    "/repos/{owner}/{repo}/actions/runs/{run_id}/artifacts": ["get"],
+    "/repos/{owner}/{repo}/actions/artifacts/{artifact_id}/{archive_format}": ["get"],
     "/repos/{owner}/{repo}/issues/{issue_number}/comments": ["get", "post"],
     "/repos/{owner}/{repo}/issues/comments/{comment_id}": ["get", "patch"],
     "/repos/{owner}/{repo}/commits/{commit_sha}/comments": ["get", "post"],
@@ -72,8 +75,8 @@ def main(ref: Path) -> None:
     g = json.loads((ref / "github-openapi-subset.json").read_text())
     paths = {p: {m: _strip(g["paths"][p][m]) for m in ms} for p, ms in GITHUB_PATHS.items()}
     out = {"_source": "github-openapi-subset.json: generated/api.github.com.deref.json in the npm package "
-                      "@octokit/openapi 23.0.2, MIT (Octokit contributors); the runner, workflow-run and comment "
-                      "paths the stand-in serves, descriptions and examples dropped",
+                      "@octokit/openapi 23.0.2, MIT (Octokit contributors); the runner, workflow-run, artifact and "
+                      "comment paths the stand-in serves, descriptions and examples dropped",
            "openapi": g["openapi"], "paths": paths}
     (FIXTURES / "github-runners-openapi.json").write_text(json.dumps(out, indent=1) + "\n")
 

@@ -1,6 +1,8 @@
 """A GitHub stand-in: repository self-hosted runners (generate-jitconfig, list, get, delete,
-registration-token), workflow runs (get), issue comments (list, create, get, update) and
-commit comments (list, create, update). A runner shows ``online`` once the VM that holds
+registration-token), workflow runs (get; a workflow's runs, filtered by branch, status, head_sha,
+event), a run's artifacts (list; download: a 302 to a signed address on another host name that
+refuses an Authorization header, 410 once expired), issue comments (list, create, get, update)
+and commit comments (list, create, update). A runner shows ``online`` once the VM that holds
 its just-in-time config runs (the Compute stand-in calls :meth:`runner_connects`).
 
 Request bodies are validated against the published OpenAPI description (fixtures); runner
@@ -36,6 +38,8 @@ CCI = "/repos/{owner}/{repo}/comments/{comment_id}"
 MAX_COMMENT_CHARS = 65_536
 # PATCH /repos/{owner}/{repo}/comments/{comment_id} (update a commit comment) is not in the OpenAPI
 # subset the fixtures come from; GitHub documents the same body as for an issue comment.
+RUN_STATUSES = ("completed", "action_required", "cancelled", "failure", "neutral", "skipped", "stale", "success",
+                "timed_out", "in_progress", "queued", "requested", "waiting", "pending")
 COMMIT_COMMENT_PATCH = jsonschema.Draft7Validator(
     {"type": "object", "properties": {"body": {"type": "string"}}, "required": ["body"], "additionalProperties": False})
 
@@ -58,6 +62,14 @@ class GitHubStandIn(StandIn):
         self.comments: dict[int, dict[str, Any]] = {}
         """id -> {"kind": "issue"|"commit", "number"|"sha", "body", "login", ...}."""
         self.comment_ids = itertools.count(9000)
+        self.default_workflow_id = 161335
+        self.workflow_runs: dict[int, dict[str, Any]] = {}
+        self.run_ids = itertools.count(7001)
+        self.artifacts: dict[int, dict[str, Any]] = {}
+        self.artifact_ids = itertools.count(300)
+        self.blob_signatures: dict[str, int] = {}
+        self.leaked_auth: list[str] = []
+        """Authorization headers that reached the storage host (there must be none)."""
         for method, path, name, handler in [
             ("POST", R + "/generate-jitconfig", "runners.jitconfig", self.jitconfig),
             ("POST", R + "/registration-token", "runners.registration-token", self.registration_token),
@@ -65,6 +77,11 @@ class GitHubStandIn(StandIn):
             ("GET", R + "/{runner_id}", "runners.get", self.get),
             ("DELETE", R + "/{runner_id}", "runners.delete", self.delete),
             ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}", "runs.get", self.run),
+            ("GET", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs", "runs.list", self.workflow_runs_list),
+            ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/artifacts", "artifacts.list", self.run_artifacts),
+            ("GET", "/repos/{owner}/{repo}/actions/artifacts/{artifact_id}/{archive_format}", "artifacts.download",
+             self.artifact_download),
+            ("GET", "/blob/{artifact_id}", "artifacts.blob", self.blob),
             ("GET", "/user", "user.get", self.user),
             ("GET", IC, "issue-comments.list", self.issue_comments),
             ("POST", IC, "issue-comments.create", self.create_issue_comment),
@@ -78,6 +95,8 @@ class GitHubStandIn(StandIn):
 
     # -- knobs and auth -----------------------------------------------------------------
     def before(self, method: str, name: str, headers: Any) -> None:
+        if name == "artifacts.blob":
+            return  # another host in truth: no GitHub token there (see blob)
         auth = headers.get("Authorization") or ""
         if auth not in (f"token {self.token}", f"Bearer {self.token}"):
             raise Reply(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
@@ -188,12 +207,148 @@ class GitHubStandIn(StandIn):
         return 204, None
 
     def run(self, owner: str, repo: str, run_id: str, **_: Any) -> Any:
-        """A workflow run (the fields the janitor reads; the full object is large)."""
+        """A workflow run: one added with :meth:`add_run`, else one of workflow ``default_workflow_id``
+        on ``main``, in progress unless its id is in ``finished_runs`` (the janitor's view)."""
         self._repo(owner, repo)
-        done = run_id in self.finished_runs
-        return {"id": int(run_id), "name": "gpu-notebooks", "status": "completed" if done else "in_progress",
-                "conclusion": "success" if done else None, "run_attempt": 1,
-                "url": f"{self.url}/repos/{owner}/{repo}/actions/runs/{run_id}"}
+        with self.lock:
+            run = self.workflow_runs.get(int(run_id))
+        if run is None:
+            done = run_id in self.finished_runs
+            run = {"id": int(run_id), "workflow_id": self.default_workflow_id, "head_branch": "main",
+                   "head_sha": "0" * 40, "event": "push", "status": "completed" if done else "in_progress",
+                   "conclusion": "success" if done else None, "run_number": int(run_id), "head_repo": self.repo,
+                   "created_at": "2025-01-02T03:04:05Z"}
+        out = self._run_json(run)
+        assert not problems(github_validator("/repos/{owner}/{repo}/actions/runs/{run_id}", "get", "200"), out)
+        return out
+
+    # -- workflow runs and their artifacts ----------------------------------------------------
+    def add_run(self, *, workflow_id: int | None = None, head_branch: str = "main", head_sha: str = "a" * 40,
+                event: str = "push", conclusion: str | None = "success", head_repo: str | None = None,
+                artifacts: dict[str, bytes] | None = None, expired: bool = False) -> int:
+        """A finished (or, with ``conclusion=None``, running) run; newer than every earlier one.
+        ``artifacts``: name -> the zip file's bytes."""
+        with self.lock:
+            rid = next(self.run_ids)
+            self.workflow_runs[rid] = {
+                "id": rid, "workflow_id": workflow_id or self.default_workflow_id, "head_branch": head_branch,
+                "head_sha": head_sha, "event": event, "status": "completed" if conclusion else "in_progress",
+                "conclusion": conclusion, "run_number": rid - 7000, "head_repo": head_repo or self.repo,
+                "created_at": f"2025-01-{1 + (rid - 7000) // 24:02d}T{(rid - 7000) % 24:02d}:00:00Z"}
+            for name, data in (artifacts or {}).items():
+                aid = next(self.artifact_ids)
+                self.artifacts[aid] = {"id": aid, "run_id": rid, "name": name, "data": data, "expired": expired}
+            return rid
+
+    def _repo_json(self, full_name: str) -> dict[str, Any]:
+        owner, name = full_name.split("/")
+        u = f"{self.url}/repos/{full_name}"
+        out: dict[str, Any] = {"id": 1296269 + len(full_name), "node_id": "R_kgDOB", "name": name,
+                               "full_name": full_name, "owner": self._user(owner), "private": False,
+                               "html_url": f"https://github.com/{full_name}", "description": None,
+                               "fork": full_name != self.repo, "url": u}
+        for key in ("archive", "assignees", "blobs", "branches", "collaborators", "comments", "commits", "compare",
+                    "contents", "contributors", "deployments", "downloads", "events", "forks", "git_commits",
+                    "git_refs", "git_tags", "hooks", "issue_comment", "issue_events", "issues", "keys", "labels",
+                    "languages", "merges", "milestones", "notifications", "pulls", "releases", "stargazers",
+                    "statuses", "subscribers", "subscription", "tags", "teams", "trees"):
+            out[f"{key}_url"] = f"{u}/{key.replace('_', '/')}"
+        return out
+
+    def _run_json(self, r: dict[str, Any]) -> dict[str, Any]:
+        base = f"{self.url}/repos/{self.repo}/actions/runs/{r['id']}"
+        return {
+            "id": r["id"], "name": "runtime-tests", "node_id": f"WFR_{r['id']}", "head_branch": r["head_branch"],
+            "head_sha": r["head_sha"], "path": ".github/workflows/runtime-tests.yml", "display_title": "runtime tests",
+            "run_number": r["run_number"], "event": r["event"], "status": r["status"], "conclusion": r["conclusion"],
+            "workflow_id": r["workflow_id"], "url": base, "run_attempt": 1,
+            "html_url": f"https://github.com/{self.repo}/actions/runs/{r['id']}",
+            "pull_requests": [], "created_at": r["created_at"], "updated_at": r["created_at"],
+            "jobs_url": f"{base}/jobs", "logs_url": f"{base}/logs", "check_suite_url": f"{base}/check-suite",
+            "artifacts_url": f"{base}/artifacts", "cancel_url": f"{base}/cancel", "rerun_url": f"{base}/rerun",
+            "workflow_url": f"{self.url}/repos/{self.repo}/actions/workflows/{r['workflow_id']}",
+            "head_commit": {"id": r["head_sha"], "tree_id": "b" * 40, "message": "a commit",
+                            "timestamp": r["created_at"], "author": {"name": "Octo Cat", "email": "octo@example.com"},
+                            "committer": {"name": "Octo Cat", "email": "octo@example.com"}},
+            "repository": self._repo_json(self.repo), "head_repository": self._repo_json(r["head_repo"]),
+        }
+
+    def workflow_runs_list(self, owner: str, repo: str, workflow_id: str, query: dict[str, str], **_: Any) -> Any:
+        self._repo(owner, repo)
+        unknown = set(query) - {"branch", "status", "head_sha", "event", "per_page", "page", "actor", "created",
+                                "exclude_pull_requests", "check_suite_id"}
+        if unknown or query.get("status", "success") not in RUN_STATUSES:
+            raise Reply(422, {"message": f"Validation Failed: {sorted(unknown) or query.get('status')}",
+                              "documentation_url": "https://docs.github.com/rest"})
+        with self.lock:
+            runs = sorted(self.workflow_runs.values(), key=lambda r: r["id"], reverse=True)  # newest first
+        wanted = str(workflow_id)
+
+        def keep(r: dict[str, Any]) -> bool:
+            status = query.get("status")
+            if status and status not in (r["status"], r["conclusion"]):
+                return False
+            return (str(r["workflow_id"]) == wanted or wanted == "runtime-tests.yml") and all(
+                query.get(k) in (None, r[k]) for k in ("head_sha", "event")) and query.get("branch") in (
+                None, r["head_branch"])
+
+        items = [self._run_json(r) for r in runs if keep(r)]
+        chunk, headers = self._page(items, query, f"/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs")
+        out = {"total_count": len(items), "workflow_runs": chunk}
+        assert not problems(github_validator("/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs", "get",
+                                             "200"), out)
+        return 200, out, headers
+
+    def _artifact_json(self, a: dict[str, Any]) -> dict[str, Any]:
+        run = self.workflow_runs[a["run_id"]]
+        u = f"{self.url}/repos/{self.repo}/actions/artifacts/{a['id']}"
+        return {"id": a["id"], "node_id": f"MDg6QXJ0aWZhY3Q{a['id']}", "name": a["name"],
+                "size_in_bytes": len(a["data"]), "url": u, "archive_download_url": f"{u}/zip",
+                "expired": a["expired"], "created_at": run["created_at"], "updated_at": run["created_at"],
+                "expires_at": "2025-01-16T00:00:00Z" if a["expired"] else "2099-01-01T00:00:00Z", "digest": None,
+                "workflow_run": {"id": run["id"], "repository_id": 1296269, "head_repository_id": 1296269,
+                                 "head_branch": run["head_branch"], "head_sha": run["head_sha"]}}
+
+    def run_artifacts(self, owner: str, repo: str, run_id: str, query: dict[str, str], **_: Any) -> Any:
+        self._repo(owner, repo)
+        with self.lock:
+            if int(run_id) not in self.workflow_runs:
+                raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+            items = [self._artifact_json(a) for a in sorted(self.artifacts.values(), key=lambda a: a["id"])
+                     if a["run_id"] == int(run_id) and query.get("name") in (None, a["name"])]
+        chunk, headers = self._page(items, query, f"/repos/{owner}/{repo}/actions/runs/{run_id}/artifacts")
+        out = {"total_count": len(items), "artifacts": chunk}
+        assert not problems(github_validator("/repos/{owner}/{repo}/actions/runs/{run_id}/artifacts", "get", "200"),
+                            out)
+        return 200, out, headers
+
+    def artifact_download(self, owner: str, repo: str, artifact_id: str, archive_format: str, **_: Any) -> Any:
+        """302 to a signed address on another host (as GitHub sends to blob storage), or 410 once expired."""
+        self._repo(owner, repo)
+        with self.lock:
+            a = self.artifacts.get(int(artifact_id))
+        if a is None or archive_format != "zip":
+            raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+        if a["expired"]:
+            raise Reply(410, {"message": "Artifact has expired", "documentation_url": "https://docs.github.com/rest"})
+        sig = secrets.token_urlsafe(16)
+        with self.lock:
+            self.blob_signatures[sig] = a["id"]
+        port = self.address.rsplit(":", 1)[1]
+        return 302, None, {"Location": f"http://localhost:{port}/blob/{a['id']}?sig={sig}"}
+
+    def blob(self, artifact_id: str, query: dict[str, str], headers: Any, **_: Any) -> Any:
+        """The storage side: the signature in the address is the credential; a request that also
+        carries an Authorization header is refused, as Azure Blob Storage refuses it."""
+        if headers.get("Authorization"):
+            self.leaked_auth.append(headers.get("Authorization"))
+            raise Reply(400, {"message": "Authentication information is not given in the correct format"})
+        with self.lock:
+            ok = self.blob_signatures.get(query.get("sig", "")) == int(artifact_id)
+            data = self.artifacts[int(artifact_id)]["data"] if ok else None
+        if data is None:
+            raise Reply(403, {"message": "Server failed to authenticate the request"})
+        return 200, data, {"Content-Type": "application/zip"}
 
     # -- comments ----------------------------------------------------------------------------
     def _user(self, login: str) -> dict[str, Any]:
