@@ -410,18 +410,29 @@ def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, 
             append_step_summary(f"### GPU entries not run\n\n{note}\n")
     for note in p.notes:
         click.echo(note, err=True)
+    cost = planning.price_entries(p)
+    as_json = (fmt or ("table" if sys.stdout.isatty() else "json")) == "json"
+    if cost.worst_case:
+        if as_json:  # the table says it in its caption
+            for note in cost.notes:
+                click.echo(note, err=True)
+            click.echo(cost.line(), err=True)
+        if os.environ.get("GITHUB_STEP_SUMMARY"):
+            from .github.workflow import append_step_summary
+
+            append_step_summary(planning.cost_markdown(p, cost))
     if os.environ.get("GITHUB_OUTPUT"):
         planning.write_github_output(p, os.environ["GITHUB_OUTPUT"])
         if approval_label is not None:
             from .github.workflow import set_outputs
 
             set_outputs({"gated": "true" if gated else "false"})
-    if (fmt or ("table" if sys.stdout.isatty() else "json")) == "json":
+    if as_json:
         click.echo(p.matrix_json())
     else:
         from rich.console import Console
 
-        Console().print(planning.table(p))
+        Console().print(planning.table(p, cost))
 
 
 REPORT_FILES = ("summary.md", "index.html", "junit.xml", "comparison.json")

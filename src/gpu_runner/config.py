@@ -259,6 +259,38 @@ class MachineSettings(_Model):
     """Extra GCE labels on the VM (lower case; the names gpu-runner sets itself are reserved)."""
 
 
+class PricePerHour(_Model):
+    """What one VM costs per hour, for each provisioning model."""
+
+    standard: Annotated[float, Field(ge=0, le=100000)] | None = None
+    """USD per hour of a STANDARD (on-demand) VM: the machine, its GPUs and its disk."""
+    spot: Annotated[float, Field(ge=0, le=100000)] | None = None
+    """USD per hour of a SPOT VM."""
+
+
+def _price(value: Any) -> Any:
+    """A number is every provisioning model's price; a mapping names them."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, dict)):
+        raise ValueError(f"expected a number (USD per hour) or {{standard: X, spot: Y}}, got {yaml_type(value)}")
+    if isinstance(value, (int, float)):
+        if not (math.isfinite(value) and 0 <= value <= 100000):
+            raise ValueError(f"a price per hour is between 0 and 100000 (USD), got {value!r}")
+        return {"standard": float(value), "spot": float(value)}
+    return {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in value.items()}
+
+
+PRICE_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": 100000},
+        {"type": "object", "additionalProperties": False, "minProperties": 1,
+         "properties": {m: {"type": "number", "minimum": 0, "maximum": 100000,
+                            "description": f"USD per hour of a {m.upper()} VM."} for m in ("standard", "spot")}},
+    ],
+    "description": "USD per hour of the whole VM: a number for every provisioning model, or {standard, spot}.",
+}
+PriceSpec = Annotated[PricePerHour, BeforeValidator(_price), WithJsonSchema(PRICE_SCHEMA)]
+
+
 class Machine(MachineSettings):
     """Where an entry runs: this machine (``local``) or a Compute Engine VM (``gce``)."""
 
@@ -274,6 +306,10 @@ class Machine(MachineSettings):
     runs_on: NonEmpty | None = None
     """local machines only: the GitHub runner label the job uses in Actions (default
     ubuntu-latest)."""
+    price_per_hour: PriceSpec | None = None
+    """What the VM costs per hour in USD (machine, GPUs and disk), for cost estimates: a number
+    for every provisioning model, or {standard: X, spot: Y}. Wins over the Cloud Billing Catalog
+    and gpu-runner's price table."""
 
 
 class CheckSpec(_Model):
@@ -914,11 +950,15 @@ def _rules(doc: Document, m: Matrix) -> tuple[list[Problem], list[Problem]]:
         zone_rules(mach.zones, base + ("zones",))
         label_rules(mach.labels, base + ("labels",))
         if mach.provider == "local":
-            for f in ("machine_type", "zones", "spot", "boot_image", "disk", "max_run_duration", "labels"):
+            for f in ("machine_type", "zones", "spot", "boot_image", "disk", "max_run_duration", "labels",
+                      "price_per_hour"):
                 if f in mach.model_fields_set:
                     errors.append(Problem(base + (f,), f"{f} is for gce machines; this machine's provider is local",
                                           key=True))
             continue
+        if isinstance(mach.price_per_hour, PricePerHour) and mach.price_per_hour.standard is None \
+                and mach.price_per_hour.spot is None:
+            errors.append(Problem(base + ("price_per_hour",), "give standard, spot or both (USD per hour)"))
         if mach.runs_on is not None:
             errors.append(Problem(base + ("runs_on",), "runs_on is for local machines; a gce machine runs on its own "
                                   "just-in-time runner", key=True))

@@ -145,6 +145,9 @@ class GceSpec:
     gpu-runner, gh-repo, gh-run-id, gh-run-attempt, entry and created."""
     self_delete: bool = False
     """The VM deletes itself after its job (needs service_account); else it powers off."""
+    price_per_hour: dict[str, float] | None = None
+    """The matrix's ``price_per_hour`` by provisioning model (``STANDARD``, ``SPOT``); None: priced
+    by the Cloud Billing Catalog or gpu-runner's table (:mod:`gpu_runner.cost`)."""
 
 
 @dataclass
@@ -184,10 +187,13 @@ class Entry:
     regression: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_REGRESSION))
     """Thresholds for regressions against the baseline: time_percent, time_min (seconds),
     memory_percent, memory_min_mib."""
+    price: dict[str, Any] | None = None
+    """Set by :func:`price_entries` for gce entries: per provisioning model of the entry's ladder
+    ``{"usd_per_hour", "source", "as_of"}``, and ``worst_case_usd``; estimates."""
 
     MATRIX_FIELDS = ("id", "runtime", "machine", "label", "provider", "name", "runs_on", "gpu_count",
                      "accelerator_type", "container", "container_options", "timeout_s", "cell_timeout_s",
-                     "timeout_minutes", "gce")
+                     "timeout_minutes", "gce", "price")
 
     def to_dict(self) -> dict[str, Any]:
         """Every field (``plan.find_entry`` callers, ``--format json --full``)."""
@@ -279,6 +285,7 @@ def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[s
             scopes=list(gce_settings.scopes) if gce_settings and gce_settings.scopes else None,
             labels=labels,
             self_delete=bool(gce_settings.self_delete) if gce_settings else False,
+            price_per_hour=_price_per_hour(mach),
         )
         timeout_minutes = int(math.ceil(mrd / 60))
     gpus = f", {gpu_count} x {acc_type}" if gpu_count and acc_type else ""
@@ -310,6 +317,14 @@ def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[s
         gce=gce,
         regression=regression_thresholds(dr.regression, rt.regression),
     )
+
+
+def _price_per_hour(mach: Any) -> dict[str, float] | None:
+    own = mach.price_per_hour
+    if own is None:
+        return None
+    prices = {"STANDARD": own.standard, "SPOT": own.spot}
+    return {k: float(v) for k, v in prices.items() if v is not None} or None
 
 
 def regression_thresholds(*layers: Regression | None) -> dict[str, float]:
@@ -685,9 +700,98 @@ def write_github_output(p: Plan, path: str | Path) -> None:
         f.write(p.github_output())
 
 
-def table(p: Plan) -> Any:
-    """A rich table of the entries, for people."""
+@dataclass
+class PlanCost:
+    """What the plan's entries cost per hour and at worst (estimates; see :mod:`gpu_runner.cost`)."""
+
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """entry id -> provisioning model -> :class:`~gpu_runner.cost.HourlyPrice`."""
+    worst_case: dict[str, float | None] = field(default_factory=dict)
+    """entry id -> USD: every try for the VM's whole lifetime; None when a price is unknown."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def worst_case_usd(self) -> float:
+        """The run's worst case over the entries whose price is known."""
+        return round(sum(v for v in self.worst_case.values() if v is not None), 2)
+
+    @property
+    def unknown(self) -> list[str]:
+        return [k for k, v in self.worst_case.items() if v is None]
+
+    def origins(self) -> list[str]:
+        return sorted({p.origin() for by_model in self.prices.values() for p in by_model.values()
+                       if p.usd_per_hour is not None})
+
+    def line(self) -> str:
+        """One line for people: the worst case, its sources, that it is an estimate."""
+        from .cost import money
+
+        n = len(self.worst_case)
+        if not n:
+            return "no Compute Engine entries: nothing to pay for"
+        text = (f"worst case: {money(self.worst_case_usd)} for {n - len(self.unknown)} VM entr"
+                f"{'y' if n - len(self.unknown) == 1 else 'ies'} at their max_run_duration, preempted tries "
+                f"retried (estimate; prices: {'; '.join(self.origins()) or 'none'})")
+        if self.unknown:
+            text += f"; no price for {', '.join(self.unknown)}"
+        return text
+
+
+def entry_hours(entry: Entry) -> float:
+    """How long one try of the entry's VM may live, in hours: its max_run_duration."""
+    return (entry.gce.max_run_duration_s if entry.gce else 0) / 3600.0
+
+
+def price_entries(p: Plan, book: Any = None) -> PlanCost:
+    """Price every gce entry of ``p`` per hour (each provisioning model of its ladder) and at
+    worst; sets each entry's ``price`` (and so its GitHub matrix item's)."""
+    from .cost import PriceBook, Shape, worst_case_usd
+
+    book = book if book is not None else PriceBook()
+    out = PlanCost()
+    gce = [e for e in p.entries if e.gce is not None]
+    book.prepare(Shape.of(e.gce).region for e in gce)
+    for e in gce:
+        assert e.gce is not None
+        prices = book.prices(e.gce, models=e.gce.provisioning_models)
+        worst = worst_case_usd(prices, e.gce.provisioning_models, entry_hours(e),
+                               retries=int(getattr(e, "retries_preempted", 0) or 0))
+        out.prices[e.id] = prices
+        out.worst_case[e.id] = worst
+        e.price = {m: {"usd_per_hour": hp.usd_per_hour, "source": hp.source, "as_of": hp.as_of}
+                   for m, hp in prices.items()}
+        e.price["worst_case_usd"] = worst
+        for hp in prices.values():
+            if hp.usd_per_hour is None and hp.note and hp.note not in out.notes:
+                out.notes.append(f"{e.id}: {hp.note}")
+    out.notes = [*book.notes, *out.notes]
+    return out
+
+
+def cost_markdown(p: Plan, cost: PlanCost) -> str:
+    """The plan's prices as a job-summary section."""
+    from .cost import money
+
+    lines = ["### What this run may cost", "",
+             "| entry | machine | per hour | worst case |", "|---|---|---|---|"]
+    for e in p.entries:
+        if e.id not in cost.prices:
+            continue
+        assert e.gce is not None
+        per_hour = ", ".join(f"{money(hp.usd_per_hour)} {m.lower()}" for m, hp in cost.prices[e.id].items())
+        lines.append(f"| {e.id} | {e.gce.machine_type} | {per_hour} | {money(cost.worst_case[e.id])} |")
+    lines += ["", f"**Worst case: {money(cost.worst_case_usd)}** (every entry for its max_run_duration, preempted "
+              f"tries retried). Estimates from {'; '.join(cost.origins()) or 'no source'}.", ""]
+    lines += [f"- {n}" for n in cost.notes]
+    return "\n".join(lines) + "\n"
+
+
+def table(p: Plan, cost: PlanCost | None = None) -> Any:
+    """A rich table of the entries, for people; with ``cost``, their prices per hour and worst case."""
     from rich.table import Table
+
+    from .cost import money
 
     n = len(p.entries)
     t = Table(title=f"{p.matrix.doc.display}: {n} entr{'y' if n == 1 else 'ies'}", title_justify="left")
@@ -696,6 +800,9 @@ def table(p: Plan) -> Any:
     t.add_column("GPUs", overflow="fold")
     t.add_column("zones", overflow="fold")
     t.add_column("VMs", overflow="fold")
+    if cost is not None:
+        t.add_column("per hour", no_wrap=True, justify="right")
+        t.add_column("worst case", no_wrap=True, justify="right")
     for e in p.entries:
         g = e.gce
         gpus = f"{e.gpu_count}x {e.accelerator_type}" if e.gpu_count and e.accelerator_type else "-"
@@ -703,16 +810,26 @@ def table(p: Plan) -> Any:
         if g is not None and g.zones:
             zones = g.zones[0] + (f" +{len(g.zones) - 1}" if len(g.zones) > 1 else "")
         where = f"{e.machine}: " + (g.machine_type if g else "local")
-        t.add_row(e.id, where, gpus, zones, ", ".join(g.provisioning_models).lower() if g else "-")
+        row = [e.id, where, gpus, zones, ", ".join(g.provisioning_models).lower() if g else "-"]
+        if cost is not None:
+            prices = cost.prices.get(e.id)
+            short = {"STANDARD": "std", "SPOT": "spot"}
+            row += ["\n".join(f"{money(hp.usd_per_hour)} {short.get(m, m)}" for m, hp in prices.items()) if prices
+                    else "-",
+                    money(cost.worst_case[e.id]) if e.id in cost.worst_case else "-"]
+        t.add_row(*row)
     if p.entries:
-        t.caption = f"runner label of an entry: {p.entries[0].label.rsplit(p.entries[0].id, 1)[0]}<id>"
+        caption = [f"runner label of an entry: {p.entries[0].label.rsplit(p.entries[0].id, 1)[0]}<id>"]
+        if cost is not None:
+            caption += [cost.line(), *cost.notes]
+        t.caption = "\n".join(caption)
         t.caption_justify = "left"
     return t
 
 
 
 __all__ = [
-    "Entry", "GceSpec", "Plan", "entry_id", "entry_run", "entry_run_here", "expand", "fork_gate", "expected_gpus", "find_entry", "glob_regex", "local_runs",
+    "Entry", "GceSpec", "Plan", "PlanCost", "cost_markdown", "entry_id", "price_entries", "entry_run", "entry_run_here", "expand", "fork_gate", "expected_gpus", "find_entry", "glob_regex", "local_runs",
     "path_matches", "plan", "read_changed_files", "run_identity", "runner_label", "runtimes_for_changes",
     "table", "warning_lines", "write_github_output",
 ]

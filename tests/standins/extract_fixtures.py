@@ -1,9 +1,10 @@
-"""Regenerate tests/fixtures/compute-schemas.json and github-runners-openapi.json.
+"""Regenerate tests/fixtures/compute-schemas.json, cloudbilling-schemas.json and github-runners-openapi.json.
 
     python tests/standins/extract_fixtures.py REFERENCE_DIR
 
-REFERENCE_DIR holds the published documents (compute.v1.discovery.json from the PyPI package
-google-api-python-client, github-openapi-subset.json from the npm package @octokit/openapi).
+REFERENCE_DIR holds the published documents (compute.v1.discovery.json and cloudbilling.v1.discovery.json
+from the PyPI package google-api-python-client, github-openapi-subset.json from the npm package
+@octokit/openapi).
 Only the parts the stand-ins use are kept; descriptions are dropped to keep the files small.
 The tests read the fixtures, never the reference folder.
 """
@@ -20,6 +21,8 @@ COMPUTE_ROOTS = ["Instance", "Operation", "InstanceList", "InstanceAggregatedLis
 COMPUTE_METHODS = {"instances": ["insert", "get", "delete", "list", "aggregatedList", "getSerialPortOutput",
                                  "setMetadata"],
                    "zoneOperations": ["get", "wait", "list"]}
+BILLING_ROOTS = ["ListSkusResponse"]
+BILLING_METHOD = ("services", "skus", "list")
 GITHUB_PATHS = {
     "/repos/{owner}/{repo}/actions/runners": ["get"],
     "/repos/{owner}/{repo}/actions/runners/{runner_id}": ["get", "delete"],
@@ -41,6 +44,17 @@ def _strip(o):
                                                                   "example", "summary", "externalDocs")}
     if isinstance(o, list):
         return [_strip(x) for x in o]
+    return o
+
+
+def _strip_docs(o):
+    """Like _strip, but a property that is itself named "description" or "summary" (a schema, not
+    text) is kept."""
+    if isinstance(o, dict):
+        return {k: _strip_docs(v) for k, v in o.items()
+                if not (k in ("description", "enumDescriptions", "summary") and not isinstance(v, dict))}
+    if isinstance(o, list):
+        return [_strip_docs(x) for x in o]
     return o
 
 
@@ -71,6 +85,23 @@ def main(ref: Path) -> None:
                       % (d["revision"], ", ".join(COMPUTE_ROOTS)),
            "servicePath": d["servicePath"], "schemas": dict(sorted(schemas.items())), "methods": methods}
     (FIXTURES / "compute-schemas.json").write_text(json.dumps(out, indent=1, sort_keys=False) + "\n")
+
+    b = json.loads((ref / "cloudbilling.v1.discovery.json").read_text())
+    schemas, todo = {}, list(BILLING_ROOTS)
+    while todo:
+        name = todo.pop()
+        if name not in schemas:
+            schemas[name] = _strip_docs(b["schemas"][name])
+            todo += list(_refs(b["schemas"][name]))
+    top, sub, method = BILLING_METHOD
+    out = {"_source": "cloudbilling.v1.discovery.json (revision %s): googleapiclient/discovery_cache/documents/"
+                      "cloudbilling.v1.json in the PyPI package google-api-python-client 2.202.0, Apache-2.0; "
+                      "schemas reachable from %s and the method services.skus.list, descriptions dropped"
+                      % (b["revision"], ", ".join(BILLING_ROOTS)),
+           "rootUrl": b["rootUrl"], "parameters": _strip_docs(b["parameters"]),
+           "schemas": dict(sorted(schemas.items())),
+           "methods": {f"{top}.{sub}.{method}": _strip_docs(b["resources"][top]["resources"][sub]["methods"][method])}}
+    (FIXTURES / "cloudbilling-schemas.json").write_text(json.dumps(out, indent=1) + "\n")
 
     g = json.loads((ref / "github-openapi-subset.json").read_text())
     paths = {p: {m: _strip(g["paths"][p][m]) for m in ms} for p, ms in GITHUB_PATHS.items()}

@@ -3,7 +3,8 @@
 Compute Engine (discovery document): ``$ref: X`` becomes ``#/definitions/X``, int64/uint64
 formats accept a decimal string or an integer, objects get ``additionalProperties: false``
 (maps keep theirs), patterns are anchored, and properties annotated as required for a method
-become required when validating that method's body. GitHub (OpenAPI 3.0): ``nullable`` becomes
+become required when validating that method's body. The Cloud Billing document is read the same
+way, and its ``google-datetime`` strings must be RFC 3339 timestamps. GitHub (OpenAPI 3.0): ``nullable`` becomes
 a ``null`` type, objects with properties get ``additionalProperties: false`` in request bodies.
 """
 
@@ -26,13 +27,21 @@ def compute_document() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=None)
+def billing_document() -> dict[str, Any]:
+    return json.loads((FIXTURES / "cloudbilling-schemas.json").read_text())
+
+
+@lru_cache(maxsize=None)
 def github_document() -> dict[str, Any]:
     return json.loads((FIXTURES / "github-runners-openapi.json").read_text())
 
 
-def _discovery_to_jsonschema(node: Any, method: str | None) -> Any:
+RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$"
+
+
+def _discovery_to_jsonschema(node: Any, method: str | None, datetimes: bool = False) -> Any:
     if isinstance(node, list):
-        return [_discovery_to_jsonschema(x, method) for x in node]
+        return [_discovery_to_jsonschema(x, method, datetimes) for x in node]
     if not isinstance(node, dict):
         return node
     if "$ref" in node:
@@ -43,12 +52,12 @@ def _discovery_to_jsonschema(node: Any, method: str | None) -> Any:
         if key in ("id", "annotations", "format", "location", "default"):
             continue
         if key == "properties":
-            out["properties"] = {k: _discovery_to_jsonschema(v, method) for k, v in value.items()}
+            out["properties"] = {k: _discovery_to_jsonschema(v, method, datetimes) for k, v in value.items()}
             req = [k for k, v in value.items() if method and method in v.get("annotations", {}).get("required", [])]
             if req:
                 out["required"] = req
         elif key in ("items", "additionalProperties"):
-            out[key] = _discovery_to_jsonschema(value, method)
+            out[key] = _discovery_to_jsonschema(value, method, datetimes)
         elif key == "pattern":
             out["pattern"] = f"^(?:{value})$"
         elif key == "type" and value == "any":
@@ -58,6 +67,10 @@ def _discovery_to_jsonschema(node: Any, method: str | None) -> Any:
     if fmt in ("int64", "uint64"):
         out.pop("type", None)
         out["anyOf"] = [{"type": "string", "pattern": r"^-?\d+$"}, {"type": "integer"}]
+    if datetimes and fmt == "google-datetime":
+        out["pattern"] = RFC3339
+    if datetimes and fmt == "int32":
+        out.update(minimum=-(2**31), maximum=2**31 - 1)
     if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
         out["additionalProperties"] = False
     return out
@@ -70,6 +83,41 @@ def compute_validator(schema_name: str, method: str | None = None) -> jsonschema
     defs = {k: _discovery_to_jsonschema(v, method) for k, v in doc["schemas"].items()}
     schema = {"$ref": f"#/definitions/{schema_name}", "definitions": defs}
     return jsonschema.Draft7Validator(schema)
+
+
+@lru_cache(maxsize=None)
+def billing_validator(schema_name: str) -> jsonschema.Draft7Validator:
+    """A strict validator for the Cloud Billing API's ``schema_name`` (e.g. ``ListSkusResponse``)."""
+    doc = billing_document()
+    defs = {k: _discovery_to_jsonschema(v, None, datetimes=True) for k, v in doc["schemas"].items()}
+    return jsonschema.Draft7Validator({"$ref": f"#/definitions/{schema_name}", "definitions": defs})
+
+
+def billing_query_problems(method: str, path_params: dict[str, str], query: dict[str, str]) -> list[str]:
+    """What the published description of ``method`` (e.g. ``services.skus.list``) rejects in a
+    request: a path parameter that breaks its pattern, an unknown query parameter, a value of the
+    wrong type."""
+    import re
+
+    doc = billing_document()
+    params = {**doc["parameters"], **doc["methods"][method]["parameters"]}
+    out = []
+    for name, value in path_params.items():
+        pattern = params[name].get("pattern")
+        if pattern and not re.fullmatch(pattern.lstrip("^").rstrip("$"), value):
+            out.append(f"{name}: {value!r} does not match {pattern}")
+    for name, value in query.items():
+        spec = params.get(name)
+        if spec is None or spec.get("location") != "query":
+            out.append(f"unknown query parameter {name!r}")
+            continue
+        if spec.get("type") == "integer" and not re.fullmatch(r"-?\d+", value):
+            out.append(f"{name}: {value!r} is not an integer")
+        if spec.get("format") == "google-datetime" and not re.fullmatch(RFC3339, value):
+            out.append(f"{name}: {value!r} is not an RFC 3339 timestamp")
+        if "enum" in spec and value not in spec["enum"]:
+            out.append(f"{name}: {value!r} is not one of {spec['enum']}")
+    return out
 
 
 def _openapi_to_jsonschema(node: Any, strict: bool) -> Any:
