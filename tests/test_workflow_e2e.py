@@ -95,7 +95,8 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
     res = r.run_workflow()
     jobs = res["_jobs"]
     assert {k: v["result"] for k, v in res.items() if k != "_jobs"} == {
-        "plan": "success", "start": "success", "run": "success", "stop": "success", "report": "success"}, _texts(r)
+        "plan": "success", "start": "success", "run": "success", "stop": "success", "report": "success",
+        "comment": "success"}, _texts(r)
     items = json.loads(res["plan"]["outputs"]["matrix"])["include"]
     assert [i["id"] for i in items] == ["smoke--here", "smoke--l4"] and res["plan"]["outputs"]["has-work"] == "true"
 
@@ -113,7 +114,8 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
 
     # artifacts: one per entry (no top-level reports in them), then the merged report
     arts = sorted(p.name for p in world.artifacts.iterdir())
-    assert arts == ["gpu-runner-report", "gpu-runner-smoke--here", "gpu-runner-smoke--l4"]
+    assert arts == ["gpu-runner-report", "gpu-runner-smoke--here", "gpu-runner-smoke--l4", "gpu-runner-summary"]
+    assert [p.name for p in (world.artifacts / "gpu-runner-summary").iterdir()] == ["summary.md"]
     entry_art = world.artifacts / "gpu-runner-smoke--l4"
     assert [p.name for p in entry_art.iterdir()] == ["smoke--l4"]
     res_l4 = json.loads((entry_art / "smoke--l4" / "results.json").read_text())
@@ -131,6 +133,9 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
     assert comments[0]["body"].startswith("<!-- gpu-runner:summary matrix.yml -->")
     assert "smoke" in comments[0]["body"]
     assert "smoke" in jobs["report"][0].summary
+    # the report step got no token; the comment job, the only one that may write, posted
+    report_step = next(s for s in jobs["report"][0].steps if s.name == "Report")
+    assert "test-token" not in report_step.output and jobs["comment"][0].result == "success"
     for secret in [*world.gh.secrets, "test-token"]:
         assert all(secret not in line or line.startswith("::add-mask::") for line in _texts(r).splitlines())
 
@@ -226,6 +231,35 @@ def test_a_failing_notebook_fails_run_and_report_but_stop_and_comment_still_happ
     assert "broken on purpose" in body
 
 
+def test_results_the_report_refuses_post_no_comment(world: World) -> None:
+    """What a run job's code could upload: a results.json whose status is HTML, and a summary of
+    its own at the top of its artifact. The report refuses it (exit 2), hands no summary on, and
+    the comment job, the only one with a token that may write, does not run."""
+    r = world.runner("push", {"after": SHA})
+    res = r.run_workflow()
+    assert res["comment"]["result"] == "success" and len(world.gh.comments) == 1
+    world.gh.comments.clear()
+    for p in world.artifacts.glob("gpu-runner-smoke--*/*/results.json"):
+        data = json.loads(p.read_text())
+        data["status"] = '<img src=x onerror="alert(1)">'
+        p.write_text(json.dumps(data))
+    (world.artifacts / "gpu-runner-smoke--l4" / "summary.md").write_text("cc @org/team: all passed\n")
+    for name in ("gpu-runner-report", "gpu-runner-summary"):
+        import shutil
+
+        shutil.rmtree(world.artifacts / name)
+    rep = r.run_job("report", {"plan": res["plan"], "run": res["run"]}, None)
+    assert rep.result == "failure"
+    step = next(s for s in rep.steps if s.name == "Report")
+    assert "results.json refused, nothing reported" in step.output
+    assert rep.outputs["summary-artifact-id"] == "" and not (world.artifacts / "gpu-runner-summary").exists()
+    wf = r.workflow["jobs"]["comment"]
+    needs = {"plan": res["plan"], "report": {"result": rep.result, "outputs": rep.outputs}}
+    assert not condition(wf["if"], {"github": r.github_ctx(), "inputs": r.resolved_inputs, "needs": needs},
+                         {"failed": True, "cancelled": False})
+    assert world.gh.comments == {}
+
+
 def test_a_start_that_fails_skips_run_and_stop_cleans_up(world: World) -> None:
     world.compute.stockout_rate = 1.0  # no zone has capacity
     r = world.runner("push", {"after": SHA})
@@ -254,7 +288,7 @@ def test_empty_plan_runs_nothing(world: World) -> None:
     r = world.runner("push", {"after": git("rev-parse", "HEAD"), "before": before}, **{"changed-only": True})
     res = r.run_workflow()
     assert res["plan"]["outputs"]["has-work"] == "false", _texts(r)
-    assert [res[j]["result"] for j in ("start", "run", "stop", "report")] == ["skipped"] * 4
+    assert [res[j]["result"] for j in ("start", "run", "stop", "report", "comment")] == ["skipped"] * 5
     (world.ws / "notebooks" / "smoke.ipynb").write_text((world.ws / "notebooks" / "smoke.ipynb").read_text() + " ")
     git("commit", "-qam", "notebook")
     r = world.runner("push", {"after": git("rev-parse", "HEAD"), "before": before}, **{"changed-only": True})
@@ -307,6 +341,15 @@ def test_the_workflow_keeps_its_promises() -> None:
     assert run_step["with"]["github-token"] == ""
     assert wf["jobs"]["stop"]["if"].startswith("always()")
     assert "!cancelled()" in wf["jobs"]["report"]["if"]
+    # only the comment job may write; the report job reads what the code under test wrote with none
+    writers = {name for name, job in wf["jobs"].items()
+               if any(v == "write" for k, v in (job.get("permissions") or {}).items() if k != "id-token")}
+    assert writers == {"comment"}, writers
+    report_step = next(s for s in wf["jobs"]["report"]["steps"] if s.get("uses") == "./.gpu-runner")
+    assert report_step["with"]["github-token"] == ""
+    download = next(s for s in wf["jobs"]["comment"]["steps"] if s.get("uses", "").startswith(
+        "actions/download-artifact@"))
+    assert "artifact-ids" in download["with"] and "pattern" not in download["with"]
 
 
 def test_run_entry_on_its_own_vm_holds_the_machine_to_its_gpu_count(world: World) -> None:

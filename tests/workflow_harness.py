@@ -10,7 +10,8 @@ GITHUB_EVENT_PATH). Matrix jobs run once per item. What it does not run, it stan
 * ``actions/checkout``: the workspace is already the checked-out repository, and the
   gpu-runner checkout (``.gpu-runner``) is this repository.
 * ``actions/upload-artifact`` / ``download-artifact``: folders under ``artifacts/<name>``
-  (path lists with ``!`` exclusions; pattern + merge-multiple).
+  (path lists with ``!`` exclusions, overwrite, the ``artifact-id`` output; pattern or
+  artifact-ids, + merge-multiple).
 * ``actions/cache`` and ``google-github-actions/auth``: nothing (the Compute stand-in needs no
   credentials). The action's install step finds a virtual environment stamped with its cache
   key that runs this checkout's gpu-runner (installing the package takes minutes), except in
@@ -298,6 +299,8 @@ class Runner:
     """``tag -> {NAME: value or None}``: how a job's machine differs (None removes a variable)."""
     pip_cache: Path | None = None
     """What ``actions/cache`` restores for the real installs (else they start with no cache)."""
+    artifact_ids: dict[str, str] = field(default_factory=dict)
+    """artifact name -> the id its upload gave (``artifact-id``), for downloads by ``artifact-ids``."""
 
     def __post_init__(self) -> None:
         self.workflow = yaml.safe_load(self.workflow_path.read_text(encoding="utf-8"))
@@ -375,7 +378,7 @@ class Runner:
                 rec = StepRecord(tag, label, "success" if ok else "failure", text,
                                  command=f"gpu-runner {with_.get('mode')}")
             elif uses.startswith("actions/upload-artifact@"):
-                ok = self.upload(with_)
+                ok, outputs = self.upload(with_)
                 rec = StepRecord(tag, label, "success" if ok else "failure")
             elif uses.startswith("actions/download-artifact@"):
                 self.download(with_)
@@ -454,12 +457,15 @@ class Runner:
         (venv / ".gpu-runner-stamp").write_text(f"{outputs['stamp']}\n{outputs['extras']}\n")
 
     # -- artifacts -----------------------------------------------------------------------
-    def upload(self, with_: dict[str, Any]) -> bool:
+    def upload(self, with_: dict[str, Any]) -> tuple[bool, dict[str, str]]:
+        """(ok, outputs): the outputs carry ``artifact-id`` when something was uploaded."""
         name = with_["name"]
         lines = [ln.strip() for ln in str(with_["path"]).splitlines() if ln.strip()]
         include = [ln for ln in lines if not ln.startswith("!")]
         exclude = {(self.workspace / ln[1:]).resolve() for ln in lines if ln.startswith("!")}
         dest = self.artifacts / name
+        if _truthy(with_.get("overwrite")):
+            shutil.rmtree(dest, ignore_errors=True)
         assert not dest.exists(), f"artifact {name} uploaded twice"
         found = False
         for inc in include:
@@ -475,15 +481,19 @@ class Runner:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, target)
                 found = True
-        return found or with_.get("if-no-files-found", "warn") != "error"
+        if not found:
+            return with_.get("if-no-files-found", "warn") != "error", {}
+        self.artifact_ids[name] = str(1000 + len(self.artifact_ids))
+        return True, {"artifact-id": self.artifact_ids[name]}
 
     def download(self, with_: dict[str, Any]) -> None:
         import fnmatch
 
         path = self.workspace / with_.get("path", ".")
         path.mkdir(parents=True, exist_ok=True)
+        ids = {i.strip() for i in str(with_.get("artifact-ids") or "").split(",") if i.strip()}
         for art in sorted(self.artifacts.iterdir()) if self.artifacts.exists() else []:
-            if fnmatch.fnmatchcase(art.name, with_["pattern"]):
+            if (self.artifact_ids.get(art.name) in ids) if ids else fnmatch.fnmatchcase(art.name, with_["pattern"]):
                 target = path if _truthy(with_.get("merge-multiple")) else path / art.name
                 shutil.copytree(art, target, dirs_exist_ok=True)
 
@@ -492,7 +502,7 @@ class Runner:
         """Jobs in dependency order; a matrix job's result is failure when any item failed."""
         results: dict[str, Any] = {}
         per_item: dict[str, list[JobResult]] = {}
-        order = ["plan", "start", "run", "stop", "report"]
+        order = ["plan", "start", "run", "stop", "report", "comment"]
         assert list(self.workflow["jobs"]) == order, list(self.workflow["jobs"])
         for name in order:
             job = self.workflow["jobs"][name]

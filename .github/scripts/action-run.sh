@@ -78,6 +78,8 @@ case "$INPUT_MODE" in
     args=(baseline fetch --out "${INPUT_BASELINE_DIR:-gpu-runner-baseline}" --optional)
     ;;
   report)
+    # the results were written by the code under test: the report gets no GitHub token
+    unset GPU_RUNNER_GITHUB_TOKEN GITHUB_TOKEN
     args=(report "$INPUT_RESULTS_DIR" --out "${INPUT_REPORT_DIR:-$INPUT_RESULTS_DIR}" "${pdf[@]}")
     if [ -n "${INPUT_BASELINE_DIR:-}" ]; then
       if [ -d "$INPUT_BASELINE_DIR" ]; then
