@@ -345,7 +345,8 @@ def test_the_workflow_keeps_its_promises() -> None:
     writers = {name for name, job in wf["jobs"].items()
                if any(v == "write" for k, v in (job.get("permissions") or {}).items() if k != "id-token")}
     assert writers == {"comment"}, writers
-    report_step = next(s for s in wf["jobs"]["report"]["steps"] if s.get("uses") == "./.gpu-runner")
+    report_step = next(s for s in wf["jobs"]["report"]["steps"] if s.get("uses") == "./.gpu-runner"
+                       and s["with"]["mode"] == "report")
     assert report_step["with"]["github-token"] == ""
     download = next(s for s in wf["jobs"]["comment"]["steps"] if s.get("uses", "").startswith(
         "actions/download-artifact@"))

@@ -43,6 +43,8 @@ from . import client as gh_client
 
 ENTRY_ARTIFACT_PREFIX = "gpu-runner-"
 REPORT_ARTIFACT = "gpu-runner-report"
+SUMMARY_ARTIFACT = "gpu-runner-summary"
+"""The report job's summary.md, handed to the comment job: no results in it."""
 MAX_ARTIFACT_BYTES = 2 * 1024**3
 MAX_RESULTS_BYTES = 64 * 1024**2
 MAX_MEMBERS = 200_000
@@ -327,7 +329,7 @@ def fetch(out_dir: Path, *, env: Mapping[str, str] | None = None, event_name: st
         result.created_at = run.created_at.isoformat() if getattr(run, "created_at", None) else None
         result.description = _describe(run)
         artifacts = [a for a in run.get_artifacts() if a.name.startswith(ENTRY_ARTIFACT_PREFIX)]
-        entry_artifacts = [a for a in artifacts if a.name != REPORT_ARTIFACT]
+        entry_artifacts = [a for a in artifacts if a.name not in (REPORT_ARTIFACT, SUMMARY_ARTIFACT)]
         chosen = entry_artifacts or [a for a in artifacts if a.name == REPORT_ARTIFACT]
         if not chosen:
             return finish(f"{result.description} has no gpu-runner results artifacts")
