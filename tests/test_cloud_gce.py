@@ -111,8 +111,10 @@ def test_happy_path(world: World) -> None:
     r = world.start()
     assert r.returncode == 0, r.stdout + r.stderr
     label = world.label()
-    assert world.outputs_dict() == {"label": label, "instance": label, "zone": "us-central1-a",
-                                    "provisioning-model": "SPOT"}
+    outputs = world.outputs_dict()
+    price = outputs.pop("price")  # the VM's price per hour (tests/test_cost_entries.py)
+    assert outputs == {"label": label, "instance": label, "zone": "us-central1-a", "provisioning-model": "SPOT"}
+    assert '"provisioning_model":"SPOT"' in price
     assert f"registering just-in-time runner {label}" in r.stdout and "is online" in r.stdout
     vm = world.compute.instances[("test-project", "us-central1-a", label)]
     sched = vm["scheduling"]

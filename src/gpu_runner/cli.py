@@ -6,6 +6,7 @@ Exit codes (every command): 0 all passed, 1 a notebook or check failed,
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -627,6 +628,28 @@ class _DurationType(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+class _HoldType(_DurationType):
+    """A debug hold: a duration, or 0 / off / none for no hold (a workflow input may turn it off)."""
+
+    name = "DURATION|0"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, str) and value.strip().lower() in ("0", "off", "none", "no", "false"):
+            return 0.0
+        seconds = super().convert(value, param, ctx)
+        from .config import MAX_DEBUG_HOLD_S, MIN_DEBUG_HOLD_S
+
+        if not MIN_DEBUG_HOLD_S <= seconds <= MAX_DEBUG_HOLD_S:
+            self.fail(f"a debug hold is between 1m and 1d (or 0 for none), got {seconds:g} seconds", param, ctx)
+        return seconds
+
+
+_debug_hold_option = click.option(
+    "--debug-hold", "debug_hold_s", type=_HoldType(), default=None, envvar="GPU_RUNNER_DEBUG_HOLD",
+    help="Keep a failed entry's VM this long after its job, for a look (0: never); overrides the matrix's "
+         "debug_hold for this run.  [env: GPU_RUNNER_DEBUG_HOLD]")
+
+
 def _runner_logger() -> Any:
     from .log import Logger
 
@@ -658,8 +681,10 @@ def _on_sigterm_raise_interrupt() -> None:
 @click.option("--runner-version", default=None, metavar="VERSION",
               help="actions/runner release to install when the image has none (with --runner-sha256).")
 @click.option("--runner-sha256", default=None, metavar="HEX", help="sha256 of that release's linux-x64 tarball.")
+@_debug_hold_option
 def start_cmd(matrix_path: Path, entry_id: str, project: str | None, timeout_s: float, poll_s: float,
-              runner_group_id: int, runner_version: str | None, runner_sha256: str | None) -> None:
+              runner_group_id: int, runner_version: str | None, runner_sha256: str | None,
+              debug_hold_s: float | None) -> None:
     """Create the entry's GPU VM with a just-in-time GitHub runner, and wait until it is online.
 
     Walks the capacity ladder (the machine's zones in order, SPOT then STANDARD where the
@@ -675,6 +700,8 @@ def start_cmd(matrix_path: Path, entry_id: str, project: str | None, timeout_s: 
         raise ConfigError("--runner-version and --runner-sha256 go together (the checksum pins the download)")
     entry = find_entry(matrix_path, entry_id)
     logger = _runner_logger()
+    if entry.gce is not None and debug_hold_s is not None:
+        entry.gce.debug_hold_s = int(debug_hold_s)
     if entry.is_local or entry.gce is None:
         logger.info(f"{entry.id} runs on a local machine ({entry.runs_on}): no VM to start")
         set_outputs({"label": entry.runs_on, "instance": "", "zone": "", "provisioning-model": ""})
@@ -684,10 +711,50 @@ def start_cmd(matrix_path: Path, entry_id: str, project: str | None, timeout_s: 
     if runner_version and runner_sha256:
         opts.runner_version, opts.runner_sha256 = runner_version, runner_sha256
     _on_sigterm_raise_interrupt()
+    pricing = _Pricing(entry, logger)  # asks the Billing Catalog while the VM boots
     started = lifecycle.start(ctx, entry, opts)
-    set_outputs(started.outputs())
+    outputs = started.outputs()
+    price = pricing.price(started.zone, started.provisioning_model)
+    if price is not None:
+        outputs["price"] = json.dumps(price.to_dict(), separators=(",", ":"))
+    set_outputs(outputs)
     logger.info(f"started {started.label}: VM {started.instance} in {started.zone} ({started.provisioning_model}), "
                 "runner online")
+
+
+class _Pricing:
+    """The price per hour of the VM ``start`` makes: the machine's price_per_hour, else the Billing
+    Catalog (asked in the background while the VM is created), else the table. Never fails a start."""
+
+    def __init__(self, entry: Any, logger: Any) -> None:
+        import threading
+
+        from .cost import PriceBook, Shape
+
+        self.entry, self.logger = entry, logger
+        self.book = PriceBook(log=logger.info)
+        regions = [Shape.of(entry.gce, z).region for z in entry.gce.zones]
+        self.thread = threading.Thread(target=self._prepare, args=(regions,), daemon=True)
+        self.thread.start()
+
+    def _prepare(self, regions: list[str | None]) -> None:
+        try:
+            self.book.prepare(regions)
+        except Exception as e:  # noqa: BLE001 - a price is never worth a failed start
+            self.logger.info(f"prices: could not ask the Billing Catalog: {e}")
+
+    def price(self, zone: str, model: str) -> Any:
+        from .cost import Shape, money
+
+        self.thread.join(timeout=90)
+        try:
+            p = self.book.price(Shape.of(self.entry.gce, zone), model, self.entry.gce.price_per_hour)
+        except Exception as e:  # noqa: BLE001
+            self.logger.info(f"prices: no price for this VM: {e}")
+            return None
+        where = p.origin() if p.usd_per_hour is not None else (p.note or "no price known")
+        self.logger.info(f"price of this VM: {money(p.usd_per_hour, per_hour=True)} ({model}, {where}; an estimate)")
+        return p
 
 
 @cli.command("stop")
@@ -697,13 +764,22 @@ def start_cmd(matrix_path: Path, entry_id: str, project: str | None, timeout_s: 
 @click.option("--label", default=None, metavar="LABEL", help="Or the runner label / VM name itself.")
 @click.option("--project", default=None, metavar="PROJECT",
               help="GCP project.  [default: the matrix file's gce.project, else GOOGLE_CLOUD_PROJECT]")
-def stop_cmd(matrix_path: Path | None, entry_id: str | None, label: str | None, project: str | None) -> None:
+@click.option("--run-result", type=click.Choice(["", "success", "failure", "cancelled", "skipped"]), default="",
+              help="The run job's result: a failure holds the VM for a look when the entry has a debug hold.")
+@_debug_hold_option
+@click.option("--force", is_flag=True, help="Delete a VM held for a look now, before its hold ends.")
+def stop_cmd(matrix_path: Path | None, entry_id: str | None, label: str | None, project: str | None,
+             run_result: str, debug_hold_s: float | None, force: bool) -> None:
     """Delete the entry's VM (in whatever zone it is) and its runner registration.
 
     Idempotent: succeeds when both are already gone, and after a start that failed or was
-    cancelled half-way. Says when Compute Engine preempted the VM.
+    cancelled half-way. Says when Compute Engine preempted the VM. A failed entry (--run-result
+    failure) with a debug hold keeps its VM for that long instead, and the job summary says how to
+    reach it; a VM held for a look stays until its hold ends (--force deletes it now). Writes
+    held=true|false to $GITHUB_OUTPUT.
     """
     from .cloud import lifecycle
+    from .github.workflow import append_step_summary, set_outputs
     from .plan import find_entry
 
     if label is None and (matrix_path is None or entry_id is None):
@@ -714,8 +790,14 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, label: str | None, 
         logger.info(f"{entry.id} runs on a local machine: nothing to stop")
         return
     name = label or entry.label  # type: ignore[union-attr]
+    hold = debug_hold_s if debug_hold_s is not None else (entry.gce.debug_hold_s if entry and entry.gce else 0)
     ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
-    lifecycle.stop(ctx, name, zones=entry.gce.zones if entry is not None and entry.gce else None)
+    stopped = lifecycle.stop(ctx, name, zones=entry.gce.zones if entry is not None and entry.gce else None,
+                             hold_s=hold if run_result == "failure" else None, force=force)
+    if stopped.held is not None:
+        append_step_summary(lifecycle.hold_instructions(stopped.held, project=ctx.project, repo=ctx.repo,
+                                                        entry_id=entry.id if entry else name))
+    set_outputs({"held": "true" if stopped.held is not None else "false"})
 
 
 @cli.command("janitor")

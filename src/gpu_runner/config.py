@@ -74,6 +74,8 @@ DEFAULT_DISK_TYPE = "pd-balanced"
 DEFAULT_MAX_RUN_DURATION_S = 2 * 3600.0
 DEFAULT_RUNS_ON = "ubuntu-latest"
 MIN_MAX_RUN_DURATION_S = 30.0
+MIN_DEBUG_HOLD_S = 60.0
+MAX_DEBUG_HOLD_S = 86400.0
 MAX_MAX_RUN_DURATION_S = 120 * 86400.0
 
 DISK_TYPES = (
@@ -257,6 +259,10 @@ class MachineSettings(_Model):
     everything else died); default 2h."""
     labels: dict[LabelKey, LabelValue] | None = None
     """Extra GCE labels on the VM (lower case; the names gpu-runner sets itself are reserved)."""
+    debug_hold: Duration | None = None
+    """Keep a failed entry's VM this long after its job, for a look (ssh, Jupyter), instead of
+    deleting it; a passing entry's VM is deleted as usual. At most 1d; also a runtime key, and the
+    workflow input debug-hold overrides it for one run."""
 
 
 class PricePerHour(_Model):
@@ -374,6 +380,9 @@ class RuntimeSettings(_Model):
     regression: Regression | None = None
     """Thresholds for regressions against the baseline (merged key by key over
     defaults.runtime.regression); default: time +20% and 5s, memory +10% and 256 MiB."""
+    debug_hold: Duration | None = None
+    """Keep the VM of a failed entry of this runtime this long after its job, for a look (wins
+    over the machine's debug_hold); gce machines only."""
 
 
 class Runtime(RuntimeSettings):
@@ -933,6 +942,16 @@ def _rules(doc: Document, m: Matrix) -> tuple[list[Problem], list[Problem]]:
                 errors.append(Problem(path + (k,), f"label {k!r} is set by gpu-runner itself; choose another name",
                                       key=True))
 
+    def hold_rule(hold: float | None, path: Path_) -> None:
+        if hold is not None and not MIN_DEBUG_HOLD_S <= hold <= MAX_DEBUG_HOLD_S:
+            errors.append(Problem(path, f"debug_hold must be between 1m and 1d, got {hold:g} seconds"))
+
+    hold_rule(defaults_m.debug_hold, ("defaults", "machine", "debug_hold"))
+    hold_rule(defaults_r.debug_hold, ("defaults", "runtime", "debug_hold"))
+    for name, mach in m.machines.items():
+        hold_rule(mach.debug_hold, ("machines", name, "debug_hold"))
+    for name, rt in m.runtimes.items():
+        hold_rule(rt.debug_hold, ("runtimes", name, "debug_hold"))
     zone_rules(defaults_m.zones, ("defaults", "machine", "zones"))
     label_rules(defaults_m.labels, ("defaults", "machine", "labels"))
     if m.gce:
@@ -951,7 +970,7 @@ def _rules(doc: Document, m: Matrix) -> tuple[list[Problem], list[Problem]]:
         label_rules(mach.labels, base + ("labels",))
         if mach.provider == "local":
             for f in ("machine_type", "zones", "spot", "boot_image", "disk", "max_run_duration", "labels",
-                      "price_per_hour"):
+                      "price_per_hour", "debug_hold"):
                 if f in mach.model_fields_set:
                     errors.append(Problem(base + (f,), f"{f} is for gce machines; this machine's provider is local",
                                           key=True))

@@ -145,6 +145,9 @@ class GceSpec:
     gpu-runner, gh-repo, gh-run-id, gh-run-attempt, entry and created."""
     self_delete: bool = False
     """The VM deletes itself after its job (needs service_account); else it powers off."""
+    debug_hold_s: int = 0
+    """A failed entry's VM is kept this long after its job for a look (0: never); its
+    maxRunDuration is ``max_run_duration_s`` plus this."""
     price_per_hour: dict[str, float] | None = None
     """The matrix's ``price_per_hour`` by provisioning model (``STANDARD``, ``SPOT``); None: priced
     by the Cloud Billing Catalog or gpu-runner's table (:mod:`gpu_runner.cost`)."""
@@ -286,6 +289,7 @@ def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[s
             labels=labels,
             self_delete=bool(gce_settings.self_delete) if gce_settings else False,
             price_per_hour=_price_per_hour(mach),
+            debug_hold_s=int(math.ceil(_pick("debug_hold", rt, mach, dr, dm, default=0))),
         )
         timeout_minutes = int(math.ceil(mrd / 60))
     gpus = f", {gpu_count} x {acc_type}" if gpu_count and acc_type else ""
@@ -739,8 +743,9 @@ class PlanCost:
 
 
 def entry_hours(entry: Entry) -> float:
-    """How long one try of the entry's VM may live, in hours: its max_run_duration."""
-    return (entry.gce.max_run_duration_s if entry.gce else 0) / 3600.0
+    """How long one try of the entry's VM may live, in hours: its max_run_duration, and its
+    debug_hold should it fail."""
+    return ((entry.gce.max_run_duration_s + entry.gce.debug_hold_s) if entry.gce else 0) / 3600.0
 
 
 def price_entries(p: Plan, book: Any = None) -> PlanCost:

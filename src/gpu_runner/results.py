@@ -190,6 +190,59 @@ class EntryInfo:
 
 
 @dataclass
+class VmUse:
+    """One VM an entry ran on (one try), how long it lived and what it cost: an estimate.
+
+    ``lifetime_s`` is created -> deleted (the boot disk is billed for all of it); ``running_s``
+    the part of it the VM was not powered off (its vCPUs, memory and GPUs are billed for that).
+    The cost is ``parts_usd_per_hour`` (``machine``, ``gpu``) x running hours + ``disk`` x lifetime
+    hours, or ``usd_per_hour`` x lifetime hours for a price given whole (the matrix's)."""
+
+    name: str
+    retry: int = 0
+    zone: str | None = None
+    region: str | None = None
+    machine_type: str | None = None
+    accelerator_type: str | None = None
+    accelerator_count: int = 0
+    provisioning_model: str | None = None
+    """``SPOT`` or ``STANDARD``."""
+    disk_type: str | None = None
+    disk_size_gb: int | None = None
+    created_at: str | None = None
+    """RFC 3339: when Compute Engine created the VM."""
+    deleted_at: str | None = None
+    """RFC 3339: when it was deleted (or, held for a look, when its hold ends)."""
+    lifetime_s: float | None = None
+    running_s: float | None = None
+    timed_by: str | None = None
+    """Where the times come from: ``stop`` (the VM as stop found and deleted it), ``operations``
+    (the VM's own insert and delete or preemption operations, when it was gone before stop),
+    ``hold`` (held for a look: counted to the end of its hold)."""
+    usd_per_hour: float | None = None
+    parts_usd_per_hour: dict[str, float] = field(default_factory=dict)
+    price_source: str | None = None
+    """``matrix``, ``billing-catalog`` or ``table``."""
+    price_as_of: str | None = None
+    usd: float | None = None
+    """The estimate for this VM; None when its price or its lifetime is unknown (``note`` says why)."""
+    held_until: str | None = None
+    """RFC 3339: the end of its hold for a look, when a failed entry's VM was kept."""
+    note: str | None = None
+
+
+@dataclass
+class Cost:
+    """What an entry's VMs cost: every try's VM, and their sum. Estimates in USD."""
+
+    vms: list[VmUse] = field(default_factory=list)
+    usd: float | None = None
+    """The sum; None when a VM's cost is unknown."""
+    currency: str = "USD"
+    estimate: bool = True
+
+
+@dataclass
 class EntryResult:
     entry: EntryInfo
     status: Status
@@ -204,6 +257,9 @@ class EntryResult:
     options: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
     """The run was stopped (SIGINT/SIGTERM) before every notebook ran."""
+    cost: Cost | None = None
+    """What the entry's Compute Engine VMs cost (the report adds it from what stop recorded);
+    None for an entry that ran on no VM."""
     tool_version: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -294,5 +350,7 @@ _NESTED.update(
         ("Timeline", "devices"): ("list", DeviceSeries),
         ("Timeline", "cells"): ("list", CellSpan),
         ("CheckResult", "failure"): ("one", Failure),
+        ("EntryResult", "cost"): ("one", Cost),
+        ("Cost", "vms"): ("list", VmUse),
     }
 )

@@ -15,6 +15,11 @@ Failure knobs (attributes, settable while it runs):
 * ``boot_s``: seconds from insert to RUNNING.
 * :meth:`preempt`: Compute Engine takes a Spot VM back (it is deleted, a
   ``compute.instances.preempted`` operation is recorded).
+* :meth:`power_off`: the VM shuts itself down (TERMINATED, ``lastStopTimestamp`` set), as the
+  startup script does after its job.
+* ``clock_offset_s``: the stand-in's clock runs this far ahead of the real one (its timestamps:
+  ``creationTimestamp``, operations' times), so a VM can be made to live for hours in a test;
+  :meth:`advance` moves it.
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ def _error(status: int, message: str, reason: str, domain: str = "global") -> Re
                                     "errors": [{"message": message, "domain": domain, "reason": reason}]}})
 
 
-def _now_rfc3339() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000-00:00", time.gmtime())
+def _now_rfc3339(offset_s: float = 0.0) -> str:
+    """Compute Engine's timestamp form, to the millisecond."""
+    now = time.time() + offset_s
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}-00:00"
 
 
 class ComputeStandIn(StandIn):
@@ -64,6 +71,7 @@ class ComputeStandIn(StandIn):
         self.by_request_id: dict[str, str] = {}
         self.rejected: list[str] = []
         self.ids = itertools.count(1000)
+        self.clock_offset_s = 0.0
         self._stop_ticker = threading.Event()
         p = BASE
         for method, path, name, handler in [
@@ -130,6 +138,22 @@ class ComputeStandIn(StandIn):
             self._disconnect(inst)
             self._operation(key[0], key[1], "compute.instances.preempted", inst, user="system")
 
+    def now(self) -> str:
+        """The stand-in's clock, as Compute Engine writes timestamps."""
+        return _now_rfc3339(self.clock_offset_s)
+
+    def advance(self, seconds: float) -> None:
+        with self.lock:
+            self.clock_offset_s += seconds
+
+    def power_off(self, name: str) -> None:
+        """The guest shuts down (``poweroff``): TERMINATED, with its lastStopTimestamp."""
+        with self.lock:
+            inst = next(i for k, i in self.instances.items() if k[2] == name)
+            inst["status"] = "TERMINATED"
+            inst["lastStopTimestamp"] = self.now()
+            self._disconnect(inst)
+
     def _disconnect(self, inst: dict[str, Any]) -> None:
         items = {i["key"]: i.get("value", "") for i in inst.get("metadata", {}).get("items", [])}
         if self.github is not None and "gpu-runner-jitconfig" in items:
@@ -169,8 +193,8 @@ class ComputeStandIn(StandIn):
             "kind": "compute#operation", "id": oid, "name": name, "operationType": kind,
             "zone": self._link("projects", project, "zones", zone),
             "targetLink": self._link("projects", project, "zones", zone, "instances", target_name or ""),
-            "status": "DONE", "progress": 100, "user": user, "insertTime": _now_rfc3339(),
-            "startTime": _now_rfc3339(), "endTime": _now_rfc3339(),
+            "status": "DONE", "progress": 100, "user": user, "insertTime": self.now(),
+            "startTime": self.now(), "endTime": self.now(),
             "selfLink": self._link("projects", project, "zones", zone, "operations", name),
         }
         if inst and "id" in inst:
@@ -219,7 +243,7 @@ class ComputeStandIn(StandIn):
                 inst = dict(body)
                 inst.update({
                     "kind": "compute#instance", "id": str(next(self.ids)), "status": "PROVISIONING",
-                    "creationTimestamp": _now_rfc3339(),
+                    "creationTimestamp": self.now(),
                     "zone": self._link("projects", project, "zones", zone),
                     "selfLink": self._link("projects", project, "zones", zone, "instances", name),
                     "_born": time.monotonic(), "_serial": [],
@@ -324,7 +348,7 @@ class ComputeStandIn(StandIn):
                              "notFound")
             if o["status"] != "DONE":
                 o["status"] = "DONE"
-                o["endTime"] = _now_rfc3339()
+                o["endTime"] = self.now()
             return self._check("Operation", {k: v for k, v in o.items() if not k.startswith("_")})
 
     def op_list(self, project: str, zone: str, query: dict[str, str], **_: Any) -> Any:

@@ -58,6 +58,12 @@ class Instance:
     preempted: bool = False
     max_run_duration_s: float | None = None
     """The VM's own hard lifetime (``scheduling.maxRunDuration``), when it has one."""
+    created_at: str | None = None
+    """``creationTimestamp`` (RFC 3339), as Compute Engine says it."""
+    last_stop_at: str | None = None
+    """``lastStopTimestamp``: when it last powered off (RFC 3339), if it did."""
+    hold_until: float | None = None
+    """Epoch seconds until which the VM is held for a look (metadata ``gpu-runner-hold``), if it is."""
 
     @property
     def run_id(self) -> str | None:
@@ -80,6 +86,26 @@ class VmRequest:
     labels: dict[str, str]
     metadata: dict[str, str]
     """Instance metadata; values may be secret (the runner's config): never log them."""
+
+
+def epoch_of(stamp: str | None) -> float:
+    """Epoch seconds of an RFC 3339 timestamp (Compute Engine writes ``2026-12-01T09:30:12.345-08:00``);
+    0.0 for none or one that cannot be read."""
+    import datetime as dt
+
+    if not stamp:
+        return 0.0
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def rfc3339(epoch: float) -> str:
+    """Epoch seconds as an RFC 3339 timestamp in UTC, to the millisecond."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def gce_label_value(text: str) -> str:
@@ -117,6 +143,11 @@ class Provider(ABC):
     def delete(self, project: str, zone: str, name: str, *, wait: bool = True) -> bool:
         """Delete the VM; False when it was already gone. Idempotent."""
 
+    def delete_timed(self, project: str, zone: str, name: str) -> str | None:
+        """Delete the VM and say when it was deleted (RFC 3339, the cloud's own time where it
+        tells); None when it was already gone."""
+        return rfc3339(time.time()) if self.delete(project, zone, name) else None
+
     @abstractmethod
     def list_ours(self, project: str, labels: Mapping[str, str] | None = None, *,
                   name: str | None = None) -> list[Instance]:
@@ -134,6 +165,26 @@ class Provider(ABC):
     def was_preempted(self, project: str, zones: list[str], name: str) -> bool:
         """Whether Compute Engine preempted this VM (looked up after it is gone)."""
         return False
+
+    def lifetime(self, project: str, zones: list[str], name: str) -> VmTimes:
+        """When a VM that is gone was created and removed, from what the cloud recorded
+        (nothing, where the provider cannot tell)."""
+        return VmTimes()
+
+    def hold(self, project: str, zone: str, name: str, until: float) -> bool:
+        """Mark the VM held for a look until ``until`` (epoch seconds); False when it is gone."""
+        return False
+
+
+@dataclass
+class VmTimes:
+    """A VM's own timestamps (RFC 3339), and which operation removed it."""
+
+    zone: str | None = None
+    created_at: str | None = None
+    deleted_at: str | None = None
+    removed_by: str | None = None
+    """The operation that removed it: ``delete``, ``compute.instances.preempted``, ..."""
 
     def wait_ready(self, project: str, zone: str, name: str, *, timeout_s: float, poll_s: float) -> Instance:
         """Wait until the VM is RUNNING; CloudError when it stops or disappears first."""

@@ -19,7 +19,18 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .base import OURS_LABEL, CapacityError, CloudError, Instance, Provider, QuotaError, VmRequest
+from .base import (
+    OURS_LABEL,
+    CapacityError,
+    CloudError,
+    Instance,
+    Provider,
+    QuotaError,
+    VmRequest,
+    VmTimes,
+    epoch_of,
+    rfc3339,
+)
 from .retry import call_with_retry
 
 EMULATOR_ENV = "GPU_RUNNER_COMPUTE_EMULATOR_HOST"
@@ -29,6 +40,9 @@ CAPACITY_CODES = frozenset({
 })
 DEFAULT_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 OPERATION_TIMEOUT_S = 600.0
+HOLD_METADATA_KEY = "gpu-runner-hold"
+"""Instance metadata: epoch seconds until which a failed entry's VM is held for a look."""
+REMOVED_BY = ("delete", "compute.instances.preempted")
 
 
 def client_kwargs() -> dict[str, Any]:
@@ -186,7 +200,8 @@ class GceProvider(Provider):
             on_host_maintenance="TERMINATE",
             automatic_restart=False,
             instance_termination_action="DELETE",
-            max_run_duration=c.Duration(seconds=int(s.max_run_duration_s)))
+            # a failed entry's VM may be held for a look after its job: its hard lifetime covers that too
+            max_run_duration=c.Duration(seconds=int(s.max_run_duration_s) + int(getattr(s, "debug_hold_s", 0) or 0)))
         inst = c.Instance(
             name=req.name,
             machine_type=f"zones/{zone}/machineTypes/{s.machine_type}",
@@ -230,9 +245,16 @@ class GceProvider(Provider):
         except ValueError:
             created = None
         mrd = inst.scheduling.max_run_duration.seconds if "max_run_duration" in inst.scheduling else None
+        hold = next((i.value for i in inst.metadata.items if i.key == HOLD_METADATA_KEY), None)
+        try:
+            hold_until = float(hold) if hold else None
+        except ValueError:
+            hold_until = None
         return Instance(name=inst.name, zone=_last(inst.zone), status=_status_name(inst.status), labels=labels,
                         provisioning_model=inst.scheduling.provisioning_model or "STANDARD", created=created,
-                        max_run_duration_s=float(mrd) if mrd else None)
+                        max_run_duration_s=float(mrd) if mrd else None,
+                        created_at=inst.creation_timestamp or None, last_stop_at=inst.last_stop_timestamp or None,
+                        hold_until=hold_until)
 
     def get(self, project: str, zone: str, name: str) -> Instance | None:
         from google.api_core import exceptions as gexc
@@ -258,6 +280,23 @@ class GceProvider(Provider):
                 raise classify(errors, zone, f"delete {name}")
         return True
 
+    def delete_timed(self, project: str, zone: str, name: str) -> str | None:
+        """Delete and wait; the delete operation's end time (Compute Engine's clock)."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            op = self._call(self.instances.delete, f"delete {name}", request=self.compute_v1.DeleteInstanceRequest(
+                project=project, zone=zone, instance=name, request_id=str(uuid.uuid4())))
+        except gexc.NotFound:
+            return None
+        op = self._wait_op(project, zone, op, f"delete {name}")
+        errors = _op_errors(op)
+        if errors:
+            if any(e["code"] == "RESOURCE_NOT_FOUND" for e in errors):
+                return None
+            raise classify(errors, zone, f"delete {name}")
+        return op.end_time or rfc3339(time.time())
+
     def list_ours(self, project: str, labels: Mapping[str, str] | None = None, *,
                   name: str | None = None) -> list[Instance]:
         flt = label_filter({OURS_LABEL: "1", **(labels or {})}, name)
@@ -280,6 +319,56 @@ class GceProvider(Provider):
         except (gexc.NotFound, gexc.BadRequest):
             return "", start
         return out.contents, int(out.next_ or start)
+
+    def _ops_of(self, project: str, zone: str, name: str, kind: str) -> list[Any]:
+        flt = f'(operationType = "{kind}")'
+        pager = self._call(self.operations.list, "list operations", request=self.compute_v1.ListZoneOperationsRequest(
+            project=project, zone=zone, filter=flt))
+        return [op for op in pager if _last(op.target_link) == name]
+
+    def lifetime(self, project: str, zones: list[str], name: str) -> VmTimes:
+        """The VM's insert and the delete or preemption that removed it, from the zone operations
+        Compute Engine keeps (the latest of each, should a name have been used twice)."""
+        out = VmTimes()
+        for zone in zones:
+            inserts = [op for op in self._ops_of(project, zone, name, "insert") if not op.error.errors]
+            if not inserts:
+                continue
+            out.zone = zone
+            out.created_at = max((op.end_time or op.insert_time for op in inserts), key=epoch_of)
+            created = epoch_of(out.created_at)
+            for kind in REMOVED_BY:
+                for op in self._ops_of(project, zone, name, kind):
+                    end = op.end_time or op.insert_time
+                    if end and epoch_of(end) >= created and (
+                            out.deleted_at is None or epoch_of(end) > epoch_of(out.deleted_at)):
+                        out.deleted_at, out.removed_by = end, kind
+            return out
+        return out
+
+    def hold(self, project: str, zone: str, name: str, until: float) -> bool:
+        """Set the metadata item ``gpu-runner-hold`` (the VM's own timer reads it, the janitor
+        and stop respect it); every other item is kept as it is."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            inst = self._call(self.instances.get, f"get {name}", project=project, zone=zone, instance=name)
+        except gexc.NotFound:
+            return False
+        items = [self.compute_v1.Items(key=i.key, value=i.value) for i in inst.metadata.items
+                 if i.key != HOLD_METADATA_KEY]
+        items.append(self.compute_v1.Items(key=HOLD_METADATA_KEY, value=str(int(until))))
+        body = self.compute_v1.Metadata(fingerprint=inst.metadata.fingerprint, items=items)
+        try:
+            op = self._call(self.instances.set_metadata_unary, f"hold {name}", project=project, zone=zone,
+                            instance=name, metadata_resource=body)
+        except gexc.NotFound:
+            return False
+        op = self._wait_op(project, zone, op, f"hold {name}")
+        errors = _op_errors(op)
+        if errors:
+            raise classify(errors, zone, f"hold {name}")
+        return True
 
     def was_preempted(self, project: str, zones: list[str], name: str) -> bool:
         flt = '(operationType = "compute.instances.preempted")'

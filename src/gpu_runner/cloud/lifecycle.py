@@ -28,6 +28,7 @@ from .base import (
     VmRequest,
     gce_label_value,
     parse_status_line,
+    rfc3339,
 )
 from .startup import HEALTH_TRIES, HEALTH_WAIT_S, RUNNER_SHA256, RUNNER_VERSION, render
 
@@ -161,7 +162,7 @@ def start(ctx: Context, entry: Any, opts: StartOptions | None = None) -> Started
     script = render(expected_gpus=entry.gpu_count, runner_version=opts.runner_version,
                     runner_sha256=opts.runner_sha256, health_tries=opts.health_tries,
                     health_wait_s=opts.health_wait_s, self_delete=bool(getattr(spec, "self_delete", False)),
-                    docker=bool(entry.container))
+                    docker=bool(entry.container), hold_s=int(getattr(spec, "debug_hold_s", 0) or 0))
     metadata = {"startup-script": script, JIT_METADATA_KEY: jit.encoded_jit_config,
                 "block-project-ssh-keys": "true", "enable-guest-attributes": "TRUE"}
     if entry.gpu_count:
@@ -203,14 +204,41 @@ def _cleanup(ctx: Context, label: str, runner_id: int | None) -> None:
 
 
 @dataclass
+class VmSeen:
+    """What ``stop`` saw of the VM: where, which provisioning model, and its times (RFC 3339)."""
+
+    name: str
+    zone: str | None = None
+    provisioning_model: str | None = None
+    created_at: str | None = None
+    deleted_at: str | None = None
+    last_stop_at: str | None = None
+    timed_by: str | None = None
+    """``stop`` (found and deleted it), ``operations`` (gone before: its own operations), ``hold``."""
+    held_until: float | None = None
+    note: str | None = None
+
+
+@dataclass
 class Stopped:
     label: str
     deleted_vms: list[str] = field(default_factory=list)
     preempted: bool = False
     removed_runner: bool = False
+    vm: VmSeen | None = None
+    """The VM of this label, as stop saw it (None when there was none to see)."""
+    held: Instance | None = None
+    """The VM kept for a look (its hold has not ended), if any."""
+    hold_failed: str | None = None
+    """Why a hold that was asked for could not be set."""
 
     def summary(self) -> str:
         parts = []
+        if self.held is not None and self.held.hold_until is not None:
+            parts.append(f"VM {self.held.name} ({self.held.zone}) is held for a look until "
+                         f"{_clock(self.held.hold_until)}; `gpu-runner stop --label {self.label} --force` deletes it now")
+        if self.hold_failed:
+            parts.append(f"no hold: {self.hold_failed}")
         if self.deleted_vms:
             parts.append(f"deleted VM {', '.join(self.deleted_vms)}")
         if self.preempted:
@@ -220,23 +248,113 @@ class Stopped:
         return f"{self.label}: " + ("; ".join(parts) if parts else "nothing left to delete (already gone)")
 
 
-def stop(ctx: Context, label: str, zones: list[str] | None = None) -> Stopped:
-    """Delete the VM named ``label`` wherever it is, and its registration. Idempotent."""
+def held_until(vm: Instance, max_age_s: float = 3 * 3600.0) -> float | None:
+    """When the VM's hold for a look ends, or None when it is not held: the hold it carries,
+    never past its own hard lifetime (created + maxRunDuration, which covers the hold), whatever
+    its metadata says."""
+    if vm.hold_until is None:
+        return None
+    if vm.created is None:
+        return vm.hold_until
+    return min(vm.hold_until, vm.created + (vm.max_run_duration_s or max_age_s))
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
+
+
+def stop(ctx: Context, label: str, zones: list[str] | None = None, *, hold_s: float | None = None,
+         force: bool = False, now: float | None = None) -> Stopped:
+    """Delete the VM named ``label`` wherever it is, and its registration. Idempotent.
+
+    A VM held for a look (metadata ``gpu-runner-hold``) stays until its hold ends, unless
+    ``force``. ``hold_s`` (a failed entry whose machine has ``debug_hold``) holds a running VM
+    for that long instead of deleting it."""
+    now = time.time() if now is None else now
     out = Stopped(label=label)
     vms = ctx.provider.list_ours(ctx.project, name=label)
     for vm in vms:
+        seen = VmSeen(name=vm.name, zone=vm.zone, provisioning_model=vm.provisioning_model,
+                      created_at=vm.created_at, last_stop_at=vm.last_stop_at, timed_by="stop")
+        out.vm = out.vm or seen
+        hold_end = held_until(vm)
+        if hold_end is not None and now < hold_end and not force:
+            vm.hold_until = hold_end
+            out.held, seen.held_until, seen.timed_by = vm, hold_end, "hold"
+            seen.deleted_at = rfc3339(hold_end)
+            continue
+        if hold_s and vm.hold_until is None and not force:
+            if vm.status == "RUNNING":
+                until = now + hold_s
+                if ctx.provider.hold(ctx.project, vm.zone, vm.name, until):
+                    vm.hold_until = until
+                    out.held, seen.held_until, seen.timed_by = vm, until, "hold"
+                    seen.deleted_at = rfc3339(until)
+                    continue
+                out.hold_failed = "the VM was gone before it could be held"
+            else:
+                out.hold_failed = (f"the VM is {vm.status}: it powered off before stop could hold it (its job "
+                                   "ended long before stop ran)")
         if vm.status in GONE and vm.provisioning_model == "SPOT":
             out.preempted = out.preempted or ctx.provider.was_preempted(ctx.project, [vm.zone], vm.name)
-        ctx.provider.delete(ctx.project, vm.zone, vm.name)
+        seen.deleted_at = ctx.provider.delete_timed(ctx.project, vm.zone, vm.name) or rfc3339(time.time())
         out.deleted_vms.append(f"{vm.name} ({vm.zone}, {vm.status})")
     if not vms and zones:
         out.preempted = ctx.provider.was_preempted(ctx.project, zones, label)
+        times = ctx.provider.lifetime(ctx.project, zones, label)
+        if times.created_at:
+            out.vm = VmSeen(name=label, zone=times.zone, created_at=times.created_at, deleted_at=times.deleted_at,
+                            timed_by="operations")
+            if not times.deleted_at:
+                out.vm.deleted_at = rfc3339(now)
+                out.vm.note = "gone before stop, by no operation it could find: counted until stop found it gone"
     if ctx.runners is not None:
         runner = ctx.runners.find(label)
         if runner is not None:
             out.removed_runner = ctx.runners.delete(runner.id)
     ctx.log(out.summary())
     return out
+
+
+RUNNER_WORK_DIR = "/opt/actions-runner/_work"
+"""Where the startup script's runner keeps its jobs' workspaces on the VM."""
+
+
+def hold_instructions(vm: Instance, *, project: str, repo: str, entry_id: str, results_dir: str = "gpu-runner-results"
+                      ) -> str:
+    """Markdown for the job summary: how maintainers reach a VM held for a look, and open a
+    Jupyter server on it with the executed notebooks in place. Never for a pull request's comment."""
+    name, zone = vm.name, vm.zone
+    repo_name = repo.rsplit("/", 1)[-1] or "repo"
+    workspace = f"{RUNNER_WORK_DIR}/{repo_name}/{repo_name}"
+    until = _clock(vm.hold_until) if vm.hold_until is not None else "the end of its hold"
+    ssh = f"gcloud compute ssh {name} --zone {zone} --project {project} --tunnel-through-iap"
+    return "\n".join([
+        f"### 🔍 Held for a look: `{entry_id}`",
+        "",
+        f"The entry failed, so its VM `{name}` ({zone}) is kept until **{until}** (`debug_hold`) instead of "
+        "being deleted; then it goes by itself (Compute Engine's maxRunDuration and the janitor make sure). "
+        f"Done sooner: `gpu-runner stop --label {name} --project {project} --force`.",
+        "",
+        "Log in (through Identity-Aware Proxy: a firewall rule that lets 35.235.240.0/20 reach port 22, and "
+        "the IAP-secured Tunnel User role):",
+        "",
+        "```sh",
+        ssh,
+        "```",
+        "",
+        "Jupyter with the executed notebooks in place: forward a port through the same tunnel, start a server in "
+        "the job's workspace, and open the `http://127.0.0.1:8888/lab?token=...` address it prints:",
+        "",
+        "```sh",
+        f"{ssh} -- -L 8888:127.0.0.1:8888",
+        f"cd {workspace} && sudo -u gpu-runner -H jupyter lab --no-browser --ip 127.0.0.1 --port 8888",
+        "```",
+        "",
+        f"The executed notebooks are in `{results_dir}/{entry_id}/notebooks/` there. A Deep Learning VM image has "
+        "JupyterLab; on another, `python3 -m pip install --user jupyterlab` first.",
+        "",
+    ])
 
 
 # --------------------------------------------------------------------------------------
@@ -269,7 +387,9 @@ def janitor(ctx: Context, *, max_age_s: float = DEFAULT_LIFETIME_S, margin_s: fl
     ``gh-run-id`` / ``gh-run-attempt`` labels. It is deleted when GitHub says that attempt of its
     workflow run is over; it stays while GitHub reports it queued or in progress, however old.
     When GitHub cannot tell (a ``local`` run), it is deleted once older than its own
-    maxRunDuration (else ``max_age_s``) plus ``margin_s``.
+    maxRunDuration (else ``max_age_s``) plus ``margin_s``. A VM held for a look (a failed entry's,
+    metadata ``gpu-runner-hold``) stays until its hold ends and is deleted once it has, whatever
+    its run is doing.
 
     A runner registration is deleted only when its name has the full pattern, it carries its name as
     its label (as every just-in-time runner ``start`` registers does), it is offline and idle, no VM
@@ -297,6 +417,19 @@ def janitor(ctx: Context, *, max_age_s: float = DEFAULT_LIFETIME_S, margin_s: fl
             continue
         live.add(vm.name)
         run, attempt = m.group("run"), m.group("attempt")
+        hold_end = held_until(vm, max_age_s)
+        if hold_end is not None:  # a failed entry's VM held for a look: its hold decides, not its run
+            if now < hold_end:
+                out.kept.append(vm.name)
+                ctx.log(f"kept VM {vm.name}: held for a look until {_clock(hold_end)}")
+                continue
+            if not dry_run:
+                ctx.provider.delete(ctx.project, vm.zone, vm.name)
+            out.vms.append(vm.name)
+            live.discard(vm.name)
+            ctx.log(f"{verb} VM {vm.name} in {vm.zone} ({vm.status}): its hold for a look ended at "
+                    f"{_clock(hold_end)}")
+            continue
         state = run_ended(run, attempt)
         age = vm.age_s(now)
         lifetime = (vm.max_run_duration_s or max_age_s) + margin_s

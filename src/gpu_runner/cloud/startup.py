@@ -11,6 +11,9 @@ RUNNER_SHA256 = "ba46ba7ce3a4d7236b16fbe44419fb453bc08f866b24f04d549ec89f1722a29
 """sha256 of actions-runner-linux-x64-2.321.0.tar.gz, as the release page lists it."""
 HEALTH_TRIES = 30
 HEALTH_WAIT_S = 10
+HOLD_GRACE_S = 900
+"""With a debug hold: how long after its job the VM waits for stop to say "hold" before it powers off."""
+HOLD_POLL_S = 10
 
 
 def template() -> str:
@@ -19,13 +22,19 @@ def template() -> str:
 
 def render(*, expected_gpus: int, runner_version: str = RUNNER_VERSION, runner_sha256: str = RUNNER_SHA256,
            health_tries: int = HEALTH_TRIES, health_wait_s: float = HEALTH_WAIT_S, self_delete: bool = False,
-           docker: bool = False) -> str:
+           docker: bool = False, hold_s: int = 0, hold_grace_s: int = HOLD_GRACE_S,
+           hold_poll_s: float = HOLD_POLL_S) -> str:
     """The startup script with its settings filled in (shell-quoted).
 
     ``self_delete``: the VM deletes itself after its job (it needs a service account that may);
     else it powers off and the entry's stop job deletes it. ``docker``: the job runs in a
-    container, so the runner's user may use Docker."""
+    container, so the runner's user may use Docker. ``hold_s`` (a debug hold): after its job the
+    VM waits up to ``hold_grace_s`` for stop to mark it held (metadata ``gpu-runner-hold``), and
+    if it does, stays up until then, at most ``hold_s`` after the job, before it goes."""
     values = {
+        "HOLD_S": str(max(0, int(hold_s))),
+        "HOLD_GRACE_S": str(max(0, min(int(hold_grace_s), int(hold_s)))) if hold_s else "0",
+        "HOLD_POLL_S": shlex.quote(f"{hold_poll_s:g}"),
         "SELF_DELETE": "1" if self_delete else "0",
         "RUNNER_DOCKER": "1" if docker else "0",
         "EXPECTED_GPUS": str(int(expected_gpus)),

@@ -10,6 +10,10 @@
 # 5. runs one job with `run.sh --jitconfig` as the unprivileged user gpu-runner (root only where
 #    the image cannot make that user), then powers the VM off: the entry's stop job deletes it.
 #    With self_delete (a service account that may delete it) it deletes itself instead.
+# 6. with a debug hold (HOLD_S > 0): after the job, waits up to HOLD_GRACE_S for the entry's stop
+#    job to mark the VM held (metadata gpu-runner-hold=<epoch>, set only when the entry failed);
+#    if it does, the VM stays up for a look until then, never more than HOLD_S after its job, and
+#    then goes as in 5. The VM's maxRunDuration and the janitor end an overdue hold too.
 #
 # Progress goes to the serial console as `gpu-runner-status: STATE DETAIL` lines (and to the
 # guest attribute gpu-runner/status); `gpu-runner start` polls them to fail fast.
@@ -23,7 +27,11 @@ HEALTH_TRIES=@@HEALTH_TRIES@@
 HEALTH_WAIT_S=@@HEALTH_WAIT_S@@
 SELF_DELETE=@@SELF_DELETE@@
 RUNNER_DOCKER=@@RUNNER_DOCKER@@
+HOLD_S=@@HOLD_S@@
+HOLD_GRACE_S=@@HOLD_GRACE_S@@
+HOLD_POLL_S=@@HOLD_POLL_S@@
 JIT_KEY=gpu-runner-jitconfig
+HOLD_KEY=gpu-runner-hold
 RUNNER_USER=gpu-runner
 METADATA_V4=169.254.169.254
 METADATA_V6=fd20:ce::254
@@ -143,6 +151,29 @@ install_runner() {
   mkdir -p "$RUNNER_DIR" && tar -xzf "$tgz" -C "$RUNNER_DIR" && rm -f "$tgz"
 }
 
+hold_for_a_look() {  # after the job: wait for stop's word; held, stay up until the hold ends
+  local now job_end grace_end hold_end cap
+  job_end=$(date +%s)
+  grace_end=$((job_end + HOLD_GRACE_S))
+  cap=$((job_end + HOLD_S))
+  hold_end=""
+  status awaiting-hold "the job ended; kept only if stop holds this VM for a look (waiting ${HOLD_GRACE_S}s)"
+  while now=$(date +%s) && [ "$now" -lt "$grace_end" ]; do
+    if hold_end=$(md "instance/attributes/$HOLD_KEY" 2>/dev/null) && [ -n "$hold_end" ]; then
+      break
+    fi
+    hold_end=""
+    sleep "$HOLD_POLL_S"
+  done
+  case "$hold_end" in '' | *[!0-9]*) return 0 ;; esac
+  [ "$hold_end" -gt "$cap" ] && hold_end=$cap
+  status held "for a look until $(date -u -d "@$hold_end" '+%Y-%m-%d %H:%M:%S UTC' 2>/dev/null || echo "$hold_end")"
+  while now=$(date +%s) && [ "$now" -lt "$hold_end" ]; do
+    sleep "$HOLD_POLL_S"
+  done
+  status hold-ended "the hold for a look ended"
+}
+
 main() {
   local jit rc
   PROJECT=$(md project/project-id) || { echo "gpu-runner: no metadata server"; exit 1; }
@@ -200,6 +231,9 @@ main() {
     status job-done "runner exited"
   else
     status runner-failed "runner exited with $rc"
+  fi
+  if [ "$HOLD_S" -gt 0 ]; then
+    hold_for_a_look
   fi
   finish "job done"
 }

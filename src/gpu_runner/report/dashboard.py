@@ -25,6 +25,9 @@ from ..compare import Comparison
 from ..files import inside
 from ..results import EntryResult, NotebookResult
 from .chart import sparkline_svg
+from .cost import dashboard_entry as cost_table
+from .cost import dashboard_total as cost_total
+from .cost import entry_cost_text
 from .deltas import change_badge, dashboard_section, delta_html
 from .text import KIND_LABELS, describe_failure, fmt_duration, fmt_mib, fmt_pct, runtime_text
 
@@ -139,6 +142,7 @@ def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison
         ("Runtime's Python", runtime_text(r.facts)),
         ("Host", r.facts.get("hostname")), ("Provider", e.provider), ("Runner label", e.label),
         ("Started", r.started_at), ("Duration", fmt_duration(r.duration_s)),
+        ("Cost (estimate)", entry_cost_text(r.cost) if r.cost is not None else None),
     ):
         if value:
             facts.append(f"<div><dt>{label}</dt><dd>{_e(value)}</dd></div>")
@@ -179,6 +183,8 @@ def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison
         )
     else:
         parts.append('<p class="muted">No notebooks ran.</p>')
+    if r.cost is not None:
+        parts.append(cost_table(r))
     if check_rows:
         parts.append(
             f'<table class="list checks"><caption>System checks of {_e(e.id)}</caption><thead><tr>'
@@ -198,7 +204,8 @@ def _tile(i: int, d: DashboardEntry) -> str:
     row, col = grid_keys(r)
     label = (f"{r.entry.id}: {_WORD.get(r.status, r.status)}; {c['passed']} passed, {c['failed']} failed, "
              f"{c['skipped']} skipped. Show its notebooks.")
-    meta = " · ".join(x for x in (_gpu_text(r), fmt_duration(r.duration_s)) if x)
+    meta = " · ".join(x for x in (_gpu_text(r), fmt_duration(r.duration_s),
+                                  entry_cost_text(r.cost) if r.cost is not None else "") if x)
     show_id = r.entry.id not in (row, f"{row}-{col}") and len(r.entry.id) < 48
     return (
         f'<a class="tile s-{_e(r.status)}" href="#entry-{i}" aria-label="{_e(label)}">'
@@ -286,7 +293,8 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
         f'<div class="stat s-failed"><span class="n">{totals["failed"]}</span> failed</div>'
         f'<div class="stat s-skipped"><span class="n">{totals["skipped"]}</span> skipped</div>'
         f'<div class="stat"><span class="n">{len(results)}</span> entr{"y" if len(results) == 1 else "ies"}</div>'
-        f'<div class="stat"><span class="n">{fmt_duration(longest)}</span> longest entry</div></section>',
+        f'<div class="stat"><span class="n">{fmt_duration(longest)}</span> longest entry</div>'
+        f'{cost_total(results)}</section>',
         '<section aria-labelledby="grid-h"><h2 id="grid-h">Runtimes × machines</h2>', *grid, "</section>",
     ]
     if failures:

@@ -165,6 +165,10 @@ def entry_suite(result: EntryResult, comparison: Comparison | None = None) -> Te
         props.append(("kernel_overlay", " ".join(f"{n}=={v}" for n, v in (overlay.get("packages") or {}).items()
                                                  if n in ("ipykernel", "ipython", "jupyter-client", "pyzmq"))))
     props += [("interrupted", "true" if result.interrupted else None), ("gpu_runner_version", result.tool_version or None)]
+    if result.cost is not None and result.cost.vms:
+        props += [("cost_usd_estimate", f"{result.cost.usd:.4f}" if result.cost.usd is not None else "unknown"),
+                  ("vms", len(result.cost.vms)),
+                  ("vm_hours", f"{sum(v.lifetime_s or 0 for v in result.cost.vms) / 3600:.3f}")]
     ec = comparison.entry(entry.id) if comparison is not None and comparison.available else None
     if comparison is not None:
         props.append(("baseline", comparison.source.description if comparison.available

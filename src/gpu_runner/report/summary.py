@@ -1,6 +1,6 @@
 """summary.md: the run in Markdown, for the job summary and the pull-request comment.
 
-Totals, one row per entry, the comparison with a baseline when there is one (newly failing,
+Totals, one row per entry, what the VMs cost (estimates), the comparison with a baseline when there is one (newly failing,
 fixed, regressions, improvements), each failure with its cell, kind and message, then every
 notebook's duration, GPU peak memory and mean GPU utilisation. Bounded (PR comments take 65,536 characters):
 the parts that matter most come first, and what did not fit is named in a closing note.
@@ -12,6 +12,7 @@ import html
 
 from ..compare import Comparison
 from ..results import EntryResult, NotebookResult
+from .cost import markdown_section as cost_section
 from .deltas import markdown_blocks
 from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, fmt_pct, runtime_text, tail
 
@@ -166,6 +167,11 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
                    f"{fmt_duration(r.duration_s)} |")
             b.add(row, "entry rows")
         b.add("")
+
+    # -- what the VMs cost ------------------------------------------------------------------
+    cost_rows = cost_section(results, _code, md)
+    if cost_rows:
+        b.add("\n".join(cost_rows), "cost table")
 
     # -- against the baseline: newly failing, fixed, regressions, improvements ---------------
     for block, what in markdown_blocks(comparison, results, _code, md):
