@@ -66,6 +66,13 @@ def json_schema() -> dict[str, Any]:
     defs["CheckResult"]["properties"]["artifacts"] = {"type": "array", "items": ref, "title": "Artifacts"}
     failure = defs["Failure"]["properties"]
     failure["kind"] = {"enum": list(results.FAILURE_KINDS), "type": "string", "title": "Kind"}
+    vm = defs["VmUse"]["properties"]  # times and money are never negative
+    for name in ("lifetime_s", "running_s", "usd_per_hour", "usd"):
+        vm[name]["anyOf"] = [{"type": "number", "minimum": 0}, {"type": "null"}]
+    vm["parts_usd_per_hour"]["additionalProperties"] = {"type": "number", "minimum": 0}
+    vm["accelerator_count"]["minimum"] = 0
+    cost = defs["Cost"]["properties"]
+    cost["usd"]["anyOf"] = [{"type": "number", "minimum": 0}, {"type": "null"}]
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
             **{k: v for k, v in schema.items() if k != "title"},
             "title": "gpu-runner results.json"}
@@ -130,6 +137,19 @@ def validate(data: Any) -> None:
         shown.append(f"{_where(e.absolute_path)}: {message}")
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     raise ResultsError("; ".join(shown) + more)
+
+
+def validate_part(name: str, data: Any) -> None:
+    """Raise :class:`ResultsError` when ``data`` is not a valid ``name`` of the schema's ``$defs``
+    (e.g. ``VmUse`` in a try record, which comes from an artifact too)."""
+    import jsonschema
+
+    shipped = _shipped()
+    validator = jsonschema.Draft202012Validator({"$ref": f"#/$defs/{name}", "$defs": shipped["$defs"]})
+    errors = sorted((_deepest(e) for e in validator.iter_errors(data)), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        e = errors[0]
+        raise ResultsError(f"{_where(e.absolute_path)}: {e.message[:200]}")
 
 
 def schema() -> dict[str, Any]:
