@@ -14,6 +14,8 @@ SRAM/DRAM ECC counters, ``Remapped Rows``); the T4 file the older R470 layout
 from __future__ import annotations
 
 import json
+import subprocess
+import shutil
 import os
 import stat
 import sys
@@ -378,6 +380,23 @@ def test_a_user_check_passes_on_its_expected_exit_code_in_the_runtime_env(tmp_pa
     r, _, _ = one(tmp_path, spec, env={"MY_VAR": "hello"})
     assert r.status == "passed", r.failure
     assert r.details["exit_code"] == 3 and str(tmp_path) in r.summary
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="needs gcc")
+def test_a_user_check_verdict_is_its_first_meaningful_line_not_licence_boilerplate(tmp_path):
+    r, _, _ = one(tmp_path, {"name": "gcc", "run": "set -x; gcc --version"})
+    assert r.status == "passed"
+    first = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    assert r.summary == f"`set -x; gcc --version` exited 0: {first}"  # not "... warranty; not even for MERCHANTABILITY"
+    assert "MERCHANTABILITY" not in r.summary
+
+
+def test_a_failing_user_check_says_its_last_meaningful_line_or_only_its_exit_code(tmp_path):
+    r, _, _ = one(tmp_path, {"name": "py", "run": "python3 -c 'import no_such_module_here'"})
+    assert r.status == "failed"
+    assert r.failure.message.endswith("expected exit 0: ModuleNotFoundError: No module named 'no_such_module_here'")
+    r, _, _ = one(tmp_path / "q", {"name": "quiet", "run": "echo; echo '-----'; exit 4"})
+    assert r.failure.message.endswith("4, expected exit 0"), r.failure.message  # nothing worth quoting: the code
 
 
 def test_a_user_check_is_bounded_by_its_timeout_and_pipefail_applies(tmp_path):

@@ -398,3 +398,35 @@ def test_a_quiet_kernel_leaves_no_kernel_log(nbdir):
     res = by_path(results(nbdir / "o"))
     assert "kernel_log" not in res["quiet.ipynb"]["files"]
     assert "C-level complaint" in (nbdir / "o/local" / res["loud.ipynb"]["files"]["kernel_log"]).read_text()
+
+
+def test_one_cell_numbering_the_entry_named_and_the_traceback_on_the_console(nbdir):
+    """Cell N is the cell's position among all the notebook's cells, from 1, everywhere people read
+    it (log lines, results.json's cell_number, metrics.json, the summary, the HTML anchor); console
+    lines name the entry; a failure shows the end of its traceback on the console."""
+    make_nb(nbdir, "notebooks/sub/nb.ipynb", ("md", "# Title"), "print('one')",
+            "def inner():\n    raise ValueError('boom')\n\ninner()")
+    r = gpu_runner("run", "notebooks", "--out", "o", "--no-pdf", "--no-checks", cwd=nbdir)
+    assert r.returncode == 1
+    nb = results(nbdir / "o")["notebooks"][0]
+    assert results(nbdir / "o")["cell_numbering"].startswith("cell_index: the 0-based position")
+    f = nb["failure"]
+    assert (f["cell_index"], f["cell_number"]) == (2, 3)
+    assert [(c["index"], c["number"], c["status"]) for c in nb["cells"]] == [(1, 2, "passed"), (2, 3, "failed")]
+    metrics = json.loads((nbdir / "o/local" / nb["files"]["metrics"]).read_text())
+    assert [c["number"] for c in metrics["cells"]] == [2, 3]
+    out = r.stdout
+    assert "[local: notebooks/sub/nb.ipynb] cell 2 ok in " in out and "(code cell 1/2, " in out
+    assert "[local: notebooks/sub/nb.ipynb] cell 3 failed in " in out and "(code cell 2/2, " in out
+    assert "[FAILED] local: notebooks/sub/nb.ipynb in " in out and ": cell 3: ValueError: boom" in out
+    result_at = out.index("[FAILED] local: notebooks/sub/nb.ipynb")
+    shown = out[result_at:]
+    assert "inner()" in shown and "raise ValueError('boom')" in shown  # the last frames, not just the error
+    assert "    ValueError: boom" in shown
+    summary = (nbdir / "o/summary.md").read_text()
+    assert "| <code>local</code> | <code>notebooks/sub/nb.ipynb</code> | 3 | error |" in summary
+    assert "**1 notebook: 1 failed** · no system checks" in summary
+    assert "reports: 1 notebook: 0 passed, 1 failed; no system checks; on 1 entry" in out
+    # the output folder does not stutter: notebooks/sub/nb, not notebooks/notebooks/sub/nb
+    assert nb["dir"] == "notebooks/sub/nb" and (nbdir / "o/local/notebooks/sub/nb/output.ipynb").is_file()
+    assert 'id="cell-3"' in (nbdir / "o/local/notebooks/sub/nb/output.html").read_text()

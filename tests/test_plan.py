@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -342,12 +345,57 @@ def test_cli_plan_no_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     assert out.read_text() == 'matrix={"include":[]}\nhas-work=false\n'
 
 
-def test_cli_plan_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_plan_table(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
     with pytest.raises(SystemExit) as info:
         main(["plan", "--matrix", str(make_repo(tmp_path)), "--format", "table"])
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "5 entries" in out and "torch--t4" in out and "gpu-runner-local-1-<id>" in out
+
+
+def test_the_example_matrix_as_a_table_fits_80_columns_and_never_breaks_a_name(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).parent.parent / "matrix" / "example.yml"
+    p = plan.plan(example)
+    names = [e.id for e in p.entries] + [e.gce.machine_type for e in p.entries if e.gce]
+    for columns, tabular in (("80", True), ("40", False)):
+        monkeypatch.setenv("COLUMNS", columns)
+        with pytest.raises(SystemExit):
+            main(["plan", "--matrix", str(example), "--format", "table"])
+        lines = capsys.readouterr().out.splitlines()
+        for name in names:  # each name whole on some line
+            assert any(name in line for line in lines), (columns, name)
+        for e in p.entries:  # and one line per entry when it is a table
+            assert sum(line.split()[:1] == [e.id] for line in lines) == 1, (columns, e.id)
+        if tabular:
+            assert all(len(line.rstrip()) <= 80 for line in lines)
+            assert any(line.split()[:4] == ["id", "machine", "GPUs", "zones"] for line in lines)
+            row = next(line for line in lines if line.split()[:1] == ["pytorch--a100x4"])
+            assert row.split()[:7] == ["pytorch--a100x4", "a2-highgpu-4g", "4x", "a100", "us-central1-a", "+2", "spot"]
+        else:
+            assert "  machine: a2-highgpu-4g" in lines
+
+
+def test_shell_completion_offers_the_matrix_runtimes_machines_and_entries(tmp_path: Path) -> None:
+    matrix = make_repo(tmp_path)
+    env = {**os.environ, "_GPU_RUNNER_COMPLETE": "bash_complete"}
+
+    def complete(*words: str) -> list[str]:
+        line = ["gpu-runner", *words]
+        r = subprocess.run([sys.executable, "-m", "gpu_runner"], env={**env, "COMP_WORDS": " ".join(line),
+                                                                     "COMP_CWORD": str(len(line) - 1)},
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return [item.split(",", 1)[1] for item in r.stdout.splitlines() if item]
+
+    lm = config.load(matrix)
+    assert complete("run", "--matrix", str(matrix), "--runtime", "") == list(lm.model.runtimes)
+    assert complete("plan", "--matrix", str(matrix), "--machine", "") == list(lm.model.machines)
+    assert complete("check", "--matrix", str(matrix), "--entry", "torch--") == \
+        [e.id for e in plan.plan(matrix).entries if e.id.startswith("torch--")]
+    assert complete("run", "--runtime", "") == []  # no matrix yet: nothing to offer
+    assert complete("run", "--matrix", str(tmp_path / "nope.yml"), "--runtime", "") == []
 
 
 def test_cli_plan_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

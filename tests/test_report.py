@@ -124,8 +124,10 @@ def test_merged_junit_counts_are_the_sum_of_the_entries(run):
     for attr in ("tests", "failures", "errors", "skipped"):
         assert getattr(merged, attr) == sum(getattr(e, attr) for e in entries), attr
     assert sorted(s.name for s in merged) == sorted(d.name for d in entry_dirs(run))
-    assert (report.passed, report.failed, report.skipped) == (5, 6, 3)
-    assert merged.tests == report.total == 14
+    # people are told notebooks and checks apart (JUnit counts both as test cases)
+    assert (report.passed, report.failed, report.skipped, report.total) == (3, 5, 2, 10)
+    assert (report.checks_passed, report.checks_failed, report.checks_skipped, report.checks_total) == (2, 1, 1, 4)
+    assert merged.tests == report.total + report.checks_total == 14
 
 
 def test_xml_illegal_characters_and_ansi_never_reach_the_file(tmp_path):
@@ -182,7 +184,7 @@ def test_html_is_self_contained_and_the_banner_links_to_the_failing_cell(run):
             assert "gr-failed-cell" in page
         else:
             assert "✓ Passed" in page
-    divide = (run / "pytorch-a100" / "notebooks/notebooks/divide/output.html").read_text()
+    divide = (run / "pytorch-a100" / "notebooks/divide/output.html").read_text()
     assert "cell 3: ZeroDivisionError: division by zero" in divide
     assert "\x1b" not in divide
 
@@ -225,9 +227,14 @@ def test_summary_has_totals_rows_failures_durations_and_gpu_memory(run):
     report = write_run_reports(entry_dirs(run), run, logger=Recorder())
     text = report.summary_path.read_text()
     assert text.startswith("## ❌ GPU notebooks: 2 of 3 entries failed")
-    assert "**5 passed · 6 failed · 3 skipped**" in text
-    for entry in ("pytorch-a100", "pytorch-l4", "jax-a100"):
-        assert f"<code>{entry}</code>" in text
+    # notebooks and checks counted apart, never summed
+    assert "**10 notebooks: 3 passed, 5 failed, 2 skipped** · 4 system checks: 2 passed, 1 failed, 1 skipped" in text
+    row = next(line for line in text.splitlines() if line.startswith("| <code>pytorch-a100</code> |"))
+    assert "| 1 passed, 3 failed, 1 skipped | 1 passed, 1 failed |" in row  # 5 notebooks, 2 checks
+    assert "<summary><code>pytorch-a100</code>: 5 notebooks: 1 passed, 3 failed, 1 skipped</summary>" in text
+    # the matrix's order (runtimes pytorch, jax; machines l4, a100), not the alphabet's
+    at = {entry: text.index(f"| <code>{entry}</code>") for entry in ("pytorch-a100", "pytorch-l4", "jax-a100")}
+    assert at["pytorch-l4"] < at["pytorch-a100"] < at["jax-a100"]
     assert "(ran locally)" in text
     assert "| <code>pytorch-a100</code> | <code>notebooks/divide.ipynb</code> | 3 | error | ZeroDivisionError: division by zero |" in text
     assert "| 2 | timeout | timed out after 30 s |" in text
@@ -306,7 +313,8 @@ def test_in_github_actions_annotations_summary_and_outputs(run, monkeypatch, cap
     assert divide.startswith(f"::error file=notebooks/divide.ipynb,line={line},title=pytorch-a100%3A ")
     assert "%0A" in divide.split("::", 2)[2] and "\n" not in divide
     outputs = out_file.read_text()
-    assert "passed=5\n" in outputs and "failed=6\n" in outputs and f"results-dir={run}\n" in outputs
+    assert "passed=3\nfailed=5\nskipped=2\ntotal=10\n" in outputs and f"results-dir={run}\n" in outputs
+    assert "checks-passed=2\nchecks-failed=1\nchecks-skipped=1\nchecks-total=4\n" in outputs
     assert summary_file.read_text() == report.summary_path.read_text()
 
 
@@ -357,10 +365,39 @@ def test_report_command_exit_codes(run, tmp_path, capsys):
     passing = tmp_path / "passing"
     build_entry(passing, "ok", kinds=("pass",), checks=("ok",))
     assert _exit(["report", str(passing), "--no-pdf"]) == 0
-    assert (passing / "ok" / "notebooks/notebooks/smoke/output.html").is_file()
+    assert (passing / "ok" / "notebooks/smoke/output.html").is_file()
 
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _exit(["report", str(empty), "--no-pdf"]) == 2
     assert "no results.json" in capsys.readouterr().err
     assert _exit(["report", str(tmp_path / "nope"), "--no-pdf"]) == 2
+
+
+def test_runs_of_plain_paths_merged_by_report_are_named_apart(tmp_path):
+    """Every run without a matrix is the entry ``local``: merged, each is named by its folder."""
+    for run_dir in ("run-a", "run-b"):
+        build_entry(tmp_path / run_dir, "local", provider="local", ran_locally=True, kinds=("pass",), checks=("ok",))
+    write_entry_reports(tmp_path / "run-a/local", pdf=False, logger=Recorder())  # as its own run left it
+    before = (tmp_path / "run-a/local/notebooks/smoke/output.html").read_text()
+    assert 'class="gr-back" href="../../../index.html"' in before
+    with pytest.raises(SystemExit) as info:
+        main(["report", str(tmp_path / "run-a"), str(tmp_path / "run-b"), "--out", str(tmp_path / "merged"),
+              "--no-pdf"])
+    assert info.value.code == 0
+    summary = (tmp_path / "merged/summary.md").read_text()
+    assert "| <code>run-a/local</code> |" in summary and "| <code>run-b/local</code> |" in summary
+    page = (tmp_path / "merged/index.html").read_text()
+    names = re.findall(r'<span class="entry-id">([^<]*)</span>', page)
+    assert "run-a/local" in names and "run-b/local" in names
+    rows = re.findall(r'<tr><th scope="row">([^<]*)</th>', page)
+    assert rows == ["run-a/local", "run-b/local"]  # two rows of the grid, not two tiles in one cell
+    # each notebook page was rendered for its own run's dashboard, and now points at the merged one
+    html = (tmp_path / "run-a/local/notebooks/smoke/output.html").read_text()
+    assert 'class="gr-back" href="../../../../merged/index.html"' in html
+
+
+def test_notebook_pages_link_back_to_the_dashboard_beside_the_entries(run):
+    write_entry_reports(run / "pytorch-a100", pdf=False, logger=Recorder())
+    html = (run / "pytorch-a100/notebooks/divide/output.html").read_text()
+    assert '<a class="gr-back" href="../../../index.html">' in html

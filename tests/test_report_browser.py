@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -82,7 +83,7 @@ def test_every_rendered_notebook_has_a_pdf_that_pdftoppm_renders(rendered, tmp_p
 def test_the_pdf_carries_the_banner_and_the_traceback(rendered):
     if not shutil.which("pdftotext"):
         pytest.skip("pdftotext is not installed")
-    pdf = rendered / "pytorch-a100/notebooks/notebooks/divide/output.pdf"
+    pdf = rendered / "pytorch-a100/notebooks/divide/output.pdf"
     text = subprocess.run(["pdftotext", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
     assert "cell 3: ZeroDivisionError: division by zero" in text
     assert "Traceback" in text
@@ -145,9 +146,12 @@ def test_dashboard_in_chromium(printer, rendered, tmp_path):
     assert out["title"].startswith("✗ 2 of 3 entries failed")
     assert "2 of 3 entries failed" in out["verdict"]
     assert (out["tiles"], out["failed_tiles"], out["passed_tiles"], out["empty"]) == (3, 2, 1, 1)
-    assert out["cols"][1:] == ["a100", "l4"] and out["rows"] == ["jax", "pytorch"]
+    # the matrix's order (runtimes pytorch, jax; machines l4, a100), as the entry list below
+    assert out["cols"][1:] == ["l4", "a100"] and out["rows"] == ["pytorch", "jax"]
     assert out["local_badges"] == 1
-    assert any("pytorch-a100: Failed; 2 passed, 4 failed, 1 skipped" in lbl for lbl in out["labels"])
+    # notebooks and checks counted apart
+    assert any("pytorch-a100: Failed; 5 notebooks: 1 passed, 3 failed, 1 skipped; 2 system checks: 1 passed, "
+               "1 failed" in lbl for lbl in out["labels"]), out["labels"]
     assert out["l4_open_before"] is False and out["l4_open_after"] is True and out["l4_in_view"]
     assert out["focused"] == "SUMMARY"
     assert not out["l4_visible_when_only_failed"] and out["failed_visible_when_only_failed"]
@@ -159,7 +163,7 @@ def test_dashboard_in_chromium(printer, rendered, tmp_path):
 
 
 def test_notebook_html_opens_offline_without_fetching(printer, rendered):
-    page_path = rendered / "pytorch-a100/notebooks/notebooks/divide/output.html"
+    page_path = rendered / "pytorch-a100/notebooks/divide/output.html"
 
     def check(browser):
         ctx = browser.new_context()
@@ -347,3 +351,91 @@ def test_the_dashboard_runs_only_its_own_script(printer, tmp_path):
 
     title, ours_ran = printer.run(check)
     assert title != "pwned" and ours_ran
+
+
+def test_dashboard_at_1400x1000_has_no_overflow_in_the_grid_and_lists_in_the_grid_order(printer, rendered, tmp_path):
+    shot = tmp_path / "dashboard-1400x1000.png"
+
+    def check(browser):
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = ctx.new_page()
+        page.goto((rendered / "index.html").as_uri(), wait_until="load")
+        page.screenshot(path=str(shot))
+        out = page.evaluate("""() => {
+            const w = document.querySelector('.grid-wrap');
+            const tiles = [...document.querySelectorAll('#grid a.tile')].map(a => a.getAttribute('href'));
+            const entries = [...document.querySelectorAll('details.entry')].map(d => '#' + d.id);
+            return {scrollW: w.scrollWidth, clientW: w.clientWidth, scrollH: w.scrollHeight, clientH: w.clientHeight,
+                    pageW: document.documentElement.scrollWidth, viewW: window.innerWidth, tiles, entries,
+                    names: [...document.querySelectorAll('details.entry .entry-id')].map(e => e.textContent),
+                    totals: document.querySelector('.totals').innerText};
+        }""")
+        ctx.close()
+        return out
+
+    out = printer.run(check)
+    assert shot.stat().st_size > 20_000
+    # no scrollbar beside (or under) a grid that fits: nothing to scroll
+    assert out["scrollW"] <= out["clientW"] and out["scrollH"] <= out["clientH"], out
+    assert out["pageW"] <= out["viewW"], out
+    # reading the grid row by row meets the entries in the order of the list below it
+    assert out["tiles"] == [e for e in out["entries"] if e in out["tiles"]]
+    assert out["names"] == ["pytorch-l4", "pytorch-a100", "jax-a100"]
+    totals = " ".join(out["totals"].split())
+    assert "3 notebooks passed 5 notebooks failed 2 notebooks skipped 2/4 system checks passed, 1 skipped" in totals
+
+
+def test_a_notebook_page_links_back_to_the_dashboard(printer, rendered):
+    page_path = rendered / "pytorch-a100/notebooks/divide/output.html"
+
+    def check(browser):
+        ctx = browser.new_context()
+        page = ctx.new_page()
+        page.goto(page_path.as_uri(), wait_until="load")
+        page.click("a.gr-back")
+        page.wait_for_load_state("load")
+        url, title = page.url, page.title()
+        ctx.close()
+        return url, title
+
+    url, title = printer.run(check)
+    assert url == (rendered / "index.html").as_uri() and "entries failed" in title
+
+
+def test_pdf_lines_break_at_whitespace_and_long_tokens_only_where_they_must(printer, tmp_path):
+    """JupyterLab's CSS breaks output anywhere ("las" / "t)"), and line breaking allows a break after
+    "-" inside a token; printed, a line breaks at whitespace, and a token breaks only when it is
+    longer than a line, with nothing cut off."""
+    if not shutil.which("pdftotext"):
+        pytest.skip("pdftotext is not installed")
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from gpu_runner.report.html import renderer
+    from gpu_runner.results import EntryInfo, EntryResult, NotebookResult
+
+    words = " ".join(f"w{i:03d}-part_last/t)" for i in range(60))
+    token = "/very/long/path/" + "segment" * 40 + "/end"
+    trace = [f'  File "/srv/{"dir" * 30}/last.py", line 3, in <module>', "ValueError: boom " + words]
+    nb = new_notebook(cells=[
+        new_code_cell(f"print('{words}')\nx = '{token}'", execution_count=1,
+                      outputs=[new_output("stream", name="stdout", text=words + "\n" + token + "\n")]),
+        new_code_cell("raise ValueError('boom')", execution_count=2,
+                      outputs=[new_output("error", ename="ValueError", evalue="boom", traceback=trace)]),
+    ], metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}})
+    result = EntryResult(entry=EntryInfo(id="local"), status="passed", started_at="", finished_at="", duration_s=1)
+    page = tmp_path / "w.html"
+    page.write_text(renderer().render(nbformat.from_dict(nb), result,
+                                      NotebookResult(path="w.ipynb", dir="notebooks/w", status="passed",
+                                                     duration_s=1.0)), encoding="utf-8")
+    printer.print_pdf(page, tmp_path / "w.pdf")
+    text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "w.pdf"), "-"], check=True, capture_output=True,
+                          text=True).stdout
+    # every short token whole on its line: in the code, in the output and in the traceback
+    assert len(re.findall(r"w\d{3}-part_last/t\)", text)) == 180, text
+    lines = [line.strip() for line in text.splitlines()]
+    assert not [line for line in lines if line.endswith("-") or line.startswith(("part_last", "t)"))], text
+    # the long ones broken, but whole: nothing cut off at the page's edge
+    flat = "".join(text.split())
+    assert flat.count(token) == 2 and f'"/srv/{"dir" * 30}/last.py",' in flat
+    assert not any(token in line for line in lines)  # it did have to break

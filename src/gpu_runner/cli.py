@@ -72,6 +72,34 @@ def _parse_param(raw: str) -> tuple[str, Any]:
     return name, parsed
 
 
+def _matrix_names(kind: str) -> Any:
+    """Shell completion for --runtime, --machine and --entry: the names in the --matrix file given
+    before them on the command line (nothing when there is none, or it does not load)."""
+
+    def complete(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        path = ctx.params.get("matrix_path")
+        if not path:
+            return []
+        try:
+            from .config import load
+            from .plan import entry_id, expand
+
+            lm = load(Path(path))
+            if kind == "runtime":
+                names = list(lm.model.runtimes)
+            elif kind == "machine":
+                names = list(lm.model.machines)
+            else:
+                names = [entry_id(r, m) for r, m in expand(lm)]
+        except Exception:  # noqa: BLE001 - a completion never fails loudly
+            return []
+        return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+    return complete
+
+
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", prog_name="gpu-runner")
 def cli() -> None:
@@ -82,11 +110,13 @@ def cli() -> None:
 @click.argument("paths", nargs=-1, metavar="[PATH|GLOB]...")
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Run the entries of a matrix file whose machine is local (instead of PATHs).")
-@click.option("--runtime", "runtimes", multiple=True, metavar="NAME", help="With --matrix: only this runtime (repeatable).")
-@click.option("--machine", "machines", multiple=True, metavar="NAME", help="With --matrix: only this machine (repeatable).")
+@click.option("--runtime", "runtimes", multiple=True, metavar="NAME", shell_complete=_matrix_names("runtime"),
+              help="With --matrix: only this runtime (repeatable).")
+@click.option("--machine", "machines", multiple=True, metavar="NAME", shell_complete=_matrix_names("machine"),
+              help="With --matrix: only this machine (repeatable).")
 @click.option("--local", "run_cloud_locally", is_flag=True,
               help="With --matrix: also run the notebooks of cloud entries on this machine (marked as such).")
-@click.option("--entry", "entry_id", default=None, metavar="ID",
+@click.option("--entry", "entry_id", default=None, metavar="ID", shell_complete=_matrix_names("entry"),
               help="With --matrix: run exactly this entry here; on the entry's own VM (RUNNER_NAME is its label) "
                    "as the machine the matrix describes, its GPU count enforced.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results"),
@@ -252,7 +282,8 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
 @cli.command("check")
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Matrix file; with --entry, run that entry's checks and hold the machine to its GPU count.")
-@click.option("--entry", "entry_id", default=None, metavar="ID", help="Entry id (as `gpu-runner plan` lists it).")
+@click.option("--entry", "entry_id", default=None, metavar="ID", shell_complete=_matrix_names("entry"),
+              help="Entry id (as `gpu-runner plan` lists it).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Results folder; writes OUT/<entry id>/results.json, junit.xml and checks/.")
 @click.option("--kernel", default=None, metavar="NAME",
@@ -352,7 +383,7 @@ def _check(run: Any, folder: Any) -> None:
             t.add_row(escape(r.name), f"[{colour[r.status]}]{r.status}[/]", f"{r.duration_s:.1f}s", escape(what))
         Console().print(t)
     else:
-        log_outcome(logger, outcome)
+        log_outcome(logger, outcome, run.info.id)
     if not outcome.results:
         click.echo(f"{run.info.id}: no checks to run (the runtime declares checks: [])")
     write_entry_reports(entry_dir, pdf=False, logger=logger)
@@ -360,8 +391,9 @@ def _check(run: Any, folder: Any) -> None:
     if f.get("gpu_model"):
         click.echo(f"GPU: {f.get('gpu_count')}× {f['gpu_model']}, driver {f.get('driver_version')}, "
                    f"CUDA {f.get('cuda_version')}")
-    c = result.counts()
-    click.echo(f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped; "
+    from .report.text import fmt_counts
+
+    click.echo(f"{fmt_counts(result.check_counts(), 'system check', always=('passed', 'failed'))}; "
                f"results: {entry_dir}/results.json, {entry_dir}/junit.xml")
     sys.exit(EXIT_FAILED if result.status == "failed" else EXIT_OK)
 
@@ -369,9 +401,9 @@ def _check(run: Any, folder: Any) -> None:
 @cli.command("plan")
 @click.option("--matrix", "matrix_path", required=True, type=click.Path(path_type=Path), metavar="FILE",
               help="Matrix file (YAML).")
-@click.option("--runtime", "runtimes", multiple=True, metavar="NAME",
+@click.option("--runtime", "runtimes", multiple=True, metavar="NAME", shell_complete=_matrix_names("runtime"),
               help="Only this runtime (repeatable; a glob like 'torch-*' works).")
-@click.option("--machine", "machines", multiple=True, metavar="NAME",
+@click.option("--machine", "machines", multiple=True, metavar="NAME", shell_complete=_matrix_names("machine"),
               help="Only this machine (repeatable; globs work).")
 @click.option("--changed-files", "changed_files", default=None, metavar="FILE|-",
               help="Repo-relative paths, one a line ('-' reads stdin): keep the runtimes whose notebooks or "
@@ -433,7 +465,8 @@ def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, 
     else:
         from rich.console import Console
 
-        Console().print(planning.table(p, cost))
+        console = Console()
+        console.print(planning.table(p, cost, width=console.width))
 
 
 REPORT_FILES = ("summary.md", "index.html", "junit.xml", "comparison.json")
@@ -499,7 +532,7 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool, 
         printer = PdfPrinter() if pdf else None
         try:
             for d in entry_dirs:
-                write_entry_reports(d, pdf=pdf, browser=printer, overwrite=False)
+                write_entry_reports(d, pdf=pdf, browser=printer, overwrite=False, dashboard=target / "index.html")
         finally:
             if printer is not None:
                 printer.close()
@@ -669,7 +702,8 @@ def _on_sigterm_raise_interrupt() -> None:
 @cli.command("start")
 @click.option("--matrix", "matrix_path", required=True, type=click.Path(path_type=Path), metavar="FILE",
               help="Matrix file (YAML).")
-@click.option("--entry", "entry_id", required=True, metavar="ID", help="The entry's id (gpu-runner plan lists them).")
+@click.option("--entry", "entry_id", required=True, metavar="ID", shell_complete=_matrix_names("entry"),
+              help="The entry's id (gpu-runner plan lists them).")
 @click.option("--project", default=None, metavar="PROJECT",
               help="GCP project.  [default: the matrix file's gce.project, else GOOGLE_CLOUD_PROJECT]")
 @click.option("--timeout", "timeout_s", type=_DurationType(), default="10m", show_default=True,
@@ -760,7 +794,8 @@ class _Pricing:
 @cli.command("stop")
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Matrix file (YAML), with --entry.")
-@click.option("--entry", "entry_id", default=None, metavar="ID", help="The entry's id.")
+@click.option("--entry", "entry_id", default=None, metavar="ID", shell_complete=_matrix_names("entry"),
+              help="The entry's id.")
 @click.option("--label", default=None, metavar="LABEL", help="Or the runner label / VM name itself.")
 @click.option("--project", default=None, metavar="PROJECT",
               help="GCP project.  [default: the matrix file's gce.project, else GOOGLE_CLOUD_PROJECT]")

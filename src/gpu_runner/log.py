@@ -122,22 +122,32 @@ class Logger:
                 self._command("group", name)
             self._write(f"[start] {name} ({detail})")
 
-    def cell_finished(self, name: str, done: int, total: int, status: str, cell_s: float, label: str = "") -> None:
+    def cell_finished(self, name: str, done: int, total: int, status: str, cell_s: float, label: str = "",
+                      number: int | None = None) -> None:
+        """``number``: the cell as every report names it (its position among all the notebook's
+        cells, from 1); ``done``/``total``: progress over the code cells."""
         with self._lock:
             st = self._nbs.get(name)
             elapsed = time.monotonic() - st.started if st else 0.0
-            line = f"[{name}] {label}cell {done}/{total} {status} in {_fmt_s(cell_s)} (elapsed {_fmt_s(elapsed)})"
+            if number is None:
+                line = f"[{name}] {label}cell {done}/{total} {status} in {_fmt_s(cell_s)} (elapsed {_fmt_s(elapsed)})"
+            else:
+                line = (f"[{name}] {label}cell {number} {status} in {_fmt_s(cell_s)} "
+                        f"(code cell {done}/{total}, elapsed {_fmt_s(elapsed)})")
             if self.github and self.jobs > 1 and st is not None:
                 st.lines.append(line)
             else:
                 self._write(line)
 
     def notebook_finished(self, name: str, status: str, duration_s: float, message: str = "",
-                          log_text: str | None = None) -> None:
+                          log_text: str | None = None, detail: str | None = None) -> None:
+        """``detail``: shown under the result line (the end of a failure's traceback)."""
         with self._lock:
             st = self._nbs.pop(name, None)
             tail = f": {message}" if message else ""
             result = f"[{status.upper()}] {name} in {_fmt_s(duration_s)}{tail}"
+            if detail:
+                result += "\n" + "\n".join(f"    {line}" for line in detail.splitlines())
             if self.github:
                 if self.jobs == 1 and st is not None:
                     if log_text:
@@ -193,7 +203,8 @@ class RichLogger(Logger):
             st.task_id = self.progress.add_task(f"  {name}", total=max(total_cells, 1))
             self._nbs[name] = st
 
-    def cell_finished(self, name: str, done: int, total: int, status: str, cell_s: float, label: str = "") -> None:
+    def cell_finished(self, name: str, done: int, total: int, status: str, cell_s: float, label: str = "",
+                      number: int | None = None) -> None:
         with self._lock:
             st = self._nbs.get(name)
             if st is not None:
@@ -201,7 +212,7 @@ class RichLogger(Logger):
                                      description=f"  {name} {label}".rstrip())
 
     def notebook_finished(self, name: str, status: str, duration_s: float, message: str = "",
-                          log_text: str | None = None) -> None:
+                          log_text: str | None = None, detail: str | None = None) -> None:
         with self._lock:
             st = self._nbs.pop(name, None)
             if st is not None:
@@ -217,6 +228,9 @@ class RichLogger(Logger):
 
             self.console.print(f"[{colour}]{status.upper():>7}[/] {escape(name)} in {_fmt_s(duration_s)}{escape(tail)}",
                                highlight=False)
+            if detail:
+                self.console.print("\n".join(f"        {line}" for line in detail.splitlines()), style="dim",
+                                   markup=False, highlight=False)
 
     def close(self) -> None:
         with self._lock:

@@ -193,6 +193,8 @@ class Entry:
     price: dict[str, Any] | None = None
     """Set by :func:`price_entries` for gce entries: per provisioning model of the entry's ladder
     ``{"usd_per_hour", "source", "as_of"}``, and ``worst_case_usd``; estimates."""
+    matrix_position: list[int] = field(default_factory=list)
+    """[runtime index, machine index] in the matrix file: the order reports list entries in."""
 
     MATRIX_FIELDS = ("id", "runtime", "machine", "label", "provider", "name", "runs_on", "gpu_count",
                      "accelerator_type", "container", "container_options", "timeout_s", "cell_timeout_s",
@@ -320,6 +322,7 @@ def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[s
         checks=checks,
         gce=gce,
         regression=regression_thresholds(dr.regression, rt.regression),
+        matrix_position=[list(m.runtimes).index(runtime), list(m.machines).index(machine)],
     )
 
 
@@ -580,7 +583,7 @@ def entry_run(entry: Entry, notebooks: list[NotebookSpec], *, ran_locally: bool 
     return EntryRun(
         info=EntryInfo(id=entry.id, runtime=entry.runtime, machine=entry.machine,
                        label=None if entry.is_local else entry.label, provider=entry.provider,
-                       ran_locally=ran_locally),
+                       ran_locally=ran_locally, matrix_position=list(entry.matrix_position) or None),
         notebooks=notebooks,
         parameters=dict(entry.parameters),
         env=dict(entry.env),
@@ -792,45 +795,66 @@ def cost_markdown(p: Plan, cost: PlanCost) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table(p: Plan, cost: PlanCost | None = None) -> Any:
-    """A rich table of the entries, for people; with ``cost``, their prices per hour and worst case."""
+def _short_gpu(accelerator_type: str) -> str:
+    return accelerator_type.removeprefix("nvidia-").removeprefix("tesla-")
+
+
+def table(p: Plan, cost: PlanCost | None = None, width: int = 80) -> Any:
+    """The entries for people (with ``cost``, each VM's price per hour for each provisioning model
+    and its worst case): a table whose names are never broken; where it does not fit in ``width``
+    columns, one block per entry instead."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     from .cost import money
 
     n = len(p.entries)
-    t = Table(title=f"{p.matrix.doc.display}: {n} entr{'y' if n == 1 else 'ies'}", title_justify="left")
-    t.add_column("id", no_wrap=True)
-    t.add_column("machine", overflow="fold")
-    t.add_column("GPUs", overflow="fold")
-    t.add_column("zones", overflow="fold")
-    t.add_column("VMs", overflow="fold")
-    if cost is not None:
-        t.add_column("per hour", no_wrap=True, justify="right")
-        t.add_column("worst case", no_wrap=True, justify="right")
+    title = f"{p.matrix.doc.display}: {n} entr{'y' if n == 1 else 'ies'}"
+    short = {"STANDARD": "std", "SPOT": "spot"}
+    # with prices, each provisioning model of the VM ladder is named with its price: no VMs column
+    heads = ["id", "machine", "GPUs", "zones"] + (["VMs, $/hour", "worst"] if cost is not None else ["VMs"])
+    rows: list[list[str]] = []
     for e in p.entries:
         g = e.gce
-        gpus = f"{e.gpu_count}x {e.accelerator_type}" if e.gpu_count and e.accelerator_type else "-"
+        gpus = f"{e.gpu_count}x {_short_gpu(e.accelerator_type)}" if e.gpu_count and e.accelerator_type else "-"
         zones = "-"
         if g is not None and g.zones:
             zones = g.zones[0] + (f" +{len(g.zones) - 1}" if len(g.zones) > 1 else "")
-        where = f"{e.machine}: " + (g.machine_type if g else "local")
-        row = [e.id, where, gpus, zones, ", ".join(g.provisioning_models).lower() if g else "-"]
-        if cost is not None:
-            prices = cost.prices.get(e.id)
-            short = {"STANDARD": "std", "SPOT": "spot"}
-            row += ["\n".join(f"{money(hp.usd_per_hour)} {short.get(m, m)}" for m, hp in prices.items()) if prices
-                    else "-",
+        row = [e.id, g.machine_type if g else e.runs_on, gpus, zones]
+        if cost is None:
+            row.append(", ".join(m.lower() for m in g.provisioning_models) if g else "-")
+        else:
+            prices = cost.prices.get(e.id) or {}
+            row += ["\n".join(f"{short.get(m, m.lower())} {money(prices[m].usd_per_hour) if m in prices else '?'}"
+                              for m in g.provisioning_models) if g else "-",
                     money(cost.worst_case[e.id]) if e.id in cost.worst_case else "-"]
-        t.add_row(*row)
-    if p.entries:
-        caption = [f"runner label of an entry: {p.entries[0].label.rsplit(p.entries[0].id, 1)[0]}<id>"]
-        if cost is not None:
-            caption += [cost.line(), *cost.notes]
-        t.caption = "\n".join(caption)
-        t.caption_justify = "left"
-    return t
+        rows.append(row)
+    caption = [f"runner label of an entry: {p.entries[0].label.rsplit(p.entries[0].id, 1)[0]}<id>"] if p.entries else []
+    if cost is not None and p.entries:
+        caption += [cost.line(), *cost.notes]
 
+    def w(i: int) -> int:  # a column's width: its longest line
+        return max([len(heads[i])] + [len(line) for r in rows for line in r[i].split("\n")])
+
+    needed = sum(w(i) for i in range(len(heads))) + (len(heads) - 1)  # one space between columns
+    if not rows or needed <= width:
+        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False,
+                  caption="\n".join(caption) or None, caption_justify="left")
+        for i, h in enumerate(heads):
+            t.add_column(h, no_wrap=True, justify="right" if h == "worst" else "left")
+        for r in rows:
+            t.add_row(*r)
+        return t
+    # too narrow for the table: a block per entry, every name whole on its line
+    parts: list[Any] = [Text(title, style="italic")]
+    for r in rows:
+        parts.append(Text(r[0], style="bold"))
+        for h, v in zip(heads[1:], r[1:]):
+            parts.append(Text(f"  {h + ':':<9}{v.replace(chr(10), ', ')}"))
+    parts += [Text(line, style="dim") for line in caption]
+    return Group(*parts)
 
 
 __all__ = [

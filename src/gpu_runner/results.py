@@ -46,9 +46,10 @@ FAILURE_KINDS: tuple[str, ...] = (
 class Failure:
     """Why a notebook (or a check) failed.
 
-    ``cell_index`` is the 0-based index of the failing cell in the notebook's
-    ``cells`` list; reports show ``cell_index + 1`` ("cell 4"), which is how a
-    reader counts cells. ``source_line`` is the 1-based line of the ``.ipynb``
+    ``cell_index`` is the 0-based index of the failing cell in the executed notebook's
+    ``cells`` list (markdown and the injected-parameters cell included); every log line,
+    report and HTML anchor shows ``cell_number`` = ``cell_index + 1`` ("cell 4"), and
+    results.json carries both (see :data:`CELL_NUMBERING`). ``source_line`` is the 1-based line of the ``.ipynb``
     file where that cell's ``source`` starts, so annotations land on the cell in
     GitHub's file view.
     """
@@ -72,7 +73,8 @@ class Failure:
 
 @dataclass
 class CellResult:
-    """One code cell. ``status`` is ``not_run`` for cells after a failure."""
+    """One code cell. ``status`` is ``not_run`` for cells after a failure. ``index`` as
+    :attr:`Failure.cell_index`: people read ``index + 1`` (``number`` in results.json)."""
 
     index: int
     status: Literal["passed", "failed", "skipped", "not_run"]
@@ -187,6 +189,9 @@ class EntryInfo:
     ran_locally: bool = True
     """True when the notebooks ran on this machine (the local provider, or ``--local`` for a
     cloud entry); the reports mark cloud entries that ran locally as such."""
+    matrix_position: list[int] | None = None
+    """[runtime index, machine index] in the matrix file (None without a matrix): the dashboard's
+    grid, its entry list and the summary follow the matrix's order."""
 
 
 @dataclass
@@ -265,18 +270,29 @@ class EntryResult:
 
     # -- derived --------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        """Counts over notebooks and checks together (each is one test case)."""
-        c = {"passed": 0, "failed": 0, "skipped": 0}
-        for item in [*self.checks, *self.notebooks]:
-            c[item.status] += 1
-        c["total"] = sum(c.values())
-        return c
+        """Test cases (JUnit's view): notebooks and checks together. People are shown
+        :meth:`notebook_counts` and :meth:`check_counts`, never this sum."""
+        return count_statuses([*self.checks, *self.notebooks])
+
+    def notebook_counts(self) -> dict[str, int]:
+        """``passed``, ``failed``, ``skipped`` (and any other status present) and ``total`` of the notebooks."""
+        return count_statuses(self.notebooks)
+
+    def check_counts(self) -> dict[str, int]:
+        """The same for the system checks."""
+        return count_statuses(self.checks)
 
     # -- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        # the numbering people read, next to the index programs use
+        for nb in d["notebooks"]:
+            _number_cells(nb)
+        for ch in d["checks"]:
+            _number_cells(ch)
         # schema_version first, for people reading the file
-        return {"schema_version": d.pop("schema_version"), **d, "totals": self.counts()}
+        return {"schema_version": d.pop("schema_version"), "cell_numbering": CELL_NUMBERING, **d,
+                "totals": {"notebooks": self.notebook_counts(), "checks": self.check_counts()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EntryResult:
@@ -296,6 +312,29 @@ class EntryResult:
         path = Path(entry_dir) / RESULTS_FILE
         write_json_atomic(path, self.to_dict())
         return path
+
+
+CELL_NUMBERING = (
+    "cell_index: the 0-based position of a cell in the executed notebook's cells (markdown cells and the "
+    "injected-parameters cell included); cell_number = cell_index + 1 is how every log line, report and HTML "
+    "anchor (#cell-N) names a cell"
+)
+
+
+def _number_cells(item: dict[str, Any]) -> None:
+    f = item.get("failure")
+    if isinstance(f, dict) and "cell_index" in f:
+        f["cell_number"] = None if f["cell_index"] is None else f["cell_index"] + 1
+    for c in item.get("cells") or []:
+        c["number"] = c["index"] + 1
+
+
+def count_statuses(items: list[Any]) -> dict[str, int]:
+    c = {"passed": 0, "failed": 0, "skipped": 0}
+    for item in items:
+        c[item.status] = c.get(item.status, 0) + 1
+    c["total"] = sum(c.values())
+    return c
 
 
 def timeline_from_dict(data: dict[str, Any] | None) -> Timeline | None:

@@ -57,8 +57,17 @@ def json_schema() -> dict[str, Any]:
     props["schema_version"] = {"const": results.SCHEMA_VERSION, "title": "Schema Version"}
     if "schema_version" not in schema.setdefault("required", []):
         schema["required"].append("schema_version")
-    props["totals"] = {"type": "object", "title": "Totals", "additionalProperties": {"type": "integer"},
-                       "description": "Counts over notebooks and checks (derived; readers recount)."}
+    counts = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+    props["totals"] = {"type": "object", "title": "Totals", "additionalProperties": False,
+                       "properties": {"notebooks": counts, "checks": counts},
+                       "description": "Notebooks and checks counted apart, by status (derived; readers recount)."}
+    props["cell_numbering"] = {"type": "string", "title": "Cell Numbering",
+                               "description": "How cells are numbered (derived: results.CELL_NUMBERING)."}
+    defs["Failure"]["properties"]["cell_number"] = {
+        "anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}], "title": "Cell Number",
+        "description": "cell_index + 1: how reports name the cell (derived)."}
+    defs["CellResult"]["properties"]["number"] = {"type": "integer", "minimum": 1, "title": "Number",
+                                                  "description": "index + 1 (derived)."}
     nb = defs["NotebookResult"]["properties"]
     nb["dir"] = {**ref, "title": "Dir"}
     nb["files"] = {"type": "object", "title": "Files", "additionalProperties": {"anyOf": [

@@ -100,24 +100,24 @@ def long_nb():
 
 def build_entry(root: Path, entry_id: str, *, runtime=None, machine=None, provider="gce", ran_locally=False,
                 kinds=("pass", "error", "timeout", "kernel_died", "skip"), checks=("ok", "fail"),
-                execute=False, facts=None) -> Path:
+                execute=False, facts=None, matrix_position=None) -> Path:
     entry_dir = root / entry_id
     entry_dir.mkdir(parents=True, exist_ok=True)
     notebooks: list[NotebookResult] = []
     for kind in kinds:
         if kind == "pass":
             path = "notebooks/smoke.ipynb"
-            ipynb, _ = _write_nb(entry_dir, "notebooks/notebooks/smoke", passing_nb())
-            notebooks.append(NotebookResult(path=path, dir="notebooks/notebooks/smoke", status="passed", duration_s=2.5,
+            ipynb, _ = _write_nb(entry_dir, "notebooks/smoke", passing_nb())
+            notebooks.append(NotebookResult(path=path, dir="notebooks/smoke", status="passed", duration_s=2.5,
                                             kernel="python3", gpu_peak_memory_mib=1536.0, files=_files(ipynb),
                                             cells=[CellResult(1, "passed", 0.1, 1), CellResult(2, "passed", 0.1, 2)]))
         elif kind == "error":
             path = "notebooks/divide.ipynb"
             nb = erroring_nb(execute)
-            ipynb, lines = _write_nb(entry_dir, "notebooks/notebooks/divide", nb)
+            ipynb, lines = _write_nb(entry_dir, "notebooks/divide", nb)
             err = next(o for o in nb.cells[2].outputs if o.output_type == "error")
             notebooks.append(NotebookResult(
-                path=path, dir="notebooks/notebooks/divide", status="failed", duration_s=1.25, kernel="python3",
+                path=path, dir="notebooks/divide", status="failed", duration_s=1.25, kernel="python3",
                 gpu_peak_memory_mib=None, files=_files(ipynb),
                 failure=Failure(kind="error", message="ZeroDivisionError: division by zero", cell_index=2,
                                 source_line=lines[2], ename=err.ename, evalue=err.evalue,
@@ -125,37 +125,37 @@ def build_entry(root: Path, entry_id: str, *, runtime=None, machine=None, provid
             ))
         elif kind == "timeout":
             path = "notebooks/train long.ipynb"
-            ipynb, lines = _write_nb(entry_dir, "notebooks/notebooks/train long", long_nb())
+            ipynb, lines = _write_nb(entry_dir, "notebooks/train long", long_nb())
             notebooks.append(NotebookResult(
-                path=path, dir="notebooks/notebooks/train long", status="failed", duration_s=30.0, files=_files(ipynb),
+                path=path, dir="notebooks/train long", status="failed", duration_s=30.0, files=_files(ipynb),
                 failure=Failure(kind="timeout", message="cell 2 ran past the per-cell limit of 30 s", cell_index=1,
                                 source_line=lines[1], timeout_s=30.0, output_tail="0\n1\n"),
             ))
         elif kind == "kernel_died":
             path = "notebooks/oom.ipynb"
-            ipynb, lines = _write_nb(entry_dir, "notebooks/notebooks/oom", long_nb())
+            ipynb, lines = _write_nb(entry_dir, "notebooks/oom", long_nb())
             notebooks.append(NotebookResult(
-                path=path, dir="notebooks/notebooks/oom", status="failed", duration_s=4.0, files=_files(ipynb),
+                path=path, dir="notebooks/oom", status="failed", duration_s=4.0, files=_files(ipynb),
                 gpu_peak_memory_mib=79_000.0,
                 failure=Failure(kind="kernel_died", message="the kernel died while running cell 2", cell_index=1,
                                 source_line=lines[1], signal="SIGKILL", exit_code=-9,
                                 output_tail="allocating 80 GiB\n"),
             ))
         elif kind == "skip":
-            notebooks.append(NotebookResult(path="notebooks/multi_gpu.ipynb", dir="notebooks/notebooks/multi_gpu",
+            notebooks.append(NotebookResult(path="notebooks/multi_gpu.ipynb", dir="notebooks/multi_gpu",
                                             status="skipped", duration_s=0.0, skip_reason="needs 2 GPUs, found 1"))
         elif kind == "broken":
-            folder = entry_dir / "notebooks/notebooks/broken"
+            folder = entry_dir / "notebooks/broken"
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "output.ipynb").write_text('{"cells": [ this is not json', encoding="utf-8")
             notebooks.append(NotebookResult(
-                path="notebooks/broken.ipynb", dir="notebooks/notebooks/broken", status="failed", duration_s=0.01,
-                files={"ipynb": "notebooks/notebooks/broken/output.ipynb"},
+                path="notebooks/broken.ipynb", dir="notebooks/broken", status="failed", duration_s=0.01,
+                files={"ipynb": "notebooks/broken/output.ipynb"},
                 failure=Failure(kind="setup_error", message="notebooks/broken.ipynb is not valid JSON: line 1 column 13"),
             ))
         elif kind == "absent":
             notebooks.append(NotebookResult(
-                path="notebooks/gone.ipynb", dir="notebooks/notebooks/gone", status="failed", duration_s=0.0,
+                path="notebooks/gone.ipynb", dir="notebooks/gone", status="failed", duration_s=0.0,
                 failure=Failure(kind="setup_error", message="notebooks/gone.ipynb could not be read"),
             ))
     check_results = []
@@ -172,7 +172,8 @@ def build_entry(root: Path, entry_id: str, *, runtime=None, machine=None, provid
     status = "failed" if any(x.status == "failed" for x in [*notebooks, *check_results]) else "passed"
     result = EntryResult(
         entry=EntryInfo(id=entry_id, runtime=runtime, machine=machine, provider=provider, ran_locally=ran_locally,
-                        label=f"gpu-runner-1-1-{entry_id}" if provider != "local" else None),
+                        label=f"gpu-runner-1-1-{entry_id}" if provider != "local" else None,
+                        matrix_position=matrix_position),
         status=status, started_at="2025-01-02T03:04:05+00:00", finished_at="2025-01-02T03:05:05+00:00",
         duration_s=60.0, notebooks=notebooks, checks=check_results,
         facts=facts if facts is not None else {"gpu_model": "NVIDIA A100-SXM4-80GB", "gpu_count": 1,
@@ -184,12 +185,15 @@ def build_entry(root: Path, entry_id: str, *, runtime=None, machine=None, provid
 
 
 def build_run(root: Path, *, execute: bool = False) -> list[Path]:
-    """Three entries of a 2 runtimes x 2 machines matrix (one combination absent)."""
+    """Three entries of a 2 runtimes x 2 machines matrix (one combination absent). The matrix
+    names runtimes pytorch, jax and machines l4, a100 in that order (not alphabetical)."""
     return [
-        build_entry(root, "pytorch-a100", runtime="pytorch", machine="a100", execute=execute),
+        build_entry(root, "pytorch-a100", runtime="pytorch", machine="a100", execute=execute, matrix_position=[0, 1]),
         build_entry(root, "pytorch-l4", runtime="pytorch", machine="l4", ran_locally=True, kinds=("pass", "skip"),
-                    checks=("ok", "skip"), facts={"gpu_model": "NVIDIA L4", "driver_version": "550.54.15"}),
-        build_entry(root, "jax-a100", runtime="jax", machine="a100", kinds=("pass", "broken", "absent"), checks=()),
+                    checks=("ok", "skip"), facts={"gpu_model": "NVIDIA L4", "driver_version": "550.54.15"},
+                    matrix_position=[0, 0]),
+        build_entry(root, "jax-a100", runtime="jax", machine="a100", kinds=("pass", "broken", "absent"), checks=(),
+                    matrix_position=[1, 1]),
     ]
 
 

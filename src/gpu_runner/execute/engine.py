@@ -381,7 +381,7 @@ class Executor:
                     await asyncio.to_thread(self._write_nb, prepared.nb, nb_dir / "output.ipynb")
                 files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
             status = "failed" if failure else "skipped"
-            self.log.notebook_finished(spec.path, status, 0.0,
+            self.log.notebook_finished(_name(run, spec), status, 0.0,
                                        f"{failure.kind}: {failure.message}" if failure else skip_reason or "")
             res = result(status, failure=failure, skip_reason=skip_reason,
                          kernel=prepared.kernel_name if prepared else None)
@@ -434,7 +434,7 @@ class Executor:
                 with contextlib.suppress(asyncio.CancelledError):
                     swept = await asyncio.shield(sweep)
                     if swept:
-                        self.log.info(f"[{spec.path}] killed {swept} process(es) the notebook left running")
+                        self.log.info(f"[{_name(run, spec)}] killed {swept} process(es) the notebook left running")
         metrics["kernel_start_s"] = round(kernel_start_s, 3)
         return await self._conclude(outcome, nb_to_save, first_pass, metrics, spec, nb_dir, run, prepared,
                                     files, result)
@@ -459,7 +459,7 @@ class Executor:
         client.kc = kernel.kc
         client.caps = nbtools.StreamCap(nb_dir / "outputs")
         code_cells = [i for i, c in enumerate(nb.cells) if nbtools.is_code(c)]
-        self.log.notebook_started(spec.path, f"kernel {prepared.kernel_name}, {len(code_cells)} code cells",
+        self.log.notebook_started(_name(run, spec), f"kernel {prepared.kernel_name}, {len(code_cells)} code cells",
                                   len(code_cells))
         track = self.sampler.track(kernel.pid) if (self.sampler and kernel.pid) else None
         deadline = time.monotonic() + timeout_s
@@ -497,7 +497,7 @@ class Executor:
             cell = nb.cells[idx]
             if nbtools.is_skipped(cell):
                 p.cells.append(CellResult(index=idx, status="skipped"))
-                self.log.cell_finished(spec.path, n, total, "skipped (skip-execution)", 0.0, label)
+                self.log.cell_finished(_name(run, spec), n, total, "skipped (skip-execution)", 0.0, label, number=idx + 1)
                 continue
             remaining = deadline - time.monotonic()
             limit = min(run.cell_timeout_s, remaining)
@@ -545,12 +545,13 @@ class Executor:
             nbtools.coalesce_streams(cell)
             written = spilled + nbtools.cap_outputs(cell, idx, nb_dir / "outputs")
             if written:
-                self.log.info(f"[{spec.path}] cell {idx + 1}: long output; the notebook keeps its head and tail, "
+                self.log.info(f"[{_name(run, spec)}] cell {idx + 1}: long output; the notebook keeps its head and tail, "
                               f"the file {', '.join(f'outputs/{w}' for w in written)} keeps more")
             status = "skipped" if p.skip_reason else ("failed" if failure else "passed")
             p.cells.append(CellResult(index=idx, status=status, duration_s=round(cell_s, 3),  # type: ignore[arg-type]
                                       execution_count=cell.get("execution_count")))
-            self.log.cell_finished(spec.path, n, total, "ok" if status == "passed" else status, cell_s, label)
+            self.log.cell_finished(_name(run, spec), n, total, "ok" if status == "passed" else status, cell_s, label,
+                                   number=idx + 1)
             if failure is not None:
                 failure.source_line = prepared.source_lines[idx] if idx < len(prepared.source_lines) else None
                 failure.output_tail = nbtools.tail(nbtools.output_text(cell)) or None
@@ -655,7 +656,7 @@ class Executor:
             "notebook": spec.path,
             "status": status,
             "wall_s": round(duration, 3),
-            "cells": [{"index": c.index, "status": c.status, "duration_s": c.duration_s,
+            "cells": [{"index": c.index, "number": c.index + 1, "status": c.status, "duration_s": c.duration_s,
                        "gpu_peak_memory_mib": c.gpu_peak_memory_mib, "peak_rss_mib": c.peak_rss_mib} for c in cells],
             "rerun_s": round(second.duration_s, 3) if second else None,
         })
@@ -684,7 +685,8 @@ class Executor:
             files["kernel_log"] = f"{spec.out_subdir}/{KERNEL_LOG}"
         if (nb_dir / "outputs").is_dir():
             files["outputs"] = sorted(f"{spec.out_subdir}/outputs/{p.name}" for p in (nb_dir / "outputs").iterdir())
-        self.log.notebook_finished(spec.path, status, duration, msg, log_text)
+        self.log.notebook_finished(_name(run, spec), status, duration, msg, log_text,
+                                   detail=_console_traceback(failure))
         return self._finish_files(nbres, nb_dir, spec, nbres.parameters, metrics, prepared)
 
     def _finish_files(self, nbres: NotebookResult, nb_dir: Path, spec: NotebookSpec, params: dict[str, Any],
@@ -717,6 +719,28 @@ class Executor:
         text = nbtools.render_log_py(nb)
         (nb_dir / "log.py").write_text(text, encoding="utf-8")
         return text
+
+
+def _name(run: EntryRun, spec: NotebookSpec) -> str:
+    """How log lines name a notebook: with its entry, so that several entries' lines can be told apart."""
+    return f"{run.info.id}: {spec.path}"
+
+
+CONSOLE_TRACEBACK_LINES = 15
+
+
+def _console_traceback(failure: Failure | None) -> str | None:
+    """The end of a failure's traceback (its last frames and the error) for the console; the whole
+    of it is in results.json, the executed notebook and its HTML."""
+    if failure is None or not failure.traceback:
+        return None
+    lines = [line.rstrip() for line in nbtools.strip_ansi(failure.traceback).splitlines()]
+    lines = [line for line in lines if line.strip() and not set(line.strip()) <= {"-"}]
+    if not lines:
+        return None
+    cut = len(lines) - CONSOLE_TRACEBACK_LINES
+    return "\n".join(([f"[... {cut} lines above; the whole traceback is in the notebook's HTML]"] if cut > 0 else [])
+                     + lines[-CONSOLE_TRACEBACK_LINES:])
 
 
 def host_facts() -> dict[str, Any]:

@@ -30,11 +30,16 @@ class NotebookSpec:
 
     @property
     def out_subdir(self) -> str:
+        """``notebooks/`` + the path without ``.ipynb``, a leading ``notebooks/`` folder of the path
+        dropped so it does not stutter: ``notebooks/cpu_smoke.ipynb`` -> ``notebooks/cpu_smoke``,
+        ``examples/a.ipynb`` -> ``notebooks/examples/a``. The same notebook always gets the same
+        folder, whichever others run with it; it never climbs out of the entry folder."""
         p = PurePosixPath(self.path)
         stem = p.with_suffix("") if p.suffix == ".ipynb" else p
-        # never let a name climb out of the entry folder
         parts = [part for part in stem.parts if part not in ("", ".", "..", "/")]
-        return "/".join(["notebooks", *parts])
+        if len(parts) > 1 and parts[0] == "notebooks":
+            parts = parts[1:]
+        return "/".join(["notebooks", *(parts or ["notebook"])])
 
 
 @dataclass

@@ -23,11 +23,11 @@ from ..compare import to_dict as compare_to_dict
 from ..errors import ConfigError
 from ..files import inside, write_text_atomic
 from ..results import RESULTS_FILE, EntryResult, load_results, write_json_atomic  # noqa: F401
-from .dashboard import DashboardEntry, render_dashboard
+from .dashboard import DashboardEntry, in_matrix_order, name_entries, render_dashboard
 from .junit import junit_for, write_junit
 from .pdf import PdfError, PdfPrinter, find_chromium
 from .summary import SUMMARY_MAX_CHARS, render_summary
-from .text import describe_failure, failure_details
+from .text import describe_failure, failure_details, fmt_counts
 
 __all__ = [
     "PdfPrinter",
@@ -91,6 +91,7 @@ def write_entry_reports(
     logger: Any = None,
     overwrite: bool = True,
     stop: Any = None,
+    dashboard: Path | None = None,
 ) -> EntryResult:
     """junit.xml for the entry; output.html (and output.pdf) next to each executed notebook.
 
@@ -112,6 +113,8 @@ def write_entry_reports(
     entry_dir = Path(entry_dir)
     result = load_entry(entry_dir)
     changed = False
+    # each notebook page links back to the dashboard: by default the one beside the entry folder
+    dashboard = Path(dashboard) if dashboard is not None else entry_dir.parent / "index.html"
 
     junit_path = entry_dir / JUNIT_FILE
     if overwrite or not junit_path.exists():
@@ -131,6 +134,9 @@ def write_entry_reports(
             continue
         html_path = nb_dir / HTML_FILE
         have_html = html_path.exists() and not overwrite
+        back = _rel(dashboard, html_path.parent)
+        if have_html:
+            _relink(html_path, back, log)
         if not have_html:
             ipynb_rel = nb.files.get("ipynb") or f"{nb.dir}/output.ipynb"
             try:
@@ -148,7 +154,7 @@ def write_entry_reports(
                 from .html import read_notebook, renderer
 
                 node = read_notebook(ipynb)
-                body = renderer().render(node, result, nb, resource_dir=str(ipynb.parent))
+                body = renderer().render(node, result, nb, resource_dir=str(ipynb.parent), back=back)
                 write_text_atomic(html_path, body)
                 have_html = True
             except Exception as e:  # noqa: BLE001 - one broken notebook must not stop the others
@@ -201,9 +207,14 @@ class RunReport:
     entries: int = 0
     entries_failed: int = 0
     passed: int = 0
+    """Notebooks that passed (and likewise failed, skipped, total); the checks are counted apart."""
     failed: int = 0
     skipped: int = 0
     total: int = 0
+    checks_passed: int = 0
+    checks_failed: int = 0
+    checks_skipped: int = 0
+    checks_total: int = 0
     junit_path: Path | None = None
     summary_path: Path | None = None
     dashboard_path: Path | None = None
@@ -216,7 +227,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.entries_failed == 0 and not self.unreadable
+        return self.failed == 0 and self.checks_failed == 0 and self.entries_failed == 0 and not self.unreadable
 
     @property
     def exit_code(self) -> int:
@@ -245,16 +256,21 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
         except ConfigError as e:
             log.warning(str(e))
             report.unreadable.append(str(d))
+    entries = name_entries(in_matrix_order(entries))  # every report lists them so, each with a distinct name
     results = [d.result for d in entries]
 
     report.entries = len(results)
     report.entries_failed = sum(1 for r in results if r.status == "failed")
     for r in results:
-        c = r.counts()
-        report.passed += c["passed"]
-        report.failed += c["failed"]
-        report.skipped += c["skipped"]
-        report.total += c["total"]
+        n, c = r.notebook_counts(), r.check_counts()
+        report.passed += n["passed"]
+        report.failed += n["failed"]
+        report.skipped += n["skipped"]
+        report.total += n["total"]
+        report.checks_passed += c["passed"]
+        report.checks_failed += c["failed"]
+        report.checks_skipped += c["skipped"]
+        report.checks_total += c["total"]
 
     comparison = None
     if baseline is not None:
@@ -269,7 +285,8 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
         write_json_atomic(out_dir / COMPARISON_FILE, compare_to_dict(comparison))
 
     report.junit_path = write_junit(junit_for(results, comparison=comparison), out_dir / JUNIT_FILE)
-    summary = render_summary(results, max_chars=SUMMARY_MAX_CHARS, comparison=comparison)
+    summary = render_summary(results, max_chars=SUMMARY_MAX_CHARS, comparison=comparison,
+                             names=[d.name for d in entries])
     if report.unreadable:
         summary += (f"\n> ⚠️ {len(report.unreadable)} entry folder(s) had a results.json that could not be read: "
                     + ", ".join(f"`{Path(u).name}`" for u in report.unreadable[:20]) + "\n")
@@ -293,14 +310,20 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
         try:
             workflow.set_outputs({
                 "passed": report.passed, "failed": report.failed, "skipped": report.skipped,
-                "total": report.total, "results-dir": str(out_dir),
+                "total": report.total, "checks-passed": report.checks_passed, "checks-failed": report.checks_failed,
+                "checks-skipped": report.checks_skipped, "checks-total": report.checks_total,
+                "results-dir": str(out_dir),
                 **({k.replace("_", "-"): v for k, v in comparison.counts().items()}
                    if comparison is not None and comparison.available else {}),
             })
         except OSError as e:
             log.warning(f"could not write GITHUB_OUTPUT: {e}")
+    nbs = {"passed": report.passed, "failed": report.failed, "skipped": report.skipped, "total": report.total}
+    chs = {"passed": report.checks_passed, "failed": report.checks_failed, "skipped": report.checks_skipped,
+           "total": report.checks_total}
     log.info(
-        f"reports: {report.passed} passed, {report.failed} failed, {report.skipped} skipped on "
+        f"reports: {fmt_counts(nbs, 'notebook', always=('passed', 'failed'))}; "
+        f"{fmt_counts(chs, 'system check', always=('passed', 'failed'))}; on "
         f"{report.entries} entr{'y' if report.entries == 1 else 'ies'}; dashboard {report.dashboard_path}"
     )
     return report
@@ -338,6 +361,25 @@ def _bounded_details(f: Any) -> str:
     if len(text) > 3500:
         text = text[:800] + "\n[...]\n" + text[-2600:]
     return text
+
+
+def _relink(html_path: Path, back: str, log: Any) -> None:
+    """A page rendered where the dashboard was elsewhere (a run job's artifact, now merged):
+    point its link back at this dashboard."""
+    from .html import BACK_LINK_RE
+
+    try:
+        text = html_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    import html as _html
+
+    new = BACK_LINK_RE.sub(lambda m: m.group(1) + _html.escape(back, quote=True) + m.group(2), text, count=1)
+    if new != text:
+        try:
+            write_text_atomic(html_path, new)
+        except OSError as e:
+            log.warning(f"{html_path}: could not update its link to the dashboard: {e}")
 
 
 def _first_line(e: BaseException) -> str:

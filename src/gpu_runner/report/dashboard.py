@@ -29,7 +29,7 @@ from .cost import dashboard_entry as cost_table
 from .cost import dashboard_total as cost_total
 from .cost import entry_cost_text
 from .deltas import change_badge, dashboard_section, delta_html
-from .text import KIND_LABELS, describe_failure, fmt_duration, fmt_mib, fmt_pct, runtime_text
+from .text import KIND_LABELS, add_counts, describe_failure, fmt_counts, fmt_duration, fmt_mib, fmt_pct, runtime_text
 
 _ICON = {"passed": "✓", "failed": "✗", "skipped": "⤼"}
 _WORD = {"passed": "Passed", "failed": "Failed", "skipped": "Skipped"}
@@ -42,6 +42,43 @@ class DashboardEntry:
 
     result: EntryResult
     entry_dir: Path
+    name: str = ""
+    """How the reports name it: its id, or where ids repeat (runs of plain paths, all ``local``,
+    merged with ``report``) its folder: ``run-a/local``. See :func:`name_entries`."""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.result.entry.id
+
+
+def in_matrix_order(entries: list[DashboardEntry]) -> list[DashboardEntry]:
+    """Entries of a matrix in its order (runtimes as written, then machines as written); the
+    others after them, in the order given."""
+    def key(ie: tuple[int, DashboardEntry]) -> tuple[int, int, int, int]:
+        i, d = ie
+        pos = d.result.entry.matrix_position
+        return (0, pos[0], pos[1], i) if pos and len(pos) == 2 else (1, 0, 0, i)
+
+    return [d for _, d in sorted(enumerate(entries), key=key)]
+
+
+def name_entries(entries: list[DashboardEntry]) -> list[DashboardEntry]:
+    """A distinct name for each entry: its id, unless another entry has the same id; then the
+    entry folder's path below the folders those entries share (``run-a/local``, ``run-b/local``)."""
+    by_id: dict[str, list[DashboardEntry]] = {}
+    for d in entries:
+        by_id.setdefault(d.result.entry.id, []).append(d)
+    for same in by_id.values():
+        if len(same) < 2:
+            continue
+        paths = [Path(os.path.abspath(d.entry_dir)) for d in same]
+        common = Path(os.path.commonpath([str(p) for p in paths]))
+        for d, p in zip(same, paths):
+            rel = p.relative_to(common).as_posix() if p != common else p.name
+            d.name = rel if rel.endswith(d.result.entry.id) or rel == "." else f"{rel}/{d.result.entry.id}"
+        if len({d.name for d in same}) < len(same):  # the same folder given twice
+            for n, d in enumerate(same, 1):
+                d.name = f"{d.result.entry.id} ({n})"
+    return entries
 
 
 def _asset(name: str) -> str:
@@ -54,12 +91,17 @@ def href(target: Path, base_dir: Path) -> str:
     return "/".join(quote(part) for part in Path(rel).as_posix().split("/"))
 
 
-def grid_keys(result: EntryResult) -> tuple[str, str]:
-    """(row, column) of an entry: runtime x machine; a run without a matrix gets one cell."""
+def grid_keys(result: EntryResult, name: str | None = None) -> tuple[str, str]:
+    """(row, column) of an entry: runtime x machine; a run without a matrix gets one cell, on a
+    row of its name."""
     e = result.entry
-    row = e.runtime or e.id
+    row = e.runtime or name or e.id
     col = e.machine or (LOCAL_MACHINE if e.provider == "local" else e.provider)
     return row, col
+
+
+def _counts_html(c: dict[str, int], noun: str) -> str:
+    return _e(fmt_counts(c, noun))
 
 
 def _e(x: object) -> str:
@@ -133,8 +175,7 @@ def _failure_text(nb_or_check) -> str:
 def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison | None = None) -> str:
     r = d.result
     e = r.entry
-    c = r.counts()
-    row, col = grid_keys(r)
+    row, col = grid_keys(r, d.name)
     facts = []
     for label, value in (
         ("Runtime", e.runtime), ("Machine", e.machine), ("GPU", _gpu_text(r)),
@@ -167,15 +208,15 @@ def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison
         )
     parts = [
         f'<details class="entry s-{_e(r.status)}" id="entry-{i}"{" open" if r.status == "failed" else ""}>',
-        f'<summary><span class="sum-main">{_pill(r.status)} <span class="entry-id">{_e(e.id)}</span>'
+        f'<summary><span class="sum-main">{_pill(r.status)} <span class="entry-id">{_e(d.name)}</span>'
         f'<span class="muted"> {_e(row)} × {_e(col)}</span>{_badges(r)}</span>'
-        f'<span class="sum-counts">{c["passed"]} passed · {c["failed"]} failed · {c["skipped"]} skipped · '
-        f"{fmt_duration(r.duration_s)}</span></summary>",
+        f'<span class="sum-counts">{_counts_html(r.notebook_counts(), "notebook")} · '
+        f'{_counts_html(r.check_counts(), "check")} · {fmt_duration(r.duration_s)}</span></summary>',
         f'<div class="entry-body"><dl class="facts">{"".join(facts)}</dl>',
     ]
     if nb_rows:
         parts.append(
-            f'<table class="list"><caption>Notebooks of {_e(e.id)}</caption><thead><tr><th scope="col">Notebook</th>'
+            f'<table class="list"><caption>Notebooks of {_e(d.name)}</caption><thead><tr><th scope="col">Notebook</th>'
             '<th scope="col">Result</th><th scope="col" class=num>Duration</th><th scope="col" class=num>GPU peak</th>'
             '<th scope="col" class=num>GPU util</th><th scope="col">Memory over time</th>'
             '<th scope="col">What happened</th><th scope="col">Open</th></tr></thead><tbody>'
@@ -187,7 +228,7 @@ def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison
         parts.append(cost_table(r))
     if check_rows:
         parts.append(
-            f'<table class="list checks"><caption>System checks of {_e(e.id)}</caption><thead><tr>'
+            f'<table class="list checks"><caption>System checks of {_e(d.name)}</caption><thead><tr>'
             '<th scope="col">Check</th><th scope="col">Result</th><th scope="col" class=num>Duration</th>'
             '<th scope="col">Summary</th></tr></thead><tbody>' + "".join(check_rows) + "</tbody></table>"
         )
@@ -200,21 +241,25 @@ def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison
 
 def _tile(i: int, d: DashboardEntry) -> str:
     r = d.result
-    c = r.counts()
-    row, col = grid_keys(r)
-    label = (f"{r.entry.id}: {_WORD.get(r.status, r.status)}; {c['passed']} passed, {c['failed']} failed, "
-             f"{c['skipped']} skipped. Show its notebooks.")
+    n, c = r.notebook_counts(), r.check_counts()
+    row, col = grid_keys(r, d.name)
+    label = (f"{d.name}: {_WORD.get(r.status, r.status)}; {fmt_counts(n, 'notebook')}; "
+             f"{fmt_counts(c, 'system check')}. Show its notebooks.")
     meta = " · ".join(x for x in (_gpu_text(r), fmt_duration(r.duration_s),
                                   entry_cost_text(r.cost) if r.cost is not None else "") if x)
-    show_id = r.entry.id not in (row, f"{row}-{col}") and len(r.entry.id) < 48
+    show_id = d.name not in (row, f"{row}-{col}", f"{row}--{col}") and len(d.name) < 48
+    checks = (f'<span class="tile-checks{" nz" if c["failed"] else ""}">checks: '
+              f'{_e(fmt_counts(c, "x").split(": ", 1)[1])}</span>' if c["total"] else "")
     return (
         f'<a class="tile s-{_e(r.status)}" href="#entry-{i}" aria-label="{_e(label)}">'
         f'<span class="tile-status"><span aria-hidden="true">{_ICON.get(r.status, "?")}</span> '
         f'{_word(r.status)}</span>'
-        f'<span class="tile-counts" aria-hidden="true"><span class="n-p" title="passed">{c["passed"]}<small> passed</small></span>'
-        f'<span class="n-f{" nz" if c["failed"] else ""}" title="failed">{c["failed"]}<small> failed</small></span>'
-        f'<span class="n-s" title="skipped">{c["skipped"]}<small> skipped</small></span></span>'
-        + (f'<span class="tile-id">{_e(r.entry.id)}</span>' if show_id else "")
+        f'<span class="tile-counts" aria-hidden="true" title="notebooks">'
+        f'<span class="n-p" title="notebooks passed">{n["passed"]}<small> passed</small></span>'
+        f'<span class="n-f{" nz" if n["failed"] else ""}" title="notebooks failed">{n["failed"]}<small> failed</small></span>'
+        f'<span class="n-s" title="notebooks skipped">{n["skipped"]}<small> skipped</small></span></span>'
+        + checks
+        + (f'<span class="tile-id">{_e(d.name)}</span>' if show_id else "")
         + f'<span class="tile-meta">{_e(meta)}</span>{_badges(r)}</a>'
     )
 
@@ -224,24 +269,37 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
     """The whole index.html text, for a page that will live in ``out_dir``; with a
     ``comparison``, its section and each notebook's changes (arrows) against the baseline."""
     base = Path(out_dir)
+    entries = name_entries(list(entries))
     results = [d.result for d in entries]
-    totals = {"passed": 0, "failed": 0, "skipped": 0}
+    totals: dict[str, int] = {}
+    check_totals: dict[str, int] = {}
     for r in results:
-        for k in totals:
-            totals[k] += r.counts()[k]
+        add_counts(totals, r.notebook_counts())
+        add_counts(check_totals, r.check_counts())
+    for k in ("passed", "failed", "skipped", "total"):
+        totals.setdefault(k, 0)
+        check_totals.setdefault(k, 0)
     failed_entries = sum(1 for r in results if r.status == "failed")
     overall = "failed" if failed_entries else ("passed" if results else "skipped")
     verdict = (f"{failed_entries} of {len(results)} entries failed" if failed_entries
                else f"All {len(results)} entries passed" if results else "No results")
 
-    rows = sorted({grid_keys(r)[0] for r in results})
-    cols = sorted({grid_keys(r)[1] for r in results})
+    # the matrix's order, as the entry list below: rows by runtime, columns by machine
+    keys = [grid_keys(d.result, d.name) for d in entries]
+    col_pos: dict[str, tuple[int, int]] = {}
+    for i, (d, (_, col)) in enumerate(zip(entries, keys)):
+        pos = d.result.entry.matrix_position
+        here = (0, pos[1]) if pos and len(pos) == 2 else (1, i)
+        col_pos[col] = min(col_pos.get(col, here), here)
+    rows = list(dict.fromkeys(row for row, _ in keys))
+    cols = sorted(col_pos, key=lambda c: col_pos[c])
     cells: dict[tuple[str, str], list[int]] = {}
-    for i, r in enumerate(results):
-        cells.setdefault(grid_keys(r), []).append(i)
+    for i, k in enumerate(keys):
+        cells.setdefault(k, []).append(i)
     grid = ['<div class="grid-wrap"><table class="grid" id="grid"><caption>Each cell is one runtime on one machine: '
-            'its colour is the outcome, its numbers count notebooks and system checks. Select a cell for its notebooks.'
-            '</caption><thead><tr><th scope="col"><span class="corner">runtime ↓ · machine →</span></th>']
+            'its colour is the outcome, its numbers count notebooks (and, below them, system checks). Select a cell '
+            'for its notebooks.</caption><thead><tr><th scope="col"><span class="corner">runtime ↓ · machine →'
+            '</span></th>']
     grid += [f'<th scope="col">{_e(c)}</th>' for c in cols]
     grid.append("</tr></thead><tbody>")
     for row in rows:
@@ -261,13 +319,13 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
         for ch in r.checks:
             if ch.status == "failed":
                 failures.append(
-                    f'<li><a class="where" href="#entry-{i}"><span class="entry-id">{_e(r.entry.id)}</span> · '
+                    f'<li><a class="where" href="#entry-{i}"><span class="entry-id">{_e(d.name)}</span> · '
                     f'check <code>{_e(ch.name)}</code></a> {_failure_text(ch)}</li>'
                 )
         for nb in r.notebooks:
             if nb.status == "failed":
                 failures.append(
-                    f'<li><a class="where" href="#entry-{i}"><span class="entry-id">{_e(r.entry.id)}</span> · '
+                    f'<li><a class="where" href="#entry-{i}"><span class="entry-id">{_e(d.name)}</span> · '
                     f'<code>{_e(nb.path)}</code></a> {_failure_text(nb)} <span class="links">{_nb_links(d, nb, base)}</span></li>'
                 )
 
@@ -282,6 +340,7 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
     if versions:
         sub.append("gpu-runner " + _e(", ".join(versions)))
     longest = max((r.duration_s for r in results), default=0.0)
+    checks_skipped = f", {check_totals['skipped']} skipped" if check_totals["skipped"] else ""
 
     body = [
         '<a class="skip" href="#grid">Skip to the grid</a>',
@@ -289,9 +348,11 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
         f'<p class="verdict" role="status"><span aria-hidden="true">{_ICON.get(overall, "")}</span> {_e(verdict)}</p></header>',
         "<main>",
         '<section class="totals" aria-label="Totals">'
-        f'<div class="stat s-passed"><span class="n">{totals["passed"]}</span> passed</div>'
-        f'<div class="stat s-failed"><span class="n">{totals["failed"]}</span> failed</div>'
-        f'<div class="stat s-skipped"><span class="n">{totals["skipped"]}</span> skipped</div>'
+        f'<div class="stat s-passed"><span class="n">{totals["passed"]}</span> notebooks passed</div>'
+        f'<div class="stat s-failed"><span class="n">{totals["failed"]}</span> notebooks failed</div>'
+        f'<div class="stat s-skipped"><span class="n">{totals["skipped"]}</span> notebooks skipped</div>'
+        f'<div class="stat{" s-failed" if check_totals["failed"] else ""}"><span class="n">'
+        f'{check_totals["passed"]}/{check_totals["total"]}</span> system checks passed{checks_skipped}</div>'
         f'<div class="stat"><span class="n">{len(results)}</span> entr{"y" if len(results) == 1 else "ies"}</div>'
         f'<div class="stat"><span class="n">{fmt_duration(longest)}</span> longest entry</div>'
         f'{cost_total(results)}</section>',

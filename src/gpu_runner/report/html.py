@@ -12,6 +12,7 @@ anchor is ``#cell-N`` (N counted from 1, as a reader counts cells).
 from __future__ import annotations
 
 import html
+import re
 import threading
 from typing import Any
 
@@ -52,6 +53,8 @@ _CSS = """
 .gr-banner a { color: inherit; font-weight: 600; }
 .gr-banner .gr-title { font-size: 16px; font-weight: 700; margin: 0 0 4px; }
 .gr-banner .gr-meta { color: #59636e; font-size: 13px; }
+.gr-nav { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 8px 0 0; }
+.gr-nav a { color: #0969da; }
 .gr-banner pre { white-space: pre-wrap; word-break: break-word; max-height: 24em; overflow: auto;
   background: rgba(255,255,255,.6); padding: 8px; border-radius: 6px; font-size: 12px; }
 .gr-kind { font-size: 11px; font-weight: 700; text-transform: uppercase; letter-spacing: .03em; vertical-align: middle;
@@ -73,14 +76,28 @@ _CSS = """
 .gr-timeline .gr-meta { color: #59636e; font-size: 12px; margin: 6px 0 0; }
 .gr-failed-cell + .jp-Cell { outline: 3px solid #cf222e; outline-offset: 4px; border-radius: 2px; }
 @media print {
-  .jp-InputArea-editor pre, .jp-OutputArea-output pre, .highlight pre { white-space: pre-wrap; word-break: break-word; }
+  /* wrap code, outputs and tracebacks at whitespace; break a token inside only when it cannot fit on
+     a line of its own (JupyterLab's own CSS says break-all: anywhere, even inside short words) */
+  html body .jp-InputArea-editor pre, html body .jp-OutputArea-output pre, html body .highlight pre,
+  html body .gr-banner pre {
+    white-space: pre-wrap !important; word-break: normal !important; overflow-wrap: anywhere !important; }
   .jp-OutputArea-output img { max-width: 100%; height: auto; }
   .gr-banner pre { max-height: none; overflow: visible; }
 }
 """
 
 
-def banner_html(result: EntryResult, nb: NotebookResult) -> str:
+BACK_LINK_RE = re.compile(r'(<a class="gr-back" href=")[^"]*(")')
+
+
+def back_link_html(href: str | None) -> str:
+    """The way back to the dashboard (``href`` relative to the page), first thing on the page."""
+    if not href:
+        return ""
+    return f'<p class="gr-nav"><a class="gr-back" href="{html.escape(href, quote=True)}">← All results (dashboard)</a></p>'
+
+
+def banner_html(result: EntryResult, nb: NotebookResult, back: str | None = None) -> str:
     """The box at the top of the page: what happened, from the model."""
     e = html.escape
     entry = result.entry
@@ -244,11 +261,14 @@ class NotebookHtmlRenderer:
             embed_images=True,
         )
 
-    def render(self, nb_node: Any, result: EntryResult, nb: NotebookResult, *, resource_dir: str = "") -> str:
+    def render(self, nb_node: Any, result: EntryResult, nb: NotebookResult, *, resource_dir: str = "",
+               back: str | None = None) -> str:
+        """``back``: the dashboard's address relative to the page (a link at the top)."""
         failed_cell = nb.failure.cell_number if (nb.status == "failed" and nb.failure) else None
         resources = {
             "metadata": {"name": nb.path, "path": resource_dir},
-            "gpu_runner": {"banner": banner_html(result, nb), "failed_cell": failed_cell, "css": _CSS,
+            "gpu_runner": {"banner": back_link_html(back) + banner_html(result, nb), "failed_cell": failed_cell,
+                           "css": _CSS,
                            "chart": chart_html(nb), "cell_meta": cell_meta_html(nb)},
         }
         body, _ = self._exporter.from_notebook_node(nb_node, resources=resources)

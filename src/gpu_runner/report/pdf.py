@@ -275,6 +275,15 @@ class PdfPrinter:
                 self._page = self._new_page()
             try:
                 self._load(body)
+                # the boxes are sized for the printed page: lay it out at the page's width to measure,
+                # then print as before (printing lays the page out at the paper's width itself)
+                viewport = self._page.viewport_size
+                self._page.emulate_media(media="print")
+                self._page.set_viewport_size(_PRINT_VIEWPORT)
+                self._page.evaluate(_NO_BREAK_AFTER_PUNCTUATION)
+                if viewport:
+                    self._page.set_viewport_size(viewport)
+                self._page.emulate_media(media=None)
                 return self._page.pdf(
                     format="A4",
                     print_background=True,
@@ -294,6 +303,56 @@ class PdfPrinter:
 
 
 _SESSION_HELPER = Path(__file__).with_name("_session.py")
+
+# A4 less the 10 mm side margins below, in CSS pixels (96 per inch): the width the page is printed at
+_PRINT_VIEWPORT = {"width": round((210 - 20) / 25.4 * 96), "height": 1000}
+
+# Line breaking (UAX 14) also allows a break inside a token after "-", "|", "/" and other
+# punctuation: in code that splits `x-part` or `a/b` across lines. In the printed copy only,
+# each such token that fits on a line is made one unbreakable box (an inline-block), so lines
+# break at whitespace; a token too long for a line is left alone and breaks where it must
+# (overflow-wrap: anywhere, see html.py). The text itself is not changed (copying from the PDF
+# gives what the notebook has).
+_NO_BREAK_AFTER_PUNCTUATION = r"""() => {
+  const LIMIT = 200000;  // characters per <pre>: beyond, leave it as it is (speed)
+  for (const pre of document.querySelectorAll("pre")) {
+    const text = pre.textContent;
+    if (!text || text.length > LIMIT || !/[^\s\w]\S/.test(text)) continue;
+    const probe = document.createElement("span");
+    probe.textContent = "x".repeat(100);
+    probe.style.whiteSpace = "pre";
+    pre.appendChild(probe);
+    const charW = probe.getBoundingClientRect().width / 100;
+    probe.remove();
+    const room = charW > 0 ? Math.floor((pre.clientWidth || pre.getBoundingClientRect().width) / charW) - 1 : 0;
+    if (room < 8) continue;
+    const nodes = [], starts = [];
+    const walker = document.createTreeWalker(pre, NodeFilter.SHOW_TEXT);
+    let pos = 0;
+    while (walker.nextNode()) { nodes.push(walker.currentNode); starts.push(pos); pos += walker.currentNode.data.length; }
+    const where = (offset) => {  // the text node and the offset in it of a character of the whole text
+      let lo = 0, hi = nodes.length - 1;
+      while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (starts[mid] <= offset) lo = mid; else hi = mid - 1; }
+      return [nodes[lo], offset - starts[lo]];
+    };
+    const tokens = [];
+    for (const m of text.matchAll(/\S+/g)) {
+      if (m[0].length <= room && /[^\s\w]\S/.test(m[0])) tokens.push([m.index, m.index + m[0].length]);
+    }
+    for (const [a, b] of tokens.reverse()) {  // from the end: earlier offsets stay valid
+      const range = document.createRange();
+      const [na, oa] = where(a);
+      const [nb, ob] = where(b - 1);
+      range.setStart(na, oa);
+      range.setEnd(nb, ob + 1);
+      const box = document.createElement("span");
+      box.style.display = "inline-block";
+      box.style.whiteSpace = "pre";
+      box.appendChild(range.extractContents());
+      range.insertNode(box);
+    }
+  }
+}"""
 
 
 @contextlib.contextmanager

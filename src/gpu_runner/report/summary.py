@@ -14,7 +14,18 @@ from ..compare import Comparison
 from ..results import EntryResult, NotebookResult
 from .cost import markdown_section as cost_section
 from .deltas import markdown_blocks
-from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, fmt_pct, runtime_text, tail
+from .text import (
+    KIND_LABELS,
+    add_counts,
+    clean_output,
+    describe_failure,
+    fmt_counts,
+    fmt_duration,
+    fmt_mib,
+    fmt_pct,
+    runtime_text,
+    tail,
+)
 
 SUMMARY_MAX_CHARS = 60_000
 _NOTE_RESERVE = 600
@@ -101,42 +112,48 @@ def _gpu(result: EntryResult) -> str:
     return md(s + (f" ({', '.join(extra)})" if extra else ""))
 
 
-def _entry_name(result: EntryResult) -> str:
+def _entry_name(result: EntryResult, name: str | None = None) -> str:
     note = ""
     e = result.entry
     if e.ran_locally and e.provider != "local":
         note = " (ran locally)"
     if result.interrupted:
         note += " (interrupted)"
-    return _code(e.id) + note
+    return _code(name or e.id) + note
 
 
-def _totals(results: list[EntryResult]) -> dict[str, int]:
-    t = {"passed": 0, "failed": 0, "skipped": 0, "total": 0, "notebooks": 0, "checks": 0}
+def _totals(results: list[EntryResult]) -> tuple[dict[str, int], dict[str, int]]:
+    """(notebooks, checks): counted apart, never summed."""
+    nbs: dict[str, int] = {}
+    checks: dict[str, int] = {}
     for r in results:
-        for k, v in r.counts().items():
-            t[k] += v
-        t["notebooks"] += len(r.notebooks)
-        t["checks"] += len(r.checks)
-    return t
+        add_counts(nbs, r.notebook_counts())
+        add_counts(checks, r.check_counts())
+    return nbs, checks
 
 
-def _failure_row(result: EntryResult, name: str, item_failure, kind_default: str) -> str:
+def _failure_row(result: EntryResult, name: str, item_failure, kind_default: str, entry_name: str) -> str:
     f = item_failure
     cell = str(f.cell_number) if f is not None and f.cell_number is not None else "—"
     kind = KIND_LABELS.get(f.kind, f.kind) if f is not None else kind_default
     msg = describe_failure(f, max_chars=300) if f is not None else "failed"
     if f is not None and f.cell_number is not None and msg.startswith(f"cell {f.cell_number}: "):
         msg = msg[len(f"cell {f.cell_number}: "):]
-    return f"| {_code(result.entry.id)} | {_code(name)} | {cell} | {md(kind)} | {md(msg)} |"
+    return f"| {_code(entry_name)} | {_code(name)} | {cell} | {md(kind)} | {md(msg)} |"
 
 
 def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_CHARS, title: str = "GPU notebooks",
-                   comparison: Comparison | None = None) -> str:
+                   comparison: Comparison | None = None, names: list[str] | None = None) -> str:
     """The whole summary.md text, at most ``max_chars`` characters; with a ``comparison``, the
-    section "Compared with the baseline" follows the entry rows."""
+    section "Compared with the baseline" follows the entry rows. ``names``: how to name each
+    entry where ids repeat (see :func:`gpu_runner.report.dashboard.name_entries`)."""
     b = _Budget(max_chars)
-    t = _totals(results)
+    label = {id(r): n for r, n in zip(results, names or [])}
+
+    def name_of(r: EntryResult) -> str:
+        return label.get(id(r)) or r.entry.id
+
+    t_nb, t_ch = _totals(results)
     failed_entries = [r for r in results if r.status == "failed"]
     if not results:
         head = f"## ⚠️ {title}: no results"
@@ -148,23 +165,21 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
     b.add("")
     longest = max((r.duration_s for r in results), default=0.0)
     b.add(
-        f"**{t['passed']} passed · {t['failed']} failed · {t['skipped']} skipped** — "
-        f"{t['notebooks']} notebook run(s) and {t['checks']} system check(s) on {len(results)} entr"
+        f"**{md(fmt_counts(t_nb, 'notebook'))}** · {md(fmt_counts(t_ch, 'system check'))} — on {len(results)} entr"
         f"{'y' if len(results) == 1 else 'ies'}; longest entry {fmt_duration(longest)}."
     )
     b.add("")
 
     # -- one row per entry -----------------------------------------------------------------
     if results:
-        header = ("| Entry | Runtime | Machine | GPU | Python | Result | Passed | Failed | Skipped | Duration |\n"
-                  "|---|---|---|---|---|---|--:|--:|--:|--:|")
+        header = ("| Entry | Runtime | Machine | GPU | Python | Result | Notebooks | System checks | Duration |\n"
+                  "|---|---|---|---|---|---|---|---|--:|")
         b.add(header)
         for r in results:
-            c = r.counts()
-            row = (f"| {_entry_name(r)} | {md(r.entry.runtime or '—')} | {md(r.entry.machine or '—')} | {_gpu(r)} | "
+            row = (f"| {_entry_name(r, name_of(r))} | {md(r.entry.runtime or '—')} | {md(r.entry.machine or '—')} | {_gpu(r)} | "
                    f"{md(runtime_text(r.facts, short=True).removeprefix('Python ') or '—')} | "
-                   f"{_status(r.status)} | {c['passed']} | {c['failed']} | {c['skipped']} | "
-                   f"{fmt_duration(r.duration_s)} |")
+                   f"{_status(r.status)} | {_short_counts(r.notebook_counts())} | "
+                   f"{_short_counts(r.check_counts())} | {fmt_duration(r.duration_s)} |")
             b.add(row, "entry rows")
         b.add("")
 
@@ -187,7 +202,7 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
         b.add("")
         b.add("| Entry | Notebook or check | Cell | Kind | Message |\n|---|---|--:|---|---|")
         for r, name, f in failures:
-            b.add(_failure_row(r, name, f, "failed"), "failure rows")
+            b.add(_failure_row(r, name, f, "failed", name_of(r)), "failure rows")
         b.add("")
         for r, name, f in failures:
             if f is None:
@@ -202,7 +217,7 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
             if not text.strip():
                 continue
             text = tail(text.strip("\n"), max_chars=3000, max_lines=40)
-            block = (f"<details><summary>{_code_html(r.entry.id)} · {_code_html(name)}"
+            block = (f"<details><summary>{_code_html(name_of(r))} · {_code_html(name)}"
                      f"{f' · cell {f.cell_number}' if f.cell_number is not None else ''}</summary>\n\n"
                      f"{_fence(text)}\n\n</details>")
             b.add(block, "tracebacks")
@@ -215,10 +230,9 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
         for r in results:
             if not r.notebooks:
                 continue
-            c = r.counts()
             rows = [_nb_row(nb) for nb in r.notebooks]
-            block = (f"<details{' open' if r.status == 'failed' else ''}><summary>{_code_html(r.entry.id)}: "
-                     f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped</summary>\n\n"
+            block = (f"<details{' open' if r.status == 'failed' else ''}><summary>{_code_html(name_of(r))}: "
+                     f"{html.escape(fmt_counts(r.notebook_counts(), 'notebook'))}</summary>\n\n"
                      "| Notebook | Result | Duration | GPU peak memory | GPU util (mean) | Note |\n"
                      "|---|---|--:|--:|--:|---|\n"
                      + "\n".join(rows) + "\n\n</details>")
@@ -233,6 +247,11 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
         )
     text = "\n".join(b.parts).rstrip("\n") + "\n"
     return text[:max_chars]
+
+
+def _short_counts(c: dict[str, int]) -> str:
+    """For a table cell: ``3 passed, 1 skipped``; ``—`` when there are none."""
+    return md(fmt_counts(c, "x").split(": ", 1)[1]) if c.get("total") else "—"
 
 
 def _nb_row(nb: NotebookResult) -> str:

@@ -201,3 +201,24 @@ def runtime_text(facts: dict[str, Any], *, short: bool = False) -> str:
         parts.append(f"ipykernel {ipk} from the kernel overlay")
     return " · ".join(parts)
 
+
+
+_ORDER = ("passed", "failed", "skipped")
+
+
+def fmt_counts(c: dict[str, int], noun: str, *, always: tuple[str, ...] = ()) -> str:
+    """``4 notebooks: 3 passed, 1 skipped``; ``no checks`` when there are none. Statuses with no
+    item are left out unless named in ``always``; statuses other than the three follow."""
+    total = c.get("total", 0)
+    if not total:
+        return f"no {noun}s"
+    keys = [k for k in _ORDER if c.get(k) or k in always]
+    keys += [k for k in c if k not in _ORDER and k != "total" and c.get(k)]
+    parts = ", ".join(f"{c.get(k, 0)} {k.replace('_', ' ')}" for k in keys)
+    return f"{total} {noun}{'' if total == 1 else 's'}: {parts}"
+
+
+def add_counts(into: dict[str, int], c: dict[str, int]) -> dict[str, int]:
+    for k, v in c.items():
+        into[k] = into.get(k, 0) + v
+    return into

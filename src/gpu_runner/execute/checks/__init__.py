@@ -187,26 +187,28 @@ async def run_entry_checks(run: Any, entry_dir: Path, log: Any, interp: Any = No
     as they end. Cancelled, it stops the checks and returns what they found."""
     ctx = await asyncio.to_thread(context_for, run, entry_dir, interp=interp)
     outcome = await run_checks_async(list(run.checks), ctx)
-    log_outcome(log, outcome)
+    log_outcome(log, outcome, run.info.id)
     return outcome
 
 
 def log_outcome(log: Any, outcome: ChecksOutcome, entry_id: str | None = None) -> None:
     """Report checks through a :class:`gpu_runner.log.Logger`: one line each; in GitHub
     Actions each check's captured output folded in a group."""
+    where = f"{entry_id}: " if entry_id else ""
     for r in outcome.results:
         text = (outcome.captured.get(r.name) or "").rstrip()
-        line = check_line(r)
+        line = check_line(r, entry_id)
         if getattr(log, "github", False) and text:
-            log.group(f"check {r.name}: {r.status}", text)
+            log.group(f"{where}check {r.name}: {r.status}", text)
         log.info(line)
         for w in r.details.get("warnings", []) if isinstance(r.details, dict) else []:
-            log.warning(f"check {r.name}: {w}")
+            log.warning(f"{where}check {r.name}: {w}")
 
 
-def check_line(r: CheckResult) -> str:
+def check_line(r: CheckResult, entry_id: str | None = None) -> str:
     what = r.summary or r.skip_reason or (r.failure.message if r.failure else "")
-    return f"[{r.status.upper()}] check {r.name} in {r.duration_s:.1f}s: {what}"
+    where = f"{entry_id}: " if entry_id else ""
+    return f"[{r.status.upper()}] {where}check {r.name} in {r.duration_s:.1f}s: {what}"
 
 
 __all__ = [

@@ -694,6 +694,21 @@ def resources_check(ctx: CheckContext, out_dir: Path) -> Outcome:
 # user checks
 # ---------------------------------------------------------------------------------------
 
+_NOT_A_VERDICT = re.compile(r"^(\++ |Traceback \(most recent call last\):$|[\W_]+$)")
+
+
+def verdict_line(output: str, *, failed: bool) -> str:
+    """The line of a command's output that says what happened: the first meaningful one when it
+    passed (``gcc --version``: its version, not the licence below), the last when it failed (where
+    errors are). Blank lines, ``set -x`` traces, rules and "Traceback" headers do not count; no
+    such line: "" (the verdict is then the exit code alone)."""
+    lines = [line.strip() for line in output.splitlines()]
+    meaningful = [line for line in lines if line and not _NOT_A_VERDICT.match(line)]
+    if not meaningful:
+        return ""
+    return meaningful[-1] if failed else meaningful[0]
+
+
 def command_check(spec: dict[str, Any], ctx: CheckContext, out_dir: Path) -> Outcome:
     cmd = str(spec["run"])
     expect = int(spec.get("expect_exit", 0) or 0)
@@ -705,7 +720,8 @@ def command_check(spec: dict[str, Any], ctx: CheckContext, out_dir: Path) -> Out
     _write(out_dir / "output.txt", p.output)
     details = {"run": cmd, "expect_exit": expect, "exit_code": p.returncode, "timeout_s": timeout,
                "shell": argv[0]}
-    first = next((l.strip() for l in reversed(p.output.splitlines()) if l.strip()), "")
+    failed = not p.timed_out and not p.error and p.returncode != expect
+    first = verdict_line(p.output, failed=failed)
     if p.timed_out:
         return Outcome.fail(f"`{cmd}` did not finish in {timeout:g} s and was killed", output=p.output,
                             timeout_s=timeout).add(details, {})
