@@ -46,7 +46,7 @@ def test_check_alone_here_passes_or_skips_and_writes_results_and_junit(tmp_path)
     assert [c["name"] for c in res["checks"]] == ["gpu", "cuda", "compilers", "frameworks", "resources"]
     assert all(c["status"] in ("passed", "skipped") for c in res["checks"])
     assert res["notebooks"] == [] and res["facts"]["gpu_count"] == 0 and res["facts"]["hostname"]
-    assert "[SKIPPED] check gpu" in p.stdout and "no NVIDIA GPU" not in p.stderr
+    assert "[SKIPPED] local: check gpu" in p.stdout and "no NVIDIA GPU" not in p.stderr
     cases = [c.name for s in JUnitXml.fromfile(str(tmp_path / "res/local/junit.xml")) for c in s]
     assert cases == ["gpu", "cuda", "compilers", "frameworks", "resources"]
 
@@ -77,7 +77,7 @@ def test_check_entry_count_mismatch_exits_1(tmp_path):
     gpu = results(tmp_path / "res", "rt--box")["checks"][0]
     assert gpu["status"] == "failed" and gpu["failure"]["kind"] == "check_failed"
     assert "the matrix expects 2 GPUs (nvidia-l4), found 1" in gpu["failure"]["message"]
-    assert "[FAILED] check gpu" in p.stdout
+    assert "[FAILED] rt--box: check gpu" in p.stdout
 
 
 def test_check_folds_each_checks_output_in_github_actions(tmp_path):
@@ -86,9 +86,9 @@ def test_check_folds_each_checks_output_in_github_actions(tmp_path):
                    env=_env(tmp_path, smi="l4", GITHUB_ACTIONS="true"))
     assert p.returncode == 1
     out = p.stdout
-    assert "::group::check gpu: passed" in out and "Driver Version                            : 550.90.07" in out
-    assert "::group::check boom: failed\nbad news\n::endgroup::" in out
-    assert "[FAILED] check boom" in out
+    assert "::group::rt--box: check gpu: passed" in out and "Driver Version                            : 550.90.07" in out
+    assert "::group::rt--box: check boom: failed\nbad news\n::endgroup::" in out
+    assert "[FAILED] rt--box: check boom" in out
 
 
 @pytest.mark.parametrize("args, message", [
@@ -110,7 +110,7 @@ def test_run_records_checks_beside_the_notebooks_and_no_checks_leaves_them_out(t
     res = results(tmp_path / "res")
     assert [c["name"] for c in res["checks"]] == ["gpu", "cuda", "compilers", "frameworks", "resources"]
     assert res["notebooks"][0]["status"] == "passed"
-    assert p.stdout.index("check resources") < p.stdout.index("[PASSED] a.ipynb")
+    assert p.stdout.index("check resources") < p.stdout.index("[PASSED] local: a.ipynb")
 
     p = gpu_runner("run", "a.ipynb", "--out", "res", "--no-pdf", "--no-checks", cwd=tmp_path, env=_env(tmp_path))
     assert p.returncode == 0

@@ -307,10 +307,10 @@ def test_log_py_is_percent_format_with_outputs_as_comments_and_printed_in_a_gith
     log = (nbdir / "o/local/notebooks/l/log.py").read_text()
     assert "# %% [markdown]" in log and "print('hello log')" in log and "# hello log" in log
     out = r.stdout
-    start = out.index("::group::l.ipynb")
+    start = out.index("::group::local: l.ipynb")
     end = out.index("::endgroup::", start)
-    assert start < out.index("cell 1/1 ok") < out.index("# hello log") < end
-    assert end < out.index("[PASSED] l.ipynb")
+    assert start < out.index("cell 2 ok") < out.index("# hello log") < end  # cell 2: after the markdown one
+    assert end < out.index("[PASSED] local: l.ipynb")
 
 
 def test_github_groups_do_not_interleave_with_parallel_notebooks(nbdir):
@@ -318,7 +318,7 @@ def test_github_groups_do_not_interleave_with_parallel_notebooks(nbdir):
         make_nb(nbdir, f"n{i}.ipynb", "import time; time.sleep(0.3)", f"print({i})")
     r = gpu_runner("run", ".", "--out", "o", "-j", "3", "--no-pdf", cwd=nbdir, env={"GITHUB_ACTIONS": "true"})
     assert r.returncode == 0
-    assert r.stdout.index("check resources") < r.stdout.index("[start] n0.ipynb")  # checks before notebooks
+    assert r.stdout.index("check resources") < r.stdout.index("[start] local: n0.ipynb")  # checks before notebooks
     depth = 0
     for line in r.stdout.splitlines():
         if line.startswith("::group::"):
@@ -326,7 +326,7 @@ def test_github_groups_do_not_interleave_with_parallel_notebooks(nbdir):
             depth += 1
         elif line == "::endgroup::":
             depth -= 1
-    assert depth == 0 and r.stdout.count("::group::n") == 3
+    assert depth == 0 and r.stdout.count("::group::local: n") == 3
 
 
 @pytest.mark.parametrize(

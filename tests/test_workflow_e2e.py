@@ -120,7 +120,7 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
     assert [p.name for p in entry_art.iterdir()] == ["smoke--l4"]
     res_l4 = json.loads((entry_art / "smoke--l4" / "results.json").read_text())
     assert res_l4["status"] == "passed" and res_l4["entry"]["ran_locally"] is True
-    assert (entry_art / "smoke--l4" / "notebooks" / "notebooks" / "smoke" / "output.ipynb").is_file()
+    assert (entry_art / "smoke--l4" / "notebooks" / "smoke" / "output.ipynb").is_file()  # no notebooks/notebooks
     report = world.artifacts / "gpu-runner-report"
     for f in ("index.html", "summary.md", "junit.xml"):
         assert (report / f).is_file(), f
