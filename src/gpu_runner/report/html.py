@@ -53,8 +53,7 @@ _CSS = """
 .gr-banner a { color: inherit; font-weight: 600; }
 .gr-banner .gr-title { font-size: 16px; font-weight: 700; margin: 0 0 4px; }
 .gr-banner .gr-meta { color: #59636e; font-size: 13px; }
-.gr-nav { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 8px 0 0; }
-.gr-nav a { color: #0969da; }
+.gr-banner .gr-back { font-weight: 400; }
 .gr-banner pre { white-space: pre-wrap; word-break: break-word; max-height: 24em; overflow: auto;
   background: rgba(255,255,255,.6); padding: 8px; border-radius: 6px; font-size: 12px; }
 .gr-kind { font-size: 11px; font-weight: 700; text-transform: uppercase; letter-spacing: .03em; vertical-align: middle;
@@ -91,10 +90,11 @@ BACK_LINK_RE = re.compile(r'(<a class="gr-back" href=")[^"]*(")')
 
 
 def back_link_html(href: str | None) -> str:
-    """The way back to the dashboard (``href`` relative to the page), first thing on the page."""
+    """The way back to the dashboard (``href`` relative to the page): at the end of the banner's
+    "where" line (no line of its own: the page below keeps its place)."""
     if not href:
         return ""
-    return f'<p class="gr-nav"><a class="gr-back" href="{html.escape(href, quote=True)}">← All results (dashboard)</a></p>'
+    return f'<a class="gr-back" href="{html.escape(href, quote=True)}">← All results (dashboard)</a>'
 
 
 def banner_html(result: EntryResult, nb: NotebookResult, back: str | None = None) -> str:
@@ -122,6 +122,8 @@ def banner_html(result: EntryResult, nb: NotebookResult, back: str | None = None
         meta.append(f"kernel {e(nb.kernel)}")
     if nb.rerun is not None:
         meta.append(f"rerun {e(nb.rerun.status)}")
+    if back:
+        where.append(back_link_html(back))
     meta_html = f'<div class="gr-meta">{" · ".join(where)}<br>{" · ".join(meta)}</div>'
     if nb.status == "failed":
         f = nb.failure
@@ -267,7 +269,7 @@ class NotebookHtmlRenderer:
         failed_cell = nb.failure.cell_number if (nb.status == "failed" and nb.failure) else None
         resources = {
             "metadata": {"name": nb.path, "path": resource_dir},
-            "gpu_runner": {"banner": back_link_html(back) + banner_html(result, nb), "failed_cell": failed_cell,
+            "gpu_runner": {"banner": banner_html(result, nb, back), "failed_cell": failed_cell,
                            "css": _CSS,
                            "chart": chart_html(nb), "cell_meta": cell_meta_html(nb)},
         }
