@@ -439,3 +439,16 @@ def test_pdf_lines_break_at_whitespace_and_long_tokens_only_where_they_must(prin
     flat = "".join(text.split())
     assert flat.count(token) == 2 and f'"/srv/{"dir" * 30}/last.py",' in flat
     assert not any(token in line for line in lines)  # it did have to break
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sessions are POSIX")
+def test_playwrights_driver_runs_in_its_own_session(printer):
+    """A terminal's Ctrl-C (or `timeout -s INT`) signals gpu-runner's process group: the driver is
+    not in it, so it is not killed under the run; gpu-runner closes it."""
+    import psutil
+
+    drivers = [p for p in psutil.Process().children(recursive=True) if "run-driver" in " ".join(p.cmdline())]
+    assert drivers, "no Playwright driver found"
+    for d in drivers:
+        assert os.getsid(d.pid) == d.pid != os.getsid(0)
+        assert os.getpgid(d.pid) != os.getpgrp()

@@ -114,7 +114,7 @@ def _hostile(root: Path) -> Path:
         d["checks"][0]["summary"] = "ok @octocat"
         nb = d["notebooks"][1]
         nb["path"] = f"notebooks/divide{PWN}.ipynb"
-        nb["files"] = {"ipynb": "notebooks/notebooks/missing/output.ipynb"}  # makes report warn, naming the path
+        nb["files"] = {"ipynb": "notebooks/missing/output.ipynb"}  # makes report warn, naming the path
         f = nb["failure"]
         f["ename"] = f"ValueError{IMG}"
         f["evalue"] = f"cc @org/team and @octocat {MARK_OTHER}{PWN}"
@@ -217,14 +217,14 @@ def test_a_symlink_out_of_the_results_folder_is_not_followed(tmp_path: Path) -> 
     entry = _entry(root)
     outside = tmp_path / "outside"
     (outside / "smoke").mkdir(parents=True)
-    (entry / "notebooks/notebooks/smoke/output.ipynb").rename(outside / "smoke/output.ipynb")
-    (entry / "notebooks/notebooks/smoke").rmdir()
-    (entry / "notebooks/notebooks/smoke").symlink_to(outside / "smoke")
+    (entry / "notebooks/smoke/output.ipynb").rename(outside / "smoke/output.ipynb")
+    (entry / "notebooks/smoke").rmdir()
+    (entry / "notebooks/smoke").symlink_to(outside / "smoke")
     r = _report(str(root), cwd=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "leads out of its results folder" in r.stderr
     assert sorted(p.name for p in (outside / "smoke").iterdir()) == ["output.ipynb"]  # nothing written outside
-    assert 'href="evil/notebooks/notebooks/smoke/output.ipynb"' not in (root / "index.html").read_text()
+    assert 'href="evil/notebooks/smoke/output.ipynb"' not in (root / "index.html").read_text()
 
 
 def test_markdown_images_are_embedded_only_from_the_notebooks_own_folder(tmp_path: Path) -> None:
@@ -232,7 +232,7 @@ def test_markdown_images_are_embedded_only_from_the_notebooks_own_folder(tmp_pat
     root = tmp_path / "artifacts"
     entry = _entry(root)
     (tmp_path / "secret.png").write_bytes(b"\x89PNG-the-report-machines-secret")
-    folder = entry / "notebooks/notebooks/smoke"
+    folder = entry / "notebooks/smoke"
     (folder / "plot.png").write_bytes(b"\x89PNG-a-plot-the-notebook-made")
     (folder / "link.png").symlink_to(tmp_path / "secret.png")
     nb = json_load(folder / "output.ipynb")
