@@ -814,7 +814,7 @@ def table(p: Plan, cost: PlanCost | None = None, width: int = 80) -> Any:
     title = f"{p.matrix.doc.display}: {n} entr{'y' if n == 1 else 'ies'}"
     short = {"STANDARD": "std", "SPOT": "spot"}
     # with prices, each provisioning model of the VM ladder is named with its price: no VMs column
-    heads = ["id", "machine", "GPUs", "zones"] + (["VMs, $/hour", "worst"] if cost is not None else ["VMs"])
+    heads = ["id", "machine", "GPUs", "zones"] + (["$/hour, VMs", "worst"] if cost is not None else ["VMs"])
     rows: list[list[str]] = []
     for e in p.entries:
         g = e.gce
@@ -827,7 +827,7 @@ def table(p: Plan, cost: PlanCost | None = None, width: int = 80) -> Any:
             row.append(", ".join(m.lower() for m in g.provisioning_models) if g else "-")
         else:
             prices = cost.prices.get(e.id) or {}
-            row += ["\n".join(f"{short.get(m, m.lower())} {money(prices[m].usd_per_hour) if m in prices else '?'}"
+            row += ["\n".join(f"{money(prices[m].usd_per_hour) if m in prices else '?'} {short.get(m, m.lower())}"
                               for m in g.provisioning_models) if g else "-",
                     money(cost.worst_case[e.id]) if e.id in cost.worst_case else "-"]
         rows.append(row)
@@ -840,13 +840,13 @@ def table(p: Plan, cost: PlanCost | None = None, width: int = 80) -> Any:
 
     needed = sum(w(i) for i in range(len(heads))) + (len(heads) - 1)  # one space between columns
     if not rows or needed <= width:
-        t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False,
-                  caption="\n".join(caption) or None, caption_justify="left")
-        for i, h in enumerate(heads):
+        # title and caption outside the table: a table as narrow as its names would wrap them
+        t = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+        for h in heads:
             t.add_column(h, no_wrap=True, justify="right" if h == "worst" else "left")
         for r in rows:
             t.add_row(*r)
-        return t
+        return Group(Text(title, style="italic"), t, *[Text(line, style="dim") for line in caption])
     # too narrow for the table: a block per entry, every name whole on its line
     parts: list[Any] = [Text(title, style="italic")]
     for r in rows:
