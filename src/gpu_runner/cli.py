@@ -193,6 +193,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
     from .execute.sweep import kill_descendants
     from .log import Logger
     from .outdir import OutLock, clean_staging
+    from .phases import phase
     from .report import PdfPrinter, write_entry_reports, write_run_reports
     from .results import EntryInfo
 
@@ -265,13 +266,14 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
             if warm:
                 warm.join()
             for d in outcome.entry_dirs:
-                write_entry_reports(d, pdf=pdf, browser=printer, logger=logger, stop=stop)
+                with phase("reports"):
+                    write_entry_reports(d, pdf=pdf, browser=printer, logger=logger, stop=stop)
         finally:
             if printer is not None:
                 printer.close()
             REGISTRY.kill_all()
             kill_descendants()  # nothing this run started is left: not even an orphan without our mark
-        with WRITE_LOCK:
+        with WRITE_LOCK, phase("reports"):
             report = write_run_reports(outcome.entry_dirs, out_dir, logger=logger)
         logger.info(f"results: {out_dir}/ (summary.md, index.html, junit.xml)")
     finally:

@@ -32,7 +32,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-from .. import __version__
+from .. import __version__, phases
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..files import write_text_atomic
 from ..log import Logger
@@ -169,6 +169,7 @@ class Executor:
 
     async def run(self, runs: list[EntryRun]) -> RunOutcome:
         self._loop = asyncio.get_running_loop()
+        phases.started()
         own_stop = self.stop is None
         if self.stop is None:
             self.stop = Stop().install()
@@ -335,7 +336,7 @@ class Executor:
                 checks = await self._checks
             self._tasks.discard(self._checks)
         result = self._entry_result(live, nb_results, checks)
-        with WRITE_LOCK:
+        with WRITE_LOCK, phases.phase("writes"):
             if not live.done:
                 result.write(entry_dir)
                 live.folder.commit()
@@ -357,6 +358,8 @@ class Executor:
         specs: KernelSpecs,
     ) -> NotebookResult:
         run = live.run
+        phases.notebook()
+        phases.enter("prepare")
         nb_dir = entry_dir / spec.out_subdir
         nb_dir.mkdir(parents=True, exist_ok=True)
         artifacts = nb_dir / "artifacts"
@@ -390,8 +393,8 @@ class Executor:
         # 1. read and prepare: failures here are the notebook's setup error, not the run's
         try:
             prepared, _text = await asyncio.to_thread(
-                nbtools.prepare, spec.source, kernel_override=run.kernel, parameters=run.parameters
-            )
+                _in_phase, "prepare", nbtools.prepare, spec.source, kernel_override=run.kernel,
+                parameters=run.parameters)
         except nbtools.NotebookSetupError as e:
             return await stop_early(None, failure=Failure(kind="setup_error", message=str(e),
                                                           ename="NotebookSetupError", evalue=str(e)))
@@ -406,7 +409,10 @@ class Executor:
         env = {**run.env, ARTIFACTS_ENV: str(artifacts.resolve()), "GPU_RUNNER": "1", **marks}
 
         # 2. a kernel, started ahead of the execution slot
+        t_stage = phases.clock()
         async with alive:
+            t_stage = phases.stage("wait for a kernel slot", t_stage)
+            phases.enter("kernel start")
             try:
                 t_kernel = time.monotonic()
                 try:
@@ -416,28 +422,41 @@ class Executor:
                     return await stop_early(prepared, failure=Failure(kind="setup_error", message=str(e),
                                                                       ename="KernelStartError", evalue=str(e)))
                 kernel_start_s = time.monotonic() - t_kernel
+                kernel_cpu = phases.kernel("ready", kernel.pid)
+                t_stage = phases.stage("kernel start", t_stage)
+                phases.enter("execute")
                 try:
                     if self._checks is not None:  # the checks come first; they end by their own timeouts
                         await asyncio.wait({self._checks})
                     async with slots:
+                        t_stage = phases.stage("wait for an execution slot", t_stage)
                         live.executing[spec.path] = (time.monotonic(), _now())
                         outcome, nb_to_save, first_pass, metrics = await self._execute(
                             prepared, kernel, spec, nb_dir, run, timeout_s
                         )
                 finally:
+                    phases.kernel("end", kernel.pid, kernel_cpu)
+                    t_stage = phases.stage("execute", t_stage)
+                    phases.enter("kernel shutdown")
                     shutdown = asyncio.ensure_future(kernel.shutdown(graceful=self.interrupted_by is None))
                     with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.shield(shutdown)
+                    t_stage = phases.stage("kernel shutdown", t_stage)
             finally:
                 # what the notebook started and left behind (a daemon in its own session...)
-                sweep = asyncio.ensure_future(asyncio.to_thread(self.sweeper.end_notebook, token, cgroup))
+                sweep = asyncio.ensure_future(asyncio.to_thread(_in_phase, "kernel shutdown",
+                                                                self.sweeper.end_notebook, token, cgroup))
                 with contextlib.suppress(asyncio.CancelledError):
                     swept = await asyncio.shield(sweep)
                     if swept:
                         self.log.info(f"[{_name(run, spec)}] killed {swept} process(es) the notebook left running")
+                t_stage = phases.stage("sweep", t_stage)
         metrics["kernel_start_s"] = round(kernel_start_s, 3)
-        return await self._conclude(outcome, nb_to_save, first_pass, metrics, spec, nb_dir, run, prepared,
-                                    files, result)
+        phases.enter("conclude")
+        res = await self._conclude(outcome, nb_to_save, first_pass, metrics, spec, nb_dir, run, prepared,
+                                   files, result)
+        phases.stage("conclude", t_stage)
+        return res
 
     async def _execute(
         self, prepared: nbtools.Prepared, kernel: Kernel, spec: NotebookSpec, nb_dir: Path, run: EntryRun,
@@ -693,11 +712,12 @@ class Executor:
                       metrics: dict[str, Any] | None, prepared: nbtools.Prepared | None) -> NotebookResult:
         metrics = metrics or {"notebook": spec.path, "status": nbres.status, "wall_s": nbres.duration_s,
                               "cells": [], "peak_rss_mib": None, "gpu": None, "timeline": None}
-        write_json_atomic(nb_dir / "metrics.json", metrics)
-        write_json_atomic(nb_dir / "params.json", {
-            "parameters": params,
-            "injected_cell_index": prepared.injected_index if prepared else None,
-        })
+        with phases.phase("writes"):
+            write_json_atomic(nb_dir / "metrics.json", metrics)
+            write_json_atomic(nb_dir / "params.json", {
+                "parameters": params,
+                "injected_cell_index": prepared.injected_index if prepared else None,
+            })
         nbres.files["metrics"] = f"{spec.out_subdir}/metrics.json"
         nbres.files["params"] = f"{spec.out_subdir}/params.json"
         art = nb_dir / "artifacts"
@@ -711,6 +731,11 @@ class Executor:
         write_text_atomic(path, nbformat.writes(nb))
 
     def _write_outputs(self, nb: Any, first_pass: Any, nb_dir: Path, spec: NotebookSpec, run: EntryRun) -> str | None:
+        with phases.phase("writes"):
+            return self._write_outputs_now(nb, first_pass, nb_dir, spec, run)
+
+    def _write_outputs_now(self, nb: Any, first_pass: Any, nb_dir: Path, spec: NotebookSpec,
+                           run: EntryRun) -> str | None:
         self._write_nb(nb, nb_dir / "output.ipynb")
         if first_pass is not None:
             self._write_nb(first_pass, nb_dir / "first-run.ipynb")
@@ -741,6 +766,12 @@ def _console_traceback(failure: Failure | None) -> str | None:
     cut = len(lines) - CONSOLE_TRACEBACK_LINES
     return "\n".join(([f"[... {cut} lines above; the whole traceback is in the notebook's HTML]"] if cut > 0 else [])
                      + lines[-CONSOLE_TRACEBACK_LINES:])
+
+
+def _in_phase(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+    """``fn(*args, **kw)``, its CPU counted for phase ``name`` (see :mod:`gpu_runner.phases`)."""
+    with phases.phase(name):
+        return fn(*args, **kw)
 
 
 def host_facts() -> dict[str, Any]:

@@ -31,6 +31,8 @@ from typing import Any
 
 import psutil
 
+from ..phases import phase
+
 SAMPLE_INTERVAL_S = 0.5
 SAMPLE_INTERVAL_ENV = "GPU_RUNNER_SAMPLE_INTERVAL_S"
 MAX_POINTS = 240
@@ -334,6 +336,10 @@ class Sampler:
         }
 
     def track(self, pid: int) -> Track:
+        with phase("metrics"):
+            return self._track(pid)
+
+    def _track(self, pid: int) -> Track:
         devices = len(self.nvml.devices) if self.nvml.available else 0
         t = Track(pid=pid, timeline=Timeline(devices, width=self.interval, max_points=self.max_points))
         self._tracks[pid] = t
@@ -341,6 +347,10 @@ class Sampler:
         return t
 
     def untrack(self, track: Track) -> dict[str, Any]:
+        with phase("metrics"):
+            return self._untrack(track)
+
+    def _untrack(self, track: Track) -> dict[str, Any]:
         if track.cell is not None:  # interrupted in the middle of a cell: close its span
             self.cell_finished(track, track.cell)
         self.sample_one(track, self._gpu())
@@ -355,13 +365,17 @@ class Sampler:
 
     # -- cells -----------------------------------------------------------------------------
     def cell_started(self, track: Track, index: int, *, rerun: bool = False) -> None:
-        with self._lock:
+        with phase("metrics"), self._lock:
             track.cell, track.rerun = index, rerun
             track.cell_t0 = time.monotonic() - track.t0
             track.cell_peaks.setdefault(index, [0.0, 0.0, 0.0])
 
     def cell_finished(self, track: Track, index: int) -> None:
         """One more sample, counted for the cell (what it left allocated), then the cell's span."""
+        with phase("metrics"):
+            self._cell_finished(track, index)
+
+    def _cell_finished(self, track: Track, index: int) -> None:
         self.sample_one(track, self._gpu(), full_tree=False)
         with self._lock:
             end = time.monotonic() - track.t0
@@ -418,9 +432,10 @@ class Sampler:
                 t.timeline.add(now, rss if pids else None, proc_mib, used, util)
 
     def sample_all(self) -> None:
-        gpu = self._gpu()
-        for t in list(self._tracks.values()):
-            self.sample_one(t, gpu, periodic=True)
+        with phase("metrics"):
+            gpu = self._gpu()
+            for t in list(self._tracks.values()):
+                self.sample_one(t, gpu, periodic=True)
 
     async def _loop(self) -> None:
         while True:

@@ -22,6 +22,7 @@ from ..compare import Comparison, load_baseline
 from ..compare import to_dict as compare_to_dict
 from ..errors import ConfigError
 from ..files import inside, write_text_atomic
+from ..phases import phase
 from ..results import RESULTS_FILE, EntryResult, load_results, write_json_atomic  # noqa: F401
 from .dashboard import DashboardEntry, in_matrix_order, name_entries, render_dashboard
 from .junit import junit_for, write_junit
@@ -124,6 +125,7 @@ def write_entry_reports(
             log.warning(f"{junit_path}: could not write: {e}")
 
     to_print: list[tuple[Any, Path, Path]] = []
+    html_phase = phase("html")
     for nb in result.notebooks:
         if hurried():
             break
@@ -153,9 +155,10 @@ def write_entry_reports(
             try:
                 from .html import read_notebook, renderer
 
-                node = read_notebook(ipynb)
-                body = renderer().render(node, result, nb, resource_dir=str(ipynb.parent), back=back)
-                write_text_atomic(html_path, body)
+                with html_phase:
+                    node = read_notebook(ipynb)
+                    body = renderer().render(node, result, nb, resource_dir=str(ipynb.parent), back=back)
+                    write_text_atomic(html_path, body)
                 have_html = True
             except Exception as e:  # noqa: BLE001 - one broken notebook must not stop the others
                 log.warning(f"{entry_dir.name}: {nb.path}: no HTML ({ipynb_rel} is not a readable notebook: "
