@@ -368,11 +368,15 @@ def test_notebook_paths_outside_the_working_directory_are_named_from_the_folder_
 def test_every_notebook_gets_a_fresh_kernel_in_its_folder_with_its_environment(nbdir, forkserver):
     """Kernels forked from the fork server (or started from scratch with GPU_RUNNER_FORKSERVER=0)
     are fresh processes: nothing one notebook did is seen by the next, sys.path starts with the
-    notebook's folder, and gpu-runner's own modules never shadow a notebook's imports."""
+    notebook's folder, and gpu-runner's own modules never shadow a notebook's imports. What the
+    fork server imports ahead for its kernels (pdb's ``code``) is what a kernel started from
+    scratch imports as it starts, before its folder is on sys.path: the standard library's."""
     (nbdir / "b").mkdir()
     (nbdir / "b/metrics.py").write_text("WHO = 'the notebook folder'\n")  # same name as a gpu-runner module
-    probe = ("import json, os, sys\nimport metrics\n"
+    (nbdir / "b/code.py").write_text("WHO = 'the notebook folder'\n")  # same name as a module pdb imports
+    probe = ("import json, os, sys\nimport metrics, code\n"
              "print(json.dumps({'marked': hasattr(json, 'marked'), 'pid': os.getpid(), 'cwd': os.getcwd(),\n"
+             "                  'code': getattr(code, 'WHO', 'the standard library'),\n"
              "                  'ours_on_path': [p for p in sys.path if 'gpu_runner' in p], 'metrics': metrics.WHO,\n"
              "                  'artifacts': os.environ['GPU_RUNNER_ARTIFACTS_DIR'], 'extra': os.environ.get('EXTRA')}))\n"
              "json.marked = True")
@@ -386,6 +390,7 @@ def test_every_notebook_gets_a_fresh_kernel_in_its_folder_with_its_environment(n
     assert len({s["pid"] for s in seen}) == 3
     folder = str((nbdir / "b").resolve())
     assert all(s["cwd"] == folder and s["metrics"] == "the notebook folder" and not s["ours_on_path"] for s in seen)
+    assert all(s["code"] == "the standard library" for s in seen)
     assert len({s["artifacts"] for s in seen}) == 3 and all(s["extra"] == "from the caller" for s in seen)
 
 
@@ -430,3 +435,73 @@ def test_one_cell_numbering_the_entry_named_and_the_traceback_on_the_console(nbd
     # the output folder does not stutter: notebooks/sub/nb, not notebooks/notebooks/sub/nb
     assert nb["dir"] == "notebooks/sub/nb" and (nbdir / "o/local/notebooks/sub/nb/output.ipynb").is_file()
     assert 'id="cell-3"' in (nbdir / "o/local/notebooks/sub/nb/output.html").read_text()
+
+
+class _Channel:
+    """A channel of a kernel client that hands out scripted messages (None: nothing comes)."""
+
+    def __init__(self) -> None:
+        self.script: list = []
+
+    async def get_msg(self, timeout=None):
+        from queue import Empty
+
+        item = self.script.pop(0) if self.script else None
+        if item is None:
+            raise Empty
+        return item
+
+
+class _Client:
+    """The part of jupyter_client's kernel client that ``kernel_ready`` uses, scripted: the
+    first kernel_info's IOPub messages are lost (a subscriber that joined late), the second's arrive."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.shell, self.iopub = _Channel(), _Channel()
+        self.shell_channel, self.iopub_channel = self.shell, self.iopub
+        self.handled = None
+
+    def kernel_info(self) -> str:
+        msg_id = f"req-{len(self.asked) + 1}"
+        self.asked.append(msg_id)
+        reply = {"msg_type": "kernel_info_reply", "parent_header": {"msg_id": msg_id}, "content": {}}
+        if msg_id == "req-1":
+            self.shell.script += [reply]
+            self.iopub.script += [None]  # lost
+        else:  # a stale reply to another request first: skipped
+            self.shell.script += [{"msg_type": "kernel_info_reply", "parent_header": {"msg_id": "old"}}, reply]
+            self.iopub.script += [{"msg_type": "status", "parent_header": {"msg_id": msg_id},
+                                   "content": {"execution_state": "busy"}}]
+        return msg_id
+
+    def _handle_kernel_info_reply(self, msg) -> None:
+        self.handled = msg
+
+
+def test_kernel_ready_asks_again_until_iopub_is_proven_and_waits_for_nothing_more():
+    import asyncio
+
+    from gpu_runner.execute.kernels import kernel_ready
+
+    kc = _Client()
+    asyncio.run(kernel_ready(kc, timeout=30))
+    assert kc.asked == ["req-1", "req-2"]
+    assert kc.handled["parent_header"]["msg_id"] == "req-2"
+    assert kc.shell.script == [] and kc.iopub.script == []  # nothing read after the proof
+
+
+def test_kernel_ready_gives_up_after_its_timeout():
+    import asyncio
+
+    from gpu_runner.execute.kernels import kernel_ready
+
+    class Silent(_Client):
+        def kernel_info(self) -> str:
+            self.asked.append("x")
+            return "x"
+
+    kc = Silent()
+    with pytest.raises(RuntimeError, match="did not answer in 0.3 s"):
+        asyncio.run(kernel_ready(kc, timeout=0.3))
+    assert kc.asked and kc.handled is None

@@ -3,6 +3,7 @@ summary.md, the dashboard's markup, GitHub workflow commands and the ``report`` 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import xml.etree.ElementTree as ET
@@ -187,6 +188,47 @@ def test_html_is_self_contained_and_the_banner_links_to_the_failing_cell(run):
     divide = (run / "pytorch-a100" / "notebooks/divide/output.html").read_text()
     assert "cell 3: ZeroDivisionError: division by zero" in divide
     assert "\x1b" not in divide
+
+
+def test_pages_made_during_the_run_are_kept_only_while_still_right(run):
+    from gpu_runner.report.html import BackgroundHtml, file_signature
+
+    d = max(entry_dirs(run), key=lambda d: len(list(d.rglob("output.html"))))
+    model = load_results(d)
+    expected = {n.path: (d / n.dir / "output.html").read_bytes() for n in model.notebooks
+                if (d / n.dir / "output.html").exists()}
+    pages = BackgroundHtml()
+    for nb in model.notebooks:
+        if nb.path in expected:
+            (d / nb.dir / "output.html").unlink()
+            text = (d / nb.dir / "output.ipynb").read_text(encoding="utf-8")
+            back = Path(os.path.relpath(d.parent / "index.html", d / nb.dir)).as_posix()
+            pages.submit(d.name, d / nb.dir / "output.html", text, model, nb, resource_dir=str(d / nb.dir),
+                         back=back)
+    pages.wait(d.name)
+    made = pages.made(d.name)
+    pages.close()
+    assert set(made) == set(expected)
+    assert {p: (d / model_nb.dir / "output.html").read_bytes() for p, model_nb in
+            ((n.path, n) for n in model.notebooks) if p in expected} == expected
+
+    # the model changed for one page, the executed notebook of another: those two are made again
+    changed, touched, *kept = sorted(expected)
+    data = json_load(d / "results.json")
+    for n in data["notebooks"]:
+        if n["path"] == changed:
+            n["duration_s"] = 4321.0
+    (d / "results.json").write_text(__import__("json").dumps(data), encoding="utf-8")
+    by_path = {n.path: n for n in model.notebooks}
+    ipynb = d / by_path[touched].dir / "output.ipynb"
+    ipynb.write_text(ipynb.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    before = {p: file_signature(d / by_path[p].dir / "output.html") for p in expected}
+    write_entry_reports(d, pdf=False, made=made)
+    after = {p: file_signature(d / by_path[p].dir / "output.html") for p in expected}
+    assert before[changed] != after[changed] and "1 h 12 m" in (d / by_path[changed].dir / "output.html").read_text()
+    assert before[touched] != after[touched]
+    assert kept and all(before[p] == after[p] for p in kept)
+    assert all((d / by_path[p].dir / "output.html").read_bytes() == expected[p] for p in kept)
 
 
 def test_a_broken_or_missing_notebook_gets_a_warning_and_the_others_go_on(run):

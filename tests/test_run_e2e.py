@@ -23,6 +23,24 @@ def _needs_chromium() -> None:
         pytest.skip("Chromium not installed")
 
 
+def _same_pages_as_the_reports_make(entry_dir, scratch) -> int:
+    """The pages a run made while its notebooks ran are, byte for byte, those the reports make
+    afterwards from the entry's results.json; so is the results.json that lists them."""
+    from gpu_runner.report import write_entry_reports
+
+    copy = scratch / entry_dir.name
+    shutil.copytree(entry_dir, copy)
+    for page in copy.rglob("output.html"):
+        page.unlink()
+    write_entry_reports(copy, pdf=False)
+    pages = sorted(p.relative_to(entry_dir) for p in entry_dir.rglob("output.html"))
+    assert pages == sorted(p.relative_to(copy) for p in copy.rglob("output.html"))
+    for rel in pages:
+        assert (entry_dir / rel).read_bytes() == (copy / rel).read_bytes(), rel
+    assert (entry_dir / "results.json").read_bytes() == (copy / "results.json").read_bytes()
+    return len(pages)
+
+
 def test_failing_notebooks_leave_every_report(tmp_path):
     _needs_chromium()
     work = tmp_path / "repo"
@@ -62,6 +80,8 @@ def test_failing_notebooks_leave_every_report(tmp_path):
                            text=True)
     assert pages.returncode != 0 or "Pages:" in pages.stdout
 
+    assert _same_pages_as_the_reports_make(out / "local", tmp_path / "again") == 5
+
     summary = (out / "summary.md").read_text()
     assert "nbs/error.ipynb" in summary and "| timeout |" in summary and "| kernel died |" in summary
     assert (out / "index.html").is_file()
@@ -80,6 +100,7 @@ def test_the_readme_main_command_passes_here_without_a_gpu(tmp_path):
         assert res["entry"]["runtime"] in ("pytorch", "jax") and res["entry"]["machine"] == "local"
         gpu = [n for n in res["notebooks"] if n["path"] == "notebooks/gpu_torch.ipynb"]
         assert all(n["status"] == "skipped" for n in gpu)
+        assert _same_pages_as_the_reports_make(repo / "results" / e, tmp_path / "again") > 0
     assert (repo / "results/index.html").is_file() and (repo / "results/junit.xml").is_file()
 
 

@@ -195,6 +195,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
     from .outdir import OutLock, clean_staging
     from .phases import phase
     from .report import PdfPrinter, write_entry_reports, write_run_reports
+    from .report.html import BackgroundHtml
     from .results import EntryInfo
 
     parameters = dict(_parse_param(p) for p in params)
@@ -250,7 +251,8 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
     try:
         clean_staging(out_dir)
         logger = Logger.for_environment(jobs=jobs)
-        executor = Executor(out_dir=out_dir, jobs=jobs, logger=logger, stop=stop)
+        pages = BackgroundHtml(write_lock=WRITE_LOCK)
+        executor = Executor(out_dir=out_dir, jobs=jobs, logger=logger, stop=stop, html=pages)
         executor.prepare(runs)
         entry_dirs = [out_dir / r.info.id for r in runs]
         # the hard exit (a second signal, then the limit) writes the run's reports from what is known
@@ -267,8 +269,10 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
                 warm.join()
             for d in outcome.entry_dirs:
                 with phase("reports"):
-                    write_entry_reports(d, pdf=pdf, browser=printer, logger=logger, stop=stop)
+                    write_entry_reports(d, pdf=pdf, browser=printer, logger=logger, stop=stop,
+                                        made=pages.made(d.name))
         finally:
+            pages.close(cancel=True)
             if printer is not None:
                 printer.close()
             REGISTRY.kill_all()

@@ -132,13 +132,18 @@ class _Live:
     checks: Any = None
     interp: runtimes.Interpreter | None = None
     """The runtime's interpreter, once the entry has begun."""
+    page_entry: EntryResult | None = None
+    """What the notebooks' pages say of the entry, known once its checks are done."""
 
 
 class Executor:
     """Runs entries; one instance per ``gpu-runner run``."""
 
-    def __init__(self, *, out_dir: Path, jobs: int, logger: Logger, stop: Stop | None = None) -> None:
+    def __init__(self, *, out_dir: Path, jobs: int, logger: Logger, stop: Stop | None = None,
+                 html: Any = None) -> None:
         self.out_dir = out_dir
+        self.html = html
+        """A :class:`~gpu_runner.report.html.BackgroundHtml`: each notebook's page made as it ends."""
         self.jobs = max(1, jobs)
         self.log = logger
         self.stop = stop
@@ -335,6 +340,8 @@ class Executor:
             with contextlib.suppress(asyncio.CancelledError):  # cancelled before it began: no checks
                 checks = await self._checks
             self._tasks.discard(self._checks)
+        if self.html is not None:  # every page made before the folder moves into place
+            await asyncio.to_thread(self.html.wait, run.info.id, cancel=self.interrupted_by is not None)
         result = self._entry_result(live, nb_results, checks)
         with WRITE_LOCK, phases.phase("writes"):
             if not live.done:
@@ -379,9 +386,9 @@ class Executor:
             """The notebook ends before any cell ran: keep it as it is, record why."""
             with contextlib.suppress(OSError):
                 if prepared is None:  # unreadable: keep what was there, byte for byte
-                    await asyncio.to_thread(shutil.copyfile, spec.source, nb_dir / "output.ipynb")
+                    await asyncio.to_thread(_locked, shutil.copyfile, spec.source, nb_dir / "output.ipynb")
                 else:
-                    await asyncio.to_thread(self._write_nb, prepared.nb, nb_dir / "output.ipynb")
+                    await asyncio.to_thread(_locked, self._write_nb, prepared.nb, nb_dir / "output.ipynb")
                 files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
             status = "failed" if failure else "skipped"
             self.log.notebook_finished(_name(run, spec), status, 0.0,
@@ -390,28 +397,30 @@ class Executor:
                          kernel=prepared.kernel_name if prepared else None)
             return self._finish_files(res, nb_dir, spec, params, None, prepared)
 
-        # 1. read and prepare: failures here are the notebook's setup error, not the run's
-        try:
-            prepared, _text = await asyncio.to_thread(
-                _in_phase, "prepare", nbtools.prepare, spec.source, kernel_override=run.kernel,
-                parameters=run.parameters)
-        except nbtools.NotebookSetupError as e:
-            return await stop_early(None, failure=Failure(kind="setup_error", message=str(e),
-                                                          ename="NotebookSetupError", evalue=str(e)))
-        params = prepared.parameters
-        if prepared.requires_gpu:
-            present, why = gpu_presence()
-            if not present:
-                return await stop_early(prepared, skip_reason=f"needs a GPU: {why}")
-
-        timeout_s = prepared.timeout_s or run.timeout_s
-        marks, cgroup, token = self.sweeper.notebook()
-        env = {**run.env, ARTIFACTS_ENV: str(artifacts.resolve()), "GPU_RUNNER": "1", **marks}
-
-        # 2. a kernel, started ahead of the execution slot
+        # one notebook read and its kernel started at a time per kernel slot: never all of them at
+        # once (a run of 200 notebooks holds at most 2 x jobs of them in memory)
         t_stage = phases.clock()
         async with alive:
             t_stage = phases.stage("wait for a kernel slot", t_stage)
+            # 1. read and prepare: failures here are the notebook's setup error, not the run's
+            try:
+                prepared, _text = await asyncio.to_thread(
+                    _in_phase, "prepare", nbtools.prepare, spec.source, kernel_override=run.kernel,
+                    parameters=run.parameters)
+            except nbtools.NotebookSetupError as e:
+                return await stop_early(None, failure=Failure(kind="setup_error", message=str(e),
+                                                              ename="NotebookSetupError", evalue=str(e)))
+            params = prepared.parameters
+            if prepared.requires_gpu:
+                present, why = gpu_presence()
+                if not present:
+                    return await stop_early(prepared, skip_reason=f"needs a GPU: {why}")
+
+            timeout_s = prepared.timeout_s or run.timeout_s
+            marks, cgroup, token = self.sweeper.notebook()
+            env = {**run.env, ARTIFACTS_ENV: str(artifacts.resolve()), "GPU_RUNNER": "1", **marks}
+
+            # 2. a kernel, started ahead of the execution slot
             phases.enter("kernel start")
             try:
                 t_kernel = time.monotonic()
@@ -453,7 +462,7 @@ class Executor:
                 t_stage = phases.stage("sweep", t_stage)
         metrics["kernel_start_s"] = round(kernel_start_s, 3)
         phases.enter("conclude")
-        res = await self._conclude(outcome, nb_to_save, first_pass, metrics, spec, nb_dir, run, prepared,
+        res = await self._conclude(live, outcome, nb_to_save, first_pass, metrics, spec, nb_dir, run, prepared,
                                    files, result)
         phases.stage("conclude", t_stage)
         return res
@@ -626,8 +635,9 @@ class Executor:
         )
 
     async def _conclude(
-        self, outcome: dict[str, Any], nb: Any, first_pass_nb: Any, metrics: dict[str, Any], spec: NotebookSpec,
-        nb_dir: Path, run: EntryRun, prepared: nbtools.Prepared, files: dict[str, Any], result: Any,
+        self, live: _Live, outcome: dict[str, Any], nb: Any, first_pass_nb: Any, metrics: dict[str, Any],
+        spec: NotebookSpec, nb_dir: Path, run: EntryRun, prepared: nbtools.Prepared, files: dict[str, Any],
+        result: Any,
     ) -> NotebookResult:
         first: _Pass | None = outcome.get("first")
         second: _Pass | None = outcome.get("rerun")
@@ -692,7 +702,7 @@ class Executor:
         if failure and failure.cell_index is not None:
             msg = f"cell {failure.cell_index + 1}: {msg}"
         # writing is off the critical path: the execution slot is already free
-        log_text = await asyncio.to_thread(
+        log_text, ipynb_text = await asyncio.to_thread(
             self._write_outputs, nb, first_pass_nb if (second and second.failure) else None, nb_dir, spec, run
         )
         files["ipynb"] = f"{spec.out_subdir}/output.ipynb"
@@ -706,13 +716,27 @@ class Executor:
             files["outputs"] = sorted(f"{spec.out_subdir}/outputs/{p.name}" for p in (nb_dir / "outputs").iterdir())
         self.log.notebook_finished(_name(run, spec), status, duration, msg, log_text,
                                    detail=_console_traceback(failure))
-        return self._finish_files(nbres, nb_dir, spec, nbres.parameters, metrics, prepared)
+        nbres = self._finish_files(nbres, nb_dir, spec, nbres.parameters, metrics, prepared)
+        self._page(live, nbres, nb_dir, ipynb_text)
+        return nbres
+
+    def _page(self, live: _Live, nbres: NotebookResult, nb_dir: Path, ipynb_text: str) -> None:
+        """Have the notebook's output.html made in the background, from what was just written. Its
+        link back to the dashboard is the one it will have once the entry folder is in place."""
+        if self.html is None or self.interrupted_by is not None:
+            return
+        if live.page_entry is None:
+            live.page_entry = self._entry_result(live, [], live.checks)
+        final = live.folder.final
+        back = Path(os.path.relpath(final.parent / "index.html", final / nbres.dir)).as_posix()
+        self.html.submit(live.run.info.id, nb_dir / "output.html", ipynb_text, live.page_entry, nbres,
+                         resource_dir=str(nb_dir), back=back)
 
     def _finish_files(self, nbres: NotebookResult, nb_dir: Path, spec: NotebookSpec, params: dict[str, Any],
                       metrics: dict[str, Any] | None, prepared: nbtools.Prepared | None) -> NotebookResult:
         metrics = metrics or {"notebook": spec.path, "status": nbres.status, "wall_s": nbres.duration_s,
                               "cells": [], "peak_rss_mib": None, "gpu": None, "timeline": None}
-        with phases.phase("writes"):
+        with phases.phase("writes"), WRITE_LOCK:
             write_json_atomic(nb_dir / "metrics.json", metrics)
             write_json_atomic(nb_dir / "params.json", {
                 "parameters": params,
@@ -727,23 +751,30 @@ class Executor:
         return nbres
 
     @staticmethod
-    def _write_nb(nb: Any, path: Path) -> None:
-        write_text_atomic(path, nbformat.writes(nb))
-
-    def _write_outputs(self, nb: Any, first_pass: Any, nb_dir: Path, spec: NotebookSpec, run: EntryRun) -> str | None:
-        with phases.phase("writes"):
-            return self._write_outputs_now(nb, first_pass, nb_dir, spec, run)
-
-    def _write_outputs_now(self, nb: Any, first_pass: Any, nb_dir: Path, spec: NotebookSpec,
-                           run: EntryRun) -> str | None:
-        self._write_nb(nb, nb_dir / "output.ipynb")
-        if first_pass is not None:
-            self._write_nb(first_pass, nb_dir / "first-run.ipynb")
-        if not run.log_py:
-            return None
-        text = nbtools.render_log_py(nb)
-        (nb_dir / "log.py").write_text(text, encoding="utf-8")
+    def _write_nb(nb: Any, path: Path) -> str:
+        text = nbformat.writes(nb)
+        write_text_atomic(path, text)
         return text
+
+    def _write_outputs(self, nb: Any, first_pass: Any, nb_dir: Path, spec: NotebookSpec,
+                       run: EntryRun) -> tuple[str | None, str]:
+        """(log.py's text or None, output.ipynb's text)."""
+        with phases.phase("writes"), WRITE_LOCK:
+            ipynb_text = self._write_nb(nb, nb_dir / "output.ipynb")
+            if first_pass is not None:
+                self._write_nb(first_pass, nb_dir / "first-run.ipynb")
+            if not run.log_py:
+                return None, ipynb_text
+            text = nbtools.render_log_py(nb)
+            (nb_dir / "log.py").write_text(text, encoding="utf-8")
+            return text, ipynb_text
+
+
+def _locked(fn: Any, *args: Any, **kw: Any) -> Any:
+    """``fn(*args, **kw)`` holding :data:`WRITE_LOCK`: once the hard exit has taken it for good,
+    nothing more is written (into a staging folder it has already put in place or cleared)."""
+    with WRITE_LOCK:
+        return fn(*args, **kw)
 
 
 def _name(run: EntryRun, spec: NotebookSpec) -> str:

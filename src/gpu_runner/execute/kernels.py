@@ -69,6 +69,10 @@ class ForkedProcess:
     def poll(self) -> int | None:
         return self.returncode
 
+    async def exited(self) -> None:
+        """Until the server says this kernel has exited."""
+        await self._exited.wait()
+
     def wait(self, timeout: float | None = None) -> int | None:
         return self.returncode  # only called once poll() has a status
 
@@ -248,6 +252,14 @@ class GuardedKernelManager(AsyncKernelManager):
         if sys.platform.startswith("linux") and self.fork_server is None:
             return [sys.executable, "-I", "-S", str(_PDEATHSIG_HELPER), str(os.getpid()), "--", *cmd]
         return cmd
+
+    async def _async_wait(self, pollinterval: float = 0.1) -> None:  # type: ignore[override]
+        # a forked kernel's exit is told by its server: no polling every 0.1 s on each shutdown
+        proc = getattr(self.provisioner, "process", None)
+        if isinstance(proc, ForkedProcess):
+            await proc.exited()
+            return
+        await super()._async_wait(pollinterval=pollinterval)
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
         server = self.fork_server
@@ -524,9 +536,48 @@ async def start_kernel(
         raise KernelStartError(f"kernel {name!r} failed to start: {detail}") from e
 
 
+IOPUB_PROOF_S = 0.2
+"""How long, after a kernel_info reply, the first IOPub message may take before we ask again."""
+
+
+async def kernel_ready(kc: Any, timeout: float) -> None:
+    """The kernel answers ``kernel_info`` on the shell channel and its IOPub reaches us.
+
+    jupyter_client's ``wait_for_ready`` does the same, then waits until IOPub has been quiet
+    for 0.2 s to drop what arrived meanwhile: a fixed 0.2 s on every kernel start. That is not
+    needed here: nbclient reads only the messages whose parent is the request it sent. IOPub
+    is proven connected by any message arriving on it (a subscriber that joins late misses
+    what was published before); until one does, kernel_info is asked again."""
+    from queue import Empty
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        msg_id = kc.kernel_info()
+        reply = None
+        while reply is None:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise RuntimeError(f"the kernel did not answer in {timeout:g} s")
+            try:
+                msg = await kc.shell_channel.get_msg(timeout=min(left, 1.0))
+            except Empty:
+                break  # ask again
+            if msg.get("parent_header", {}).get("msg_id") == msg_id and msg.get("msg_type") == "kernel_info_reply":
+                reply = msg
+        if reply is None:
+            continue
+        try:
+            await kc.iopub_channel.get_msg(timeout=IOPUB_PROOF_S)
+        except Empty:
+            continue  # IOPub not connected yet: what it published for this request is lost
+        kc._handle_kernel_info_reply(reply)
+        return
+
+
 async def _wait_ready(kernel: Kernel, timeout: float) -> None:
     """Wait for kernel_info, failing fast when the kernel process dies meanwhile."""
-    ready = asyncio.ensure_future(kernel.kc._async_wait_for_ready(timeout=timeout))
+    ready = asyncio.ensure_future(kernel_ready(kernel.kc, timeout))
     try:
         while True:
             done, _ = await asyncio.wait({ready}, timeout=0.2)

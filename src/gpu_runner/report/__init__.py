@@ -93,6 +93,7 @@ def write_entry_reports(
     overwrite: bool = True,
     stop: Any = None,
     dashboard: Path | None = None,
+    made: dict[str, Any] | None = None,
 ) -> EntryResult:
     """junit.xml for the entry; output.html (and output.pdf) next to each executed notebook.
 
@@ -102,7 +103,10 @@ def write_entry_reports(
     on downloaded artifacts). A notebook whose output.ipynb is missing or unreadable gets
     no HTML and one warning; the others go on. ``stop``: the command's
     :class:`~gpu_runner.execute.stop.Stop`; once a signal came no PDF is printed, once a
-    second came no more HTML is rendered either. Returns the (updated) model.
+    second came no more HTML is rendered either. ``made``: the pages a
+    :class:`~gpu_runner.report.html.BackgroundHtml` made during the run, by notebook path; each is
+    kept when it is still what this model makes of the same executed notebook, else made again.
+    Returns the (updated) model.
     """
     def stopped() -> bool:
         return stop is not None and stop.requested
@@ -139,6 +143,8 @@ def write_entry_reports(
         back = _rel(dashboard, html_path.parent)
         if have_html:
             _relink(html_path, back, log)
+        if not have_html and made and nb.path in made:
+            have_html = _still_right(made[nb.path], result, nb, nb_dir, html_path, back)
         if not have_html:
             ipynb_rel = nb.files.get("ipynb") or f"{nb.dir}/output.ipynb"
             try:
@@ -383,6 +389,17 @@ def _relink(html_path: Path, back: str, log: Any) -> None:
             write_text_atomic(html_path, new)
         except OSError as e:
             log.warning(f"{html_path}: could not update its link to the dashboard: {e}")
+
+
+def _still_right(rendered: Any, result: EntryResult, nb: Any, nb_dir: Path, html_path: Path, back: str) -> bool:
+    """A page made during the run is this model's page of the executed notebook now there."""
+    from .html import file_signature, page_parts, parts_digest
+
+    if (nb.files.get("ipynb") or f"{nb.dir}/output.ipynb") != f"{nb.dir}/output.ipynb":
+        return False  # the reports would read another file than the one the page was made from
+    return (file_signature(nb_dir / "output.ipynb") == rendered.ipynb
+            and file_signature(html_path) == rendered.html
+            and parts_digest(page_parts(result, nb, back)) == rendered.parts)
 
 
 def _first_line(e: BaseException) -> str:

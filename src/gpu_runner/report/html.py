@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import re
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import nbformat
@@ -266,15 +267,137 @@ class NotebookHtmlRenderer:
     def render(self, nb_node: Any, result: EntryResult, nb: NotebookResult, *, resource_dir: str = "",
                back: str | None = None) -> str:
         """``back``: the dashboard's address relative to the page (a link at the top)."""
-        failed_cell = nb.failure.cell_number if (nb.status == "failed" and nb.failure) else None
+        return self.render_parts(nb_node, page_parts(result, nb, back), resource_dir=resource_dir)
+
+    def render_parts(self, nb_node: Any, parts: dict[str, Any], *, resource_dir: str = "") -> str:
+        """The page from the notebook and :func:`page_parts` (what the model puts on it)."""
         resources = {
-            "metadata": {"name": nb.path, "path": resource_dir},
-            "gpu_runner": {"banner": banner_html(result, nb, back), "failed_cell": failed_cell,
-                           "css": _CSS,
-                           "chart": chart_html(nb), "cell_meta": cell_meta_html(nb)},
+            "metadata": {"name": parts["name"], "path": resource_dir},
+            "gpu_runner": {"banner": parts["banner"], "failed_cell": parts["failed_cell"], "css": _CSS,
+                           "chart": parts["chart"], "cell_meta": parts["cell_meta"]},
         }
         body, _ = self._exporter.from_notebook_node(nb_node, resources=resources)
         return body
+
+
+def page_parts(result: EntryResult, nb: NotebookResult, back: str | None = None) -> dict[str, Any]:
+    """Everything the result model (and ``back``, the dashboard's address relative to the page)
+    puts on a notebook's page: two pages made from the same executed notebook and equal parts are
+    the same page."""
+    return {
+        "name": nb.path,
+        "banner": banner_html(result, nb, back),
+        "failed_cell": nb.failure.cell_number if (nb.status == "failed" and nb.failure) else None,
+        "chart": chart_html(nb),
+        "cell_meta": cell_meta_html(nb),
+    }
+
+
+def parts_digest(parts: dict[str, Any]) -> str:
+    """A short fingerprint of :func:`page_parts` (a run keeps one per page, not the parts)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_signature(path: Any) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a file, or None when it cannot be read."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+@dataclass
+class Rendered:
+    """A page :class:`BackgroundHtml` made: from what, so the reports can tell it is still right."""
+
+    parts: str
+    """:func:`parts_digest` of the model's parts of the page."""
+    ipynb: tuple[int, int] | None
+    """:func:`file_signature` of the executed notebook it was made from."""
+    html: tuple[int, int] | None
+    """:func:`file_signature` of the page as written."""
+
+
+class BackgroundHtml:
+    """Each notebook's ``output.html``, made as soon as the notebook has ended, in one thread with
+    one exporter for the whole run: the pages are made while other notebooks execute, not one
+    after another once the last has ended.
+
+    The run's reports (:func:`gpu_runner.report.write_entry_reports`) get :meth:`made` and keep a
+    page only when the model's parts for it are still the same, and the executed notebook and
+    the page are the files it was made from and wrote; any other page is made there as before.
+    A page that could not be made here (any error) is simply not listed."""
+
+    def __init__(self, write_lock: Any = None) -> None:
+        """``write_lock``: held while a page is written (the run's write lock, which its hard exit
+        takes for good: no page is written into a folder already put in place or cleared)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._write_lock = write_lock if write_lock is not None else threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-runner-html")
+        self._lock = threading.Lock()
+        self._pending: dict[str, list[Any]] = {}
+        self._made: dict[str, dict[str, Rendered]] = {}
+        self._closed = False
+
+    def submit(self, group: str, html_path: Any, ipynb_text: str, result: EntryResult, nb: NotebookResult,
+               *, resource_dir: str = "", back: str | None = None) -> None:
+        """Make ``html_path`` from the executed notebook's text (as written to its output.ipynb,
+        next to ``html_path``) and the model; ``group`` names the entry it belongs to."""
+        with self._lock:
+            if self._closed:
+                return
+            fut = self._pool.submit(self._make, group, html_path, ipynb_text, result, nb, resource_dir, back)
+            self._pending.setdefault(group, []).append(fut)
+
+    def _make(self, group: str, html_path: Any, ipynb_text: str, result: EntryResult, nb: NotebookResult,
+              resource_dir: str, back: str | None) -> None:
+        import os
+
+        from ..files import write_text_atomic
+        from ..phases import phase
+
+        with phase("html"):
+            try:
+                ipynb = file_signature(os.path.join(os.path.dirname(html_path), "output.ipynb"))
+                node = nbformat.reads(ipynb_text, as_version=4)
+                parts = page_parts(result, nb, back)
+                body = renderer().render_parts(node, parts, resource_dir=resource_dir)
+                with self._write_lock:
+                    write_text_atomic(html_path, body)
+            except Exception:  # noqa: BLE001 - the reports make this page themselves, and say why if they cannot
+                return
+        with self._lock:
+            self._made.setdefault(group, {})[nb.path] = Rendered(parts_digest(parts), ipynb, file_signature(html_path))
+
+    def wait(self, group: str, *, cancel: bool = False) -> None:
+        """Until every page of ``group`` submitted so far is made (or given up); ``cancel``: those
+        not begun are dropped (the run was interrupted: the reports make what is missing)."""
+        from concurrent.futures import wait
+
+        with self._lock:
+            pending = self._pending.pop(group, [])
+        if cancel:
+            for f in pending:
+                f.cancel()
+        wait(pending)
+
+    def made(self, group: str) -> dict[str, Rendered]:
+        """The pages of ``group`` made so far, by notebook path, with what they were made from;
+        where the group's folder moved since (staging to final), pass the final one to the reports."""
+        with self._lock:
+            return dict(self._made.get(group, {}))
+
+    def close(self, *, cancel: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
 _local = threading.local()
