@@ -196,7 +196,7 @@ def test_spot_only_with_no_capacity_fails_and_leaves_nothing(world: World) -> No
     world.compute.stockout_zones = {"us-central1-a", "us-central1-b", "us-central1-c"}
     r = world.start("torch--a100")
     assert r.returncode == 3, r.stdout + r.stderr
-    assert "no capacity for a2-highgpu-1g in any zone" in r.stderr
+    assert "no capacity for a2-highgpu-1g in us-central1-a, -b, -c (SPOT)" in r.stderr
     assert world.compute.calls["instances.insert"] == 3
     world.assert_clean()
     assert world.stop("torch--a100").returncode == 0
@@ -318,7 +318,43 @@ def test_spot_preemption_mid_job_is_reported_and_cleaned(world: World) -> None:
     assert world.gh.runners[next(iter(world.gh.runners))]["status"] == "offline"
     s = world.stop()
     assert s.returncode == 0, s.stdout + s.stderr
-    assert "preempted" in s.stdout
+    assert "preempted" in s.stdout and "preempted=true" in s.stdout
+    assert world.outputs_dict()["preempted"] == "true"
+    world.assert_clean()
+
+
+def test_a_preempted_try_is_recorded_and_its_retry_runs_on_standard_under_its_own_name(world: World) -> None:
+    import json
+
+    assert world.start().returncode == 0
+    started = world.outputs_dict()
+    world.compute.preempt(world.label())
+    rec = world.tmp / "rec"
+    s = world.cli("stop", "--matrix", str(world.matrix), "--entry", L4, "--record", str(rec), "--start-result",
+                  "success", "--run-result", "failure", "--start-outputs", json.dumps(started))
+    assert s.returncode == 0, s.stdout + s.stderr
+    assert world.outputs_dict()["retry"] == "true"
+    record = json.loads((rec / "gpu-runner-try.json").read_text())
+    assert record == {"schema_version": 1, "entry_id": L4, "retry": 0, "label": world.label(), "start": "success",
+                      "run": "failure", "error": None, "zone": "us-central1-a", "provisioning_model": "SPOT",
+                      "preempted": True, "will_retry": True}
+    r = world.start(L4, "--retry", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert world.outputs_dict()["label"] == "gpu-runner-4242-1r1-torch--l4"
+    assert world.outputs_dict()["provisioning-model"] == "STANDARD"
+    assert world.compute.inserted[-1] == ("gpu-runner-4242-1r1-torch--l4", "us-central1-a", "STANDARD")
+    assert world.cli("stop", "--matrix", str(world.matrix), "--entry", L4, "--retry", "1", "--record", str(rec),
+                     "--run-result", "success").returncode == 0
+    assert world.outputs_dict()["retry"] == "false"
+    assert json.loads((rec / "gpu-runner-try.json").read_text())["preempted"] is False
+    world.assert_clean()
+
+
+def test_a_failed_start_says_why_in_one_output_line(world: World) -> None:
+    world.compute.stockout_zones = {"us-central1-a", "us-central1-b", "us-central1-c"}
+    r = world.start()
+    assert r.returncode == 3
+    assert world.outputs_dict()["error"] == "no capacity for g2-standard-8 in us-central1-a, -b, -c (SPOT, STANDARD)"
     world.assert_clean()
 
 
@@ -371,6 +407,21 @@ def test_janitor_removes_orphans_of_an_ended_run_and_keeps_a_live_one(world: Wor
     assert "deleted 2 VM(s) and 3 registration(s); kept 1" in r.stdout
     assert _names(world) == ({world.label()}, {world.label()})
     assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+def test_janitor_knows_a_retrys_vm_and_runner_as_its_runs(world: World) -> None:
+    """A retry after a preemption is named <attempt>r<N>: still this run's, deleted once it ended."""
+    assert world.start(L4, "--retry", "1", GITHUB_RUN_ID="1000").returncode == 0
+    label = "gpu-runner-1000-1r1-torch--l4"
+    assert _names(world) == ({label}, {label})
+    kept = world.cli("janitor", "--project", "test-project")
+    assert "kept VM gpu-runner-1000-1r1-torch--l4: workflow run 1000 (attempt 1) is in progress" in kept.stdout
+    world.gh.finished_runs.add("1000")
+    world.compute.preempt(label)  # the VM is gone, the registration offline
+    r = world.cli("janitor", "--project", "test-project")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"deleted offline runner registration {label}" in r.stdout
     world.assert_clean()
 
 

@@ -1,5 +1,6 @@
 """The VM startup script: ShellCheck-clean, and run under bash with stubbed commands
-(nvidia-smi, run.sh, poweroff) against the metadata and Compute Engine stand-ins."""
+(nvidia-smi, run.sh, poweroff) against the metadata and Compute Engine stand-ins: one job then
+the VM deletes itself; no job within the idle timeout and it deletes itself all the same."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ class VM:
 
     def __init__(self, tmp: Path, *, gpus_listed: int | None, expected: int, runner_installed: bool = True,
                  runner_exit: int = 0, service_account: str | None = None, iptables: str = "ok",
-                 useradd: bool = True) -> None:
+                 useradd: bool = True, run_sh: str | None = None, real_sleep: bool = False) -> None:
         self.tmp = tmp
         self.compute = ComputeStandIn().start()
         body = {"name": NAME, "machineType": f"zones/{ZONE}/machineTypes/g2-standard-8",
@@ -80,7 +81,8 @@ class VM:
             lines = "\n".join(["NVIDIA L4"] * gpus_listed)
             self._stub("nvidia-smi", f"printf '%s\\n' '{lines}' | grep .")
         self._stub("poweroff", f"touch {self.calls}/poweroff; echo poweroff >> {self.log}")
-        self._stub("sleep", "exit 0")
+        if not real_sleep:
+            self._stub("sleep", "exit 0")
         if iptables != "missing":
             for tool in ("iptables", "ip6tables"):
                 fail = "exit 4" if iptables == "fails" and tool == "iptables" else "exit 0"
@@ -94,7 +96,7 @@ class VM:
         self._stub("runuser", f'echo "runuser $1 $2" >> {self.log}; shift 3; exec "$@"')
         self.run_sh = (f'#!/bin/bash\nprintf "%s\\n" "$@" > {self.calls}/run.sh.args\n'
                        f'echo "run.sh as-root=${{RUNNER_ALLOW_RUNASROOT:-0}}" >> {self.log}\n'
-                       f'echo "runner running"\nexit {runner_exit}\n')
+                       f'echo "runner running"\n{run_sh or ""}\nexit {runner_exit}\n')
         if runner_installed:
             self.runner_dir.mkdir()
             (self.runner_dir / "run.sh").write_text(self.run_sh)
@@ -298,3 +300,50 @@ def test_powers_off_when_it_may_not_delete_itself(make_vm) -> None:
     r = vm.run(self_delete=True)
     assert (vm.calls / "poweroff").exists(), r.stdout + r.stderr
     assert "may not delete itself" in r.stdout
+
+
+def test_no_job_within_the_idle_timeout_and_the_vm_deletes_itself(make_vm) -> None:
+    """The run job never comes (skipped, cancelled): the runner is stopped after the idle timeout,
+    the serial console says why, and the VM (self_delete, with an account that may) deletes itself."""
+    vm = make_vm(gpus_listed=1, expected=1, run_sh="exec sleep 300", real_sleep=True, service_account=SA)
+    r = vm.run(idle_timeout_s=1, idle_poll_s=0.1, self_delete=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _states(r.stdout) == ["booting", "health-ok", "runner-starting", "idle-timeout", "deleting"]
+    st = parse_status_line("\n".join(line for line in r.stdout.splitlines() if "idle-timeout" in line))
+    assert st == ("idle-timeout", "no job within 1s: its run job was skipped or cancelled")
+    assert parse_status_line(r.stdout) == ("deleting", "idle: no job within 1s")
+    assert vm.compute.count() == 0 and vm.compute.deleted == [NAME]
+    assert not (vm.calls / "poweroff").exists()
+
+
+def test_an_idle_vm_without_self_delete_powers_off_for_its_stop_job(make_vm) -> None:
+    vm = make_vm(gpus_listed=1, expected=1, run_sh="exec sleep 300", real_sleep=True)
+    r = vm.run(idle_timeout_s=1, idle_poll_s=0.1)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _states(r.stdout)[-2:] == ["idle-timeout", "powering-off"]
+    assert parse_status_line(r.stdout) == ("powering-off", "idle: no job within 1s")
+    assert (vm.calls / "poweroff").exists()
+
+
+def test_a_runner_with_its_job_is_not_stopped_by_the_idle_timeout(make_vm) -> None:
+    """The runner got its job (its worker log appears): the job may take longer than the idle
+    timeout; the VM goes when the runner exits."""
+    vm = make_vm(gpus_listed=1, expected=1, real_sleep=True, service_account=SA,
+                 run_sh='mkdir -p "$(dirname "$0")/_diag" && touch "$(dirname "$0")/_diag/Worker_20250101-000000-utc.log"'
+                        "\nsleep 2")
+    r = vm.run(idle_timeout_s=1, idle_poll_s=0.1, self_delete=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _states(r.stdout) == ["booting", "health-ok", "runner-starting", "job-done", "deleting"]
+    assert "the runner has its job" in r.stdout
+    assert vm.compute.count() == 0
+
+
+def test_an_idle_vm_that_may_not_delete_itself_powers_off(make_vm) -> None:
+    vm = make_vm(gpus_listed=1, expected=1, run_sh="exec sleep 300", real_sleep=True)
+    vm.compute.route("DELETE", "/compute/v1/projects/{project}/zones/{zone}/instances/{name}", "forbidden",
+                     lambda **_: (403, {"error": {"code": 403, "message": "Required 'compute.instances.delete' "
+                                                  "permission", "errors": [{"reason": "forbidden"}]}}))
+    vm.compute.routes.insert(0, vm.compute.routes.pop())
+    r = vm.run(idle_timeout_s=1, idle_poll_s=0.1, self_delete=True)
+    assert _states(r.stdout)[-3:] == ["idle-timeout", "deleting", "powering-off"]
+    assert (vm.calls / "poweroff").exists(), r.stdout + r.stderr

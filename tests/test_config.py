@@ -383,6 +383,22 @@ def test_max_run_duration_limits(tmp_path: Path) -> None:
                                         "30s and 120 days (Compute Engine), got 10 seconds")
 
 
+def test_idle_timeout_and_retries(tmp_path: Path) -> None:
+    text = GCE.format(machine_type="g2-standard-8", accelerator="    idle_timeout: 10s\n")
+    assert error_of(tmp_path, text) == ("m.yml:4:19: machines.vm.idle_timeout: idle_timeout must be at least 60s "
+                                        "(GitHub needs a moment to give the runner its job), got 10 seconds")
+    text = GCE.format(machine_type="g2-standard-8", accelerator="    retries: {preempted: 3}\n")
+    assert error_of(tmp_path, text) == "m.yml:4:26: machines.vm.retries.preempted: input should be less than or equal to 2"
+    text = GCE.format(machine_type="g2-standard-8", accelerator="    retries: {failed: 1}\n")
+    assert "unknown key 'failed'" in error_of(tmp_path, text)
+    text = GCE.format(machine_type="g2-standard-8", accelerator="    idle_timeout: 3h\n    max_run_duration: 2h\n")
+    assert load_text(tmp_path, text).warnings == [
+        "m.yml:4:19: machines.vm.idle_timeout: idle_timeout (10800s) is not shorter than max_run_duration (7200s): "
+        "an idle VM lives until Compute Engine deletes it"]
+    msg = error_of(tmp_path, MINIMAL.replace("{provider: local}", "{provider: local, retries: {preempted: 1}}"))
+    assert msg.endswith("machines.local.retries: retries is for gce machines; this machine's provider is local")
+
+
 def test_timeout_beyond_the_vm_lifetime_warns(tmp_path: Path) -> None:
     text = GCE.format(machine_type="g2-standard-8", accelerator="    max_run_duration: 1h\n").replace(
         "notebooks: [a.ipynb]", "notebooks: [a.ipynb], timeout: 2h")

@@ -232,6 +232,20 @@ def test_labels_follow_the_design(monkeypatch: pytest.MonkeyPatch) -> None:
     assert plan.plan(EXAMPLE, runtimes=["jax"], machines=["l4"]).entries[0].label == "gpu-runner-987-3-jax--l4"
 
 
+def test_a_retry_has_a_label_of_its_own_and_knows_its_ladder() -> None:
+    env = {"GITHUB_RUN_ID": "555", "GITHUB_RUN_ATTEMPT": "2"}
+    assert plan.runner_label("pytorch--l4", env=env, retry=1) == "gpu-runner-555-2r1-pytorch--l4"
+    first = plan.find_entry(EXAMPLE, "jax--l4", env=env)
+    again = plan.find_entry(EXAMPLE, "jax--l4", env=env, retry=2)
+    assert again.label == "gpu-runner-555-2r2-jax--l4" != first.label and again.retry == 2
+    assert GCE_NAME.match(again.label) and len(plan.runner_label("x" * 40, env=env, retry=2)) <= 63
+    assert first.gce is not None and first.gce.idle_timeout_s == 15 * 60
+    spot = [e for e in plan.plan(EXAMPLE, env=env).entries if e.gce and "SPOT" in e.gce.provisioning_models]
+    standard = [e for e in plan.plan(EXAMPLE, env=env).entries if e.gce and "SPOT" not in e.gce.provisioning_models]
+    assert spot and all(e.retries_preempted == 1 for e in spot)  # the default: one retry
+    assert all(e.retries_preempted == 0 for e in standard)  # a STANDARD VM is not preempted
+
+
 def test_every_label_of_a_big_matrix_is_a_valid_unique_gce_name() -> None:
     env = {"GITHUB_RUN_ID": "99999999999", "GITHUB_RUN_ATTEMPT": "10"}
     p = plan.plan(FIXTURES / "too_many_entries.yml", env=env, limit=None)

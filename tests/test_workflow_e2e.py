@@ -1,8 +1,10 @@
-"""The reusable workflow, end to end: its jobs read from .github/workflows/gpu-notebooks.yml and
-action.yml and run here (tests/workflow_harness.py) with the environment GitHub sets, against the
-Compute Engine and GitHub stand-ins. plan -> start -> run (the notebooks on this machine) -> stop
--> report -> comment, ending with the comment posted, the artifacts in place, zero VMs and zero
-runner registrations; and the fork gate for pull requests from forks."""
+"""The reusable workflow, end to end: its jobs read from .github/workflows/gpu-notebooks.yml,
+gpu-entry.yml (one chain per entry) and action.yml and run here (tests/workflow_harness.py) with
+the environment GitHub sets, against the Compute Engine and GitHub stand-ins. plan -> entry
+(start -> run, the notebooks on this machine -> stop, and the retry of a preempted try) -> report
+-> comment, ending with the comment posted, the artifacts in place, zero VMs and zero runner
+registrations; one entry's stockout, preemption or cancellation never costs another entry its
+run; and the fork gate for pull requests from forks."""
 
 from __future__ import annotations
 
@@ -64,7 +66,17 @@ class World:
     def runner(self, event_name: str, event: dict, **inputs: object) -> Runner:
         return Runner(workspace=self.ws, base_env=self.env, event_name=event_name, event=event,
                       inputs={"matrix": "matrix.yml", "pdf": False, **inputs},
-                      secrets={"runner-admin-token": "test-token"}, artifacts=self.artifacts)
+                      secrets={"runner-admin-token": "test-token"}, artifacts=self.artifacts,
+                      runner_online=self.online)
+
+    def online(self, label: str) -> bool:
+        with self.gh.lock:
+            return any(r["name"] == label and r["status"] == "online" for r in self.gh.runners.values())
+
+    def assert_clean(self) -> None:
+        assert self.compute.count() == 0, list(self.compute.instances)
+        assert self.gh.count() == 0, [r["name"] for r in self.gh.runners.values()]
+        assert not self.compute.rejected and not self.gh.rejected
 
     def close(self) -> None:
         self.compute.stop()
@@ -90,52 +102,63 @@ def _texts(r: Runner) -> str:
     return "\n".join(s.output for s in r.records)
 
 
+def _jobs(r: Runner, name: str) -> list:
+    return [j for j in r.jobs if j.name == name]
+
+
 def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
     r = world.runner("push", {"after": SHA, "before": "0" * 40, "ref": "refs/heads/main"})
     res = r.run_workflow()
-    jobs = res["_jobs"]
     assert {k: v["result"] for k, v in res.items() if k != "_jobs"} == {
-        "plan": "success", "start": "success", "run": "success", "stop": "success", "report": "success",
-        "comment": "success"}, _texts(r)
+        "plan": "success", "entry": "success", "report": "success", "comment": "success"}, _texts(r)
     items = json.loads(res["plan"]["outputs"]["matrix"])["include"]
     assert [i["id"] for i in items] == ["smoke--here", "smoke--l4"] and res["plan"]["outputs"]["has-work"] == "true"
 
+    # each entry is its own chain; the local entry has nothing to start or stop; no retry ran
+    assert [j.tag for j in r.jobs] == ["plan", "entry smoke--here / run", "entry smoke--l4 / start",
+                                       "entry smoke--l4 / run", "entry smoke--l4 / stop", "report", "comment"]
     # start made the VM with its just-in-time runner; stop took both away
     assert world.compute.calls["instances.insert"] == 1 and world.gh.calls["runners.jitconfig"] == 1
-    assert world.compute.count() == 0 and world.gh.count() == 0
-    assert not world.compute.rejected and not world.gh.rejected
+    world.assert_clean()
+    assert _jobs(r, "stop")[0].outputs == {"preempted": "false", "retry": "false"}
 
     # run: the gce entry runs on its label inside the runtime's container with the GPUs; the local one on ubuntu
-    run_jobs = {j.container["runs_on"]: j.container for j in jobs["run"]}
+    run_jobs = {j.container["runs_on"]: j.container for j in _jobs(r, "run")}
     assert set(run_jobs) == {"ubuntu-latest", "gpu-runner-5150-1-smoke--l4"}
     assert run_jobs["gpu-runner-5150-1-smoke--l4"]["image"] == "python:3.12-slim"
     assert "--gpus all" in run_jobs["gpu-runner-5150-1-smoke--l4"]["options"]
     assert "--gpus" not in run_jobs["ubuntu-latest"]["options"]
 
-    # artifacts: one per entry (no top-level reports in them), then the merged report
+    # artifacts: one per entry (no top-level reports in them), the try's record, then the merged report
     arts = sorted(p.name for p in world.artifacts.iterdir())
-    assert arts == ["gpu-runner-report", "gpu-runner-smoke--here", "gpu-runner-smoke--l4", "gpu-runner-summary"]
+    assert arts == ["gpu-runner-report", "gpu-runner-smoke--here", "gpu-runner-smoke--l4",
+                    "gpu-runner-smoke--l4.record", "gpu-runner-summary"]
     assert [p.name for p in (world.artifacts / "gpu-runner-summary").iterdir()] == ["summary.md"]
     entry_art = world.artifacts / "gpu-runner-smoke--l4"
     assert [p.name for p in entry_art.iterdir()] == ["smoke--l4"]
     res_l4 = json.loads((entry_art / "smoke--l4" / "results.json").read_text())
-    assert res_l4["status"] == "passed" and res_l4["entry"]["ran_locally"] is True
+    # it ran on the entry's own runner (RUNNER_NAME is its label)
+    assert res_l4["status"] == "passed" and res_l4["entry"]["ran_locally"] is False
     assert (entry_art / "smoke--l4" / "notebooks" / "smoke" / "output.ipynb").is_file()  # no notebooks/notebooks
+    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.record" / "gpu-runner-try.json").read_text())
+    assert record["entry_id"] == "smoke--l4" and record["start"] == "success" and record["run"] == "success"
+    assert record["provisioning_model"] == "SPOT" and record["zone"] == "us-central1-a"
     report = world.artifacts / "gpu-runner-report"
     for f in ("index.html", "summary.md", "junit.xml"):
         assert (report / f).is_file(), f
     assert 'tests="' in (report / "junit.xml").read_text()
     assert res["report"]["outputs"]["failed"] == "0" and int(res["report"]["outputs"]["passed"]) >= 2
+    assert res["report"]["outputs"]["not-run"] == "0"
 
     # the commit comment, with the marker keyed on the matrix file, and the job summary
     comments = list(world.gh.comments.values())
     assert len(comments) == 1 and comments[0]["kind"] == "commit" and comments[0]["sha"] == SHA
     assert comments[0]["body"].startswith("<!-- gpu-runner:summary matrix.yml -->")
     assert "smoke" in comments[0]["body"]
-    assert "smoke" in jobs["report"][0].summary
+    assert "smoke" in _jobs(r, "report")[0].summary
     # the report step got no token; the comment job, the only one that may write, posted
-    report_step = next(s for s in jobs["report"][0].steps if s.name == "Report")
-    assert "test-token" not in report_step.output and jobs["comment"][0].result == "success"
+    report_step = next(s for s in _jobs(r, "report")[0].steps if s.name == "Report")
+    assert "test-token" not in report_step.output and _jobs(r, "comment")[0].result == "success"
     for secret in [*world.gh.secrets, "test-token"]:
         assert all(secret not in line or line.startswith("::add-mask::") for line in _texts(r).splitlines())
 
@@ -150,7 +173,7 @@ def test_pull_request_gets_a_sticky_comment_updated_by_the_next_run(world: World
     comments = list(world.gh.comments.values())
     assert len(comments) == 1 and comments[0]["kind"] == "issue" and comments[0]["number"] == 12
     assert world.gh.calls["issue-comments.create"] == 1 and world.gh.calls["issue-comments.update"] == 1
-    assert world.compute.count() == 0 and world.gh.count() == 0
+    world.assert_clean()
 
 
 def _zip_folder(folder: Path) -> bytes:
@@ -223,9 +246,15 @@ def test_a_failing_notebook_fails_run_and_report_but_stop_and_comment_still_happ
     make_nb(world.ws / "notebooks", "smoke.ipynb", "raise ValueError('broken on purpose')")
     r = world.runner("push", {"after": SHA})
     res = r.run_workflow()
-    assert res["run"]["result"] == "failure" and res["stop"]["result"] == "success"
-    assert res["report"]["result"] == "failure" and res["report"]["outputs"]["failed"] != "0"
-    assert world.compute.count() == 0 and world.gh.count() == 0
+    assert res["entry"]["result"] == "failure" and res["report"]["result"] == "failure"
+    assert [j.result for j in _jobs(r, "run")] == ["failure", "failure"]
+    assert [j.result for j in _jobs(r, "stop")] == ["success"]
+    # a failing notebook is never retried: stop says so, and no retry job ran
+    assert _jobs(r, "stop")[0].outputs == {"preempted": "false", "retry": "false"}
+    assert not [j for j in r.jobs if "retry" in j.name]
+    assert world.compute.calls["instances.insert"] == 1
+    assert res["report"]["outputs"]["failed"] != "0"
+    world.assert_clean()
     assert sorted(p.name for p in world.artifacts.iterdir())[0] == "gpu-runner-report"
     body = next(iter(world.gh.comments.values()))["body"]
     assert "broken on purpose" in body
@@ -248,10 +277,10 @@ def test_results_the_report_refuses_post_no_comment(world: World) -> None:
         import shutil
 
         shutil.rmtree(world.artifacts / name)
-    rep = r.run_job("report", {"plan": res["plan"], "run": res["run"]}, None)
+    rep = r.run_job("report", {"plan": res["plan"], "entry": res["entry"]}, None)
     assert rep.result == "failure"
     step = next(s for s in rep.steps if s.name == "Report")
-    assert "results.json refused, nothing reported" in step.output
+    assert "results.json or try record(s) refused, nothing reported" in step.output
     assert rep.outputs["summary-artifact-id"] == "" and not (world.artifacts / "gpu-runner-summary").exists()
     wf = r.workflow["jobs"]["comment"]
     needs = {"plan": res["plan"], "report": {"result": rep.result, "outputs": rep.outputs}}
@@ -260,13 +289,132 @@ def test_results_the_report_refuses_post_no_comment(world: World) -> None:
     assert world.gh.comments == {}
 
 
-def test_a_start_that_fails_skips_run_and_stop_cleans_up(world: World) -> None:
-    world.compute.stockout_rate = 1.0  # no zone has capacity
+
+THREE = MATRIX.replace("""  l4:
+    machine_type: g2-standard-8
+    accelerator: {type: nvidia-l4, count: 1}
+""", """  l4:
+    machine_type: g2-standard-8
+    accelerator: {type: nvidia-l4, count: 1}
+  a100:
+    machine_type: a2-highgpu-1g
+    accelerator: {type: nvidia-tesla-a100, count: 1}
+""")
+
+
+def test_an_entry_without_capacity_costs_the_others_nothing_and_is_reported_not_run(world: World) -> None:
+    """Three entries; no zone has an A100 (SPOT or STANDARD): the other two run, the third is not_run
+    with the start's reason in every report, the comment is posted, exit 3, and nothing is left."""
+    (world.ws / "matrix.yml").write_text(THREE)
+    world.compute.stockout_machine_types = {"a2-highgpu-1g"}
     r = world.runner("push", {"after": SHA})
     res = r.run_workflow()
-    assert res["start"]["result"] == "failure" and res["run"]["result"] == "skipped"
-    assert res["stop"]["result"] == "success"
-    assert world.compute.count() == 0 and world.gh.count() == 0
+    assert [(j.tag, j.result) for j in r.jobs if j.name != "plan"] == [
+        ("entry smoke--here / run", "success"),
+        ("entry smoke--l4 / start", "success"), ("entry smoke--l4 / run", "success"),
+        ("entry smoke--l4 / stop", "success"),
+        ("entry smoke--a100 / start", "failure"), ("entry smoke--a100 / stop", "success"),
+        ("report", "failure"), ("comment", "success")], _texts(r)
+    assert world.compute.calls["instances.insert"] == 1 + 4  # l4 once; a100 in a and b, SPOT then STANDARD
+    world.assert_clean()
+
+    reason = "no capacity for a2-highgpu-1g in us-central1-a, -b (SPOT, STANDARD)"
+    report = world.artifacts / "gpu-runner-report"
+    summary = (report / "summary.md").read_text()
+    assert "1 of 3 entries not run" in summary and reason in summary
+    assert "smoke--here" in summary and "smoke--l4" in summary
+    assert res["report"]["outputs"]["not-run"] == "1" and res["report"]["outputs"]["failed"] == "0"
+    report_step = next(s for s in _jobs(r, "report")[0].steps if s.command == "gpu-runner report")
+    assert f"::error title=smoke--a100%3A not run::{reason}" in report_step.output
+
+    from junitparser import Error, JUnitXml
+
+    xml = JUnitXml.fromfile(str(report / "junit.xml"))
+    suites = {s.name: s for s in xml}
+    assert set(suites) == {"smoke--here", "smoke--l4", "smoke--a100"}
+    (case,) = list(suites["smoke--a100"])
+    assert isinstance(case.result[0], Error) and case.result[0].message == reason
+    assert xml.errors == 1 and xml.failures == 0
+
+    page = (report / "index.html").read_text()
+    assert 'class="tile s-not_run"' in page and "Not run" in page and reason in page
+    body = next(iter(world.gh.comments.values()))["body"]
+    assert "not run" in body and reason in body
+
+
+ON_VM_UNTIL_FLAG = """\
+import os, pathlib, time
+flag = pathlib.Path(os.environ["TEST_FLAG"])
+if not flag.exists():   # the first try: say it is running, then run until something happens to it
+    flag.write_text("running")
+    time.sleep(300)
+"""
+
+
+def test_a_preempted_entry_is_retried_once_on_standard_and_passes(world: World) -> None:
+    """Compute Engine preempts the Spot VM while its notebook runs: the run job fails, stop says
+    preempted=true and retry=true, the retry runs on STANDARD on a VM and runner of its own and
+    passes; the first try's partial results are kept and marked, not counted; nothing is left."""
+    flag = world.ws.parent / "preempt-here"  # not on any job's machine: the cloud's doing
+    world.env["TEST_FLAG"] = str(flag)
+    make_nb(world.ws / "notebooks", "smoke.ipynb", ON_VM_UNTIL_FLAG, "print('smoke ok')")
+    r = world.runner("push", {"after": SHA}, machine="l4")
+    first = "gpu-runner-5150-1-smoke--l4"
+    r.preempt[first] = (flag.exists, world.compute.preempt)
+    res = r.run_workflow()
+    assert [(j.tag, j.result) for j in r.jobs if j.name != "plan"] == [
+        ("entry smoke--l4 / start", "success"), ("entry smoke--l4 / run", "failure"),
+        ("entry smoke--l4 / stop", "success"),
+        ("entry smoke--l4 / start-retry-1", "success"), ("entry smoke--l4 / run-retry-1", "success"),
+        ("entry smoke--l4 / stop-retry-1", "success"), ("report", "success"), ("comment", "success")], _texts(r)
+    run, stop = _jobs(r, "run")[0], _jobs(r, "stop")[0]
+    assert run.preempted and stop.outputs == {"preempted": "true", "retry": "true"}
+    stop_log = next(s for s in stop.steps if s.command == "gpu-runner stop").output
+    assert "preempted=true" in stop_log and "retry 1 of 1 follows, on STANDARD" in stop_log
+    assert _jobs(r, "stop-retry-1")[0].outputs == {"preempted": "false", "retry": "false"}
+    assert _jobs(r, "run-retry-1")[0].container["runs_on"] == "gpu-runner-5150-1r1-smoke--l4"
+    assert [(n, m) for n, _z, m in world.compute.inserted] == [
+        (first, "SPOT"), ("gpu-runner-5150-1r1-smoke--l4", "STANDARD")]
+    world.assert_clean()
+
+    # the preempted try's partial results: kept in their own artifact, marked, not counted
+    partial = json.loads((world.artifacts / "gpu-runner-smoke--l4" / "smoke--l4" / "results.json").read_text())
+    assert partial["entry"]["retry"] == 0 and partial["status"] == "failed" and partial["interrupted"] is True
+    final = json.loads((world.artifacts / "gpu-runner-smoke--l4.retry-1" / "smoke--l4" / "results.json").read_text())
+    assert final["entry"]["retry"] == 1 and final["status"] == "passed"
+    assert final["entry"]["label"] == "gpu-runner-5150-1r1-smoke--l4"
+    report = world.artifacts / "gpu-runner-report"
+    summary = (report / "summary.md").read_text()
+    assert "preempted, passed on the retry (STANDARD)" in summary and "all 1 entry passed" in summary
+    assert res["report"]["outputs"]["failed"] == "0" and res["report"]["outputs"]["not-run"] == "0"
+    page = (report / "index.html").read_text()
+    assert "Try 1: partial results of a preempted VM (not counted)" in page
+    assert "preempted, passed on the retry (STANDARD)" in page
+
+    from junitparser import JUnitXml
+
+    xml = JUnitXml.fromfile(str(report / "junit.xml"))
+    assert xml.failures == 0 and xml.errors == 0 and len(list(xml)) == 1
+    body = next(iter(world.gh.comments.values()))["body"]
+    assert "preempted, passed on the retry (STANDARD)" in body
+
+
+def test_a_cancelled_run_still_deletes_every_vm(world: World) -> None:
+    """The run is cancelled while the entry's notebook runs on its VM: the run job is cancelled,
+    stop (always) deletes the VM and the registration, report does not run."""
+    flag = world.ws.parent / "cancel-here"
+    world.env["TEST_FLAG"] = str(flag)
+    make_nb(world.ws / "notebooks", "smoke.ipynb", ON_VM_UNTIL_FLAG)
+    r = world.runner("push", {"after": SHA}, machine="l4")
+    r.cancel = flag.exists
+    res = r.run_workflow()
+    assert [(j.tag, j.result) for j in r.jobs if j.name != "plan"] == [
+        ("entry smoke--l4 / start", "success"), ("entry smoke--l4 / run", "cancelled"),
+        ("entry smoke--l4 / stop", "success")], _texts(r)
+    assert res["report"]["result"] == "skipped"
+    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.record" / "gpu-runner-try.json").read_text())
+    assert record["run"] == "cancelled" and record["will_retry"] is False
+    world.assert_clean()
 
 
 def test_empty_plan_runs_nothing(world: World) -> None:
@@ -288,7 +436,7 @@ def test_empty_plan_runs_nothing(world: World) -> None:
     r = world.runner("push", {"after": git("rev-parse", "HEAD"), "before": before}, **{"changed-only": True})
     res = r.run_workflow()
     assert res["plan"]["outputs"]["has-work"] == "false", _texts(r)
-    assert [res[j]["result"] for j in ("start", "run", "stop", "report", "comment")] == ["skipped"] * 5
+    assert [res[j]["result"] for j in ("entry", "report")] == ["skipped"] * 2
     (world.ws / "notebooks" / "smoke.ipynb").write_text((world.ws / "notebooks" / "smoke.ipynb").read_text() + " ")
     git("commit", "-qam", "notebook")
     r = world.runner("push", {"after": git("rev-parse", "HEAD"), "before": before}, **{"changed-only": True})
@@ -309,37 +457,58 @@ def test_the_expression_evaluator() -> None:
     assert condition("${{ !cancelled() }}", ctx, {"failed": True})
 
 
-def test_the_workflow_keeps_its_promises() -> None:
+WORKFLOWS = REPO / ".github" / "workflows"
+
+
+def _load(name: str) -> dict:
+    doc = yaml.safe_load((WORKFLOWS / name).read_text())
+    doc["on"] = doc.pop(True)
+    return doc
+
+
+def test_the_workflows_keep_their_promises() -> None:
     """Static promises the harness cannot see by running: pinned actions, permissions, no
-    expressions in scripts, the fork-safe checkouts."""
-    wf = yaml.safe_load((REPO / ".github/workflows/gpu-notebooks.yml").read_text())
+    expressions in scripts, the fork-safe checkouts, secrets passed explicitly to the entry chain."""
+    wf, entry = _load("gpu-notebooks.yml"), _load("gpu-entry.yml")
     action = yaml.safe_load((REPO / "action.yml").read_text())
-    assert wf["permissions"] == {}
-    for name, job in wf["jobs"].items():
-        assert "permissions" in job and "timeout-minutes" in job, name
-        for step in job["steps"]:
-            uses = step.get("uses", "")
-            if uses and not uses.startswith("./"):
-                ref = uses.split("@", 1)[1]
-                assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), uses
-            if "run" in step:
-                assert "${{" not in step["run"], (name, step)
-            if uses.startswith("actions/checkout@"):
-                assert step["with"]["persist-credentials"] is False
+    for doc in (wf, entry):
+        assert doc["permissions"] == {}
+        for name, job in doc["jobs"].items():
+            assert "permissions" in job, name
+            if "uses" in job:  # a call of a reusable workflow: only the keywords GitHub allows there
+                assert set(job) <= {"name", "uses", "with", "secrets", "strategy", "needs", "if", "concurrency",
+                                    "permissions"}, name
+                assert job["uses"].startswith("./.github/workflows/") and job["secrets"] != "inherit"
+                continue
+            assert "timeout-minutes" in job, name
+            for step in job["steps"]:
+                uses = step.get("uses", "")
+                if uses and not uses.startswith("./"):
+                    ref = uses.split("@", 1)[1]
+                    assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), uses
+                if "run" in step:
+                    assert "${{" not in step["run"], (name, step)
+                if uses.startswith("actions/checkout@"):
+                    assert step["with"]["persist-credentials"] is False
     for step in action["runs"]["steps"]:
         assert "${{" not in step.get("run", "")
         if "uses" in step:
             assert len(step["uses"].split("@", 1)[1]) == 40
     assert all("description" in v for v in action["inputs"].values())
     assert all("value" in v for v in action["outputs"].values())
-    # secrets-holding jobs never check out the pull request; the run job gets no token
-    for name in ("start", "stop"):
-        refs = [s.get("with", {}).get("ref") for s in wf["jobs"][name]["steps"] if s.get("uses", "").startswith(
-            "actions/checkout@") and "repository" not in s.get("with", {})]
-        assert refs == [None], name
-    run_step = next(s for s in wf["jobs"]["run"]["steps"] if s.get("uses") == "./.gpu-runner")
-    assert run_step["with"]["github-token"] == ""
-    assert wf["jobs"]["stop"]["if"].startswith("always()")
+    # the entry chain gets exactly the secrets the caller gave, by name
+    call = wf["jobs"]["entry"]
+    assert set(call["secrets"]) == set(wf["on"]["workflow_call"]["secrets"]) == set(entry["on"]["workflow_call"]["secrets"])
+    # secrets-holding jobs never check out the pull request; the run jobs get no token
+    for name, job in entry["jobs"].items():
+        checkouts = [s.get("with", {}) for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@")
+                     and "repository" not in s.get("with", {})]
+        if name.startswith(("start", "stop")):
+            assert [c.get("ref") for c in checkouts] == [None], name
+            assert name.startswith("start") or job["if"].startswith("always()"), name
+        else:
+            run_step = next(s for s in job["steps"] if s.get("uses") == "./.gpu-runner")
+            assert run_step["with"]["github-token"] == "" and "secrets." not in str(job), name
     assert "!cancelled()" in wf["jobs"]["report"]["if"]
     # only the comment job may write; the report job reads what the code under test wrote with none
     writers = {name for name, job in wf["jobs"].items()
@@ -351,6 +520,25 @@ def test_the_workflow_keeps_its_promises() -> None:
     download = next(s for s in wf["jobs"]["comment"]["steps"] if s.get("uses", "").startswith(
         "actions/download-artifact@"))
     assert "artifact-ids" in download["with"] and "pattern" not in download["with"]
+
+
+def test_the_tries_of_an_entry_are_the_same_jobs() -> None:
+    """gpu-entry.yml repeats start, run and stop for each retry: the copies may differ only in the
+    try they stand for (GitHub has no loops; this keeps them from drifting apart)."""
+    jobs = _load("gpu-entry.yml")["jobs"]
+    assert list(jobs) == ["start", "run", "stop", "start-retry-1", "run-retry-1", "stop-retry-1",
+                          "start-retry-2", "run-retry-2", "stop-retry-2"]
+
+    def normal(job: dict, n: int) -> str:
+        text = json.dumps({k: v for k, v in job.items() if k not in ("needs", "if", "runs-on", "name")}, sort_keys=True)
+        return text.replace(f"-retry-{n}", "").replace(f".retry-{n}", "").replace(f'"retry": {n}', '"retry": 0')
+
+    for kind in ("start", "run", "stop"):
+        first = normal(jobs[kind], 0)
+        for n in (1, 2):
+            assert normal(jobs[f"{kind}-retry-{n}"], n) == first, f"{kind}-retry-{n} differs from {kind}"
+    assert jobs["start-retry-1"]["if"] == "needs.stop.outputs.retry == 'true'"
+    assert jobs["start-retry-2"]["if"] == "needs.stop-retry-1.outputs.retry == 'true'"
 
 
 def test_run_entry_on_its_own_vm_holds_the_machine_to_its_gpu_count(world: World) -> None:
@@ -379,15 +567,15 @@ def test_the_run_job_installs_gpu_runner_for_real_and_tests_the_jobs_own_python(
     make_nb(world.ws / "notebooks", "smoke.ipynb", "import sys, runtime_only",
             "print('EXE', sys.executable, 'PKG', runtime_only.__version__)")
     r = world.runner("push", {"after": SHA, "before": "0" * 40, "ref": "refs/heads/main"}, machine="here")
-    r.real_install = lambda tag: tag.startswith("run ")
+    r.real_install = lambda tag: tag.endswith("/ run")
     r.job_env = lambda tag: {"PATH": f"{job_bin}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": None,
-                             "GPU_RUNNER_CACHE_DIR": str(kernel_cache)} if tag.startswith("run ") else {}
+                             "GPU_RUNNER_CACHE_DIR": str(kernel_cache)} if tag.endswith("/ run") else {}
     r.pip_cache = Path(os.environ.get("PIP_CACHE_DIR") or Path.home() / ".cache" / "pip")
     res = r.run_workflow()
-    assert res["run"]["result"] == "success", _texts(r)
-    run_text = "\n".join(s.output for s in r.records if s.job.startswith("run "))
+    assert res["entry"]["result"] == "success", _texts(r)
+    run_text = "\n".join(s.output for s in r.records if s.job.endswith("/ run"))
     assert "Install gpu-runner into" in run_text  # the real install ran, not a stand-in
-    venv = next((tmp_path / "jobs").glob("run_*/temp/gpu-runner/venv-*"))
+    venv = next((tmp_path / "jobs").glob("entry_smoke--here___run/temp/gpu-runner/venv-*"))
     assert "from gpu_runner.cli import main" in (venv / "bin" / "gpu-runner").read_text()  # pip's script, no shim
     site = next(venv.glob("lib/python*/site-packages"))
     assert (site / "gpu_runner" / "__init__.py").is_file()

@@ -20,6 +20,11 @@ GITHUB_EVENT_PATH). Matrix jobs run once per item. What it does not run, it stan
   cache of a repeat run). ``Runner.job_env`` changes a job's machine (its ``PATH``: which
   ``python3`` the job has).
 * ``container:`` is evaluated and recorded, not started.
+* ``uses: ./.github/workflows/X.yml`` (a job that calls a reusable workflow, in a matrix or not):
+  the called workflow's jobs run, each as its own machine, with the inputs and secrets the call
+  passes (only those it declares), the caller's ``github`` context, and its outputs mapped back.
+* A job on a self-hosted label needs a runner online with it (``runner_online``); it can be
+  preempted or the run cancelled while a step runs (``preempt``, ``cancel``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +243,9 @@ def condition(text: Any, ctx: dict[str, Any], status: dict[str, bool]) -> bool:
 # Jobs
 # --------------------------------------------------------------------------------------
 
+HOSTED = re.compile(r"^(ubuntu|windows|macos)-")
+"""Labels of GitHub-hosted runners; any other ``runs-on`` is a self-hosted runner's label."""
+
 
 def _read_outputs(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -275,12 +284,34 @@ class JobResult:
     steps: list[StepRecord]
     container: dict[str, Any] | None = None
     summary: str = ""
+    tag: str = ""
+    """Where the job sits: ``entry smoke--l4 / run`` (caller job, matrix item, called job)."""
+    name: str = ""
+    """The job's id in its workflow file (``run``, ``stop-retry-1``)."""
+    item: dict[str, Any] | None = None
+    preempted: bool = False
+
+
+@dataclass
+class Call:
+    """One workflow being run: the top-level reusable workflow or one it calls."""
+
+    doc: dict[str, Any]
+    inputs: dict[str, Any]
+    secrets: dict[str, str]
+    prefix: str = ""
 
 
 @dataclass
 class Runner:
     """Runs the reusable workflow's jobs in ``workspace`` with ``base_env`` (GITHUB_* and stand-in
-    addresses) for one event."""
+    addresses) for one event.
+
+    Every job is a machine of its own: a fresh copy of the checkout, its own RUNNER_TEMP, step
+    summary and environment; jobs share only artifacts (a folder per name) and outputs. A job
+    whose ``runs-on`` is not a GitHub-hosted label runs on a self-hosted runner: it needs one
+    online with that label (``runner_online``), runs with RUNNER_NAME set to it, and can be
+    preempted (``preempt``) or the whole run cancelled (``cancel``) while a step runs."""
 
     workspace: Path
     base_env: dict[str, str]
@@ -291,8 +322,6 @@ class Runner:
     artifacts: Path
     workflow_path: Path = REPO / ".github" / "workflows" / "gpu-notebooks.yml"
     records: list[StepRecord] = field(default_factory=list)
-    runner_names: dict[str, str] = field(default_factory=dict)
-    """matrix item id -> RUNNER_NAME of the machine its run job lands on."""
     real_install: Any = staticmethod(lambda tag: False)
     """``tag -> bool`` ("run smoke--here"): the jobs whose action installs gpu-runner for real."""
     job_env: Any = staticmethod(lambda tag: {})
@@ -301,15 +330,25 @@ class Runner:
     """What ``actions/cache`` restores for the real installs (else they start with no cache)."""
     artifact_ids: dict[str, str] = field(default_factory=dict)
     """artifact name -> the id its upload gave (``artifact-id``), for downloads by ``artifact-ids``."""
+    jobs: list[JobResult] = field(default_factory=list)
+    """Every job that ran (matrix items and called workflows' jobs included), in order."""
+    runner_online: Any = None
+    """label -> bool: whether a self-hosted runner with that label is online (the GitHub stand-in)."""
+    preempt: dict[str, Any] = field(default_factory=dict)
+    """label -> (when, then): while a step of a job on that label runs, ``when()`` is polled; once
+    true the cloud takes the VM back: the step gets SIGTERM (the preemption notice), the job's
+    ``always()`` steps run in the notice, the job fails, and ``then(label)`` deletes the VM."""
+    cancel: Any = None
+    """``when()`` polled while any step runs: once true the workflow run is cancelled (SIGINT to
+    the step, then only ``always()`` steps and jobs)."""
+    cancelled: bool = False
+    cache_uses: list[tuple[str, str | None]] = field(default_factory=list)
+    """(job tag, the action's ``cache`` input) for every use of the action."""
 
     def __post_init__(self) -> None:
-        self.workflow = yaml.safe_load(self.workflow_path.read_text(encoding="utf-8"))
+        self.workflow = self.load(self.workflow_path)
         self.action = yaml.safe_load((REPO / "action.yml").read_text(encoding="utf-8"))
-        declared = self.workflow[True]["workflow_call"]["inputs"] if True in self.workflow else \
-            self.workflow["on"]["workflow_call"]["inputs"]
-        unknown = set(self.inputs) - set(declared)
-        assert not unknown, f"inputs the workflow does not declare: {unknown}"
-        self.resolved_inputs = {k: self.inputs.get(k, spec.get("default")) for k, spec in declared.items()}
+        self.resolved_inputs = self.declared_inputs(self.workflow, self.inputs)
         event_file = self.workspace.parent / "event.json"
         event_file.write_text(json.dumps(self.event))
         self.base_env = {**self.base_env, "GITHUB_EVENT_PATH": str(event_file), "GITHUB_EVENT_NAME": self.event_name,
@@ -319,6 +358,30 @@ class Runner:
             link.symlink_to(REPO, target_is_directory=True)
         self.pristine = self.workspace
         """Every job starts on a fresh machine: a copy of this checkout."""
+        self.top = Call(self.workflow, self.resolved_inputs, dict(self.secrets))
+
+    @staticmethod
+    def load(path: Path) -> dict[str, Any]:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc["on"] = doc.pop(True) if True in doc else doc["on"]
+        return doc
+
+    @staticmethod
+    def declared_inputs(doc: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        declared = doc["on"]["workflow_call"].get("inputs", {})
+        unknown = set(given) - set(declared)
+        assert not unknown, f"inputs the workflow does not declare: {unknown}"
+        missing = [k for k, spec in declared.items() if spec.get("required") and k not in given]
+        assert not missing, f"required inputs not given: {missing}"
+        out = {}
+        for k, spec in declared.items():
+            v = given.get(k, spec.get("default"))
+            if spec.get("type") == "number" and isinstance(v, str):
+                v = _coerce_num(v)
+            if spec.get("type") == "boolean" and isinstance(v, str):
+                v = v.lower() == "true"
+            out[k] = v
+        return out
 
     def github_ctx(self) -> dict[str, Any]:
         e = self.base_env
@@ -328,18 +391,21 @@ class Runner:
                 "workspace": str(self.workspace), "workflow": "runtime-tests"}
 
     # -- one job ------------------------------------------------------------------------
-    def job_items(self, name: str, needs: dict[str, Any]) -> list[dict[str, Any] | None]:
-        job = self.workflow["jobs"][name]
+    def job_items(self, name: str, needs: dict[str, Any], call: Call | None = None) -> list[dict[str, Any] | None]:
+        call = call or self.top
+        job = call.doc["jobs"][name]
         strategy = job.get("strategy")
         if not strategy:
             return [None]
-        ctx = {"github": self.github_ctx(), "inputs": self.resolved_inputs, "needs": needs}
+        ctx = {"github": self.github_ctx(), "inputs": call.inputs, "needs": needs}
         matrix = evaluate(strategy["matrix"], ctx)
         return list(matrix.get("include", []))
 
-    def run_job(self, name: str, needs: dict[str, Any], item: dict[str, Any] | None) -> JobResult:
-        job = self.workflow["jobs"][name]
-        tag = f"{name} {item['id']}" if item else name
+    def run_job(self, name: str, needs: dict[str, Any], item: dict[str, Any] | None, call: Call | None = None
+                ) -> JobResult:
+        call = call or self.top
+        job = call.doc["jobs"][name]
+        tag = call.prefix + (f"{name} {item['id']}" if item else name)
         jobdir = self.pristine.parent / "jobs" / re.sub(r"[^A-Za-z0-9_.-]", "_", tag)
         shutil.rmtree(jobdir, ignore_errors=True)
         (jobdir / "temp").mkdir(parents=True, exist_ok=True)
@@ -347,25 +413,36 @@ class Runner:
         shutil.copytree(self.pristine, self.workspace, symlinks=True)
         summary = jobdir / "step_summary.md"
         summary.write_text("")
-        ctx: dict[str, Any] = {"github": self.github_ctx(), "inputs": self.resolved_inputs, "needs": needs,
-                               "matrix": item or {}, "secrets": self.secrets, "steps": {},
+        ctx: dict[str, Any] = {"github": self.github_ctx(), "inputs": call.inputs, "needs": needs,
+                               "matrix": item or {}, "secrets": call.secrets, "steps": {},
                                "runner": {"temp": str(jobdir / "temp"), "os": "Linux", "arch": "X64"},
                                "env": {}, "strategy": {}, "job": {}}
         status = {"failed": False, "cancelled": False}
         container = evaluate(job.get("container"), ctx) if job.get("container") else None
         runs_on = evaluate(job.get("runs-on"), ctx)
+        assert runs_on, f"{tag}: runs-on is empty"
+        self_hosted = not HOSTED.match(str(runs_on))
+        if self_hosted and self.runner_online is not None:
+            assert self.runner_online(runs_on), (f"{tag}: no runner is online with the label {runs_on}: GitHub "
+                                                 "would queue this job until it times out")
         env = {**self.base_env, "RUNNER_TEMP": str(jobdir / "temp"), "GITHUB_STEP_SUMMARY": str(summary),
-               "RUNNER_OS": "Linux", "RUNNER_ARCH": "X64",
-               "RUNNER_NAME": self.runner_names.get(item["id"], "hosted") if item else "hosted"}
+               "RUNNER_OS": "Linux", "RUNNER_ARCH": "X64", "RUNNER_NAME": runs_on if self_hosted else "hosted"}
         for k, v in self.job_env(tag).items():
             if v is None:
                 env.pop(k, None)
             else:
                 env[k] = v
+        watch = self.preempt.get(runs_on) if self_hosted else None
+        preempted = job_cancelled = False
         steps: list[StepRecord] = []
         for i, step in enumerate(job.get("steps", [])):
             sid = step.get("id", f"__{i}")
             label = step.get("name") or step.get("uses") or step.get("run", "")[:40]
+            # a job that started after the run was cancelled (it asked for always()) runs its
+            # steps as usual; a job cancelled while it ran keeps only its always() steps
+            status["cancelled"] = job_cancelled
+            if preempted:  # the notice: only what asks for always() still runs
+                status["failed"] = True
             if not condition(step.get("if"), ctx, status):
                 steps.append(StepRecord(tag, label, "skipped"))
                 continue
@@ -373,44 +450,93 @@ class Runner:
             with_ = evaluate(step.get("with", {}), ctx, status)
             uses = step.get("uses", "")
             outputs: dict[str, str] = {}
+            stop_when = None if preempted else (watch[0] if watch else None)
             if uses == "./.gpu-runner":
-                ok, outputs, text = self.run_action(with_, step_env, ctx, status, jobdir, tag)
+                ok, outputs, text, why = self.run_action(with_, step_env, ctx, status, jobdir, tag, stop_when)
                 rec = StepRecord(tag, label, "success" if ok else "failure", text,
                                  command=f"gpu-runner {with_.get('mode')}")
             elif uses.startswith("actions/upload-artifact@"):
                 ok, outputs = self.upload(with_)
+                why = None
                 rec = StepRecord(tag, label, "success" if ok else "failure")
             elif uses.startswith("actions/download-artifact@"):
                 self.download(with_)
-                rec = StepRecord(tag, label, "success")
+                rec, why = StepRecord(tag, label, "success"), None
             elif uses.startswith(("actions/checkout@", "google-github-actions/auth@", "actions/cache@")):
-                rec = StepRecord(tag, label, "success")
+                rec, why = StepRecord(tag, label, "success"), None
             elif "run" in step:
-                ok, outputs, text = self.bash(evaluate(step["run"], ctx, status), step_env, jobdir)
+                ok, outputs, text, why = self.bash(evaluate(step["run"], ctx, status), step_env, jobdir, stop_when)
                 rec = StepRecord(tag, label, "success" if ok else "failure", text)
             else:
                 raise AssertionError(f"{tag}: step {label!r} uses {uses!r}, which this harness does not know")
+            if why == "cancelled":
+                job_cancelled = True
+                rec.outcome = "cancelled"
+            if why == "preempted":
+                preempted = True
+                rec.outcome = "failure"
+                rec.output += "\nThe runner has received a shutdown signal (the VM was preempted)."
             ctx["steps"][sid] = {"outputs": outputs, "outcome": rec.outcome, "conclusion": rec.outcome}
             if rec.outcome == "failure":
                 status["failed"] = True
             steps.append(rec)
+        if preempted and watch:
+            watch[1](runs_on)  # the notice is over: Compute Engine takes the VM
         self.records += steps
         job_outputs = {k: _to_str(v) for k, v in evaluate(job.get("outputs", {}), ctx, status).items()}
-        assert runs_on, f"{tag}: runs-on is empty"
-        return JobResult("failure" if status["failed"] else "success", job_outputs, steps,
-                         container={"runs_on": runs_on, **(container or {})}, summary=summary.read_text())
+        result = "cancelled" if job_cancelled else ("failure" if status["failed"] else "success")
+        jr = JobResult(result, job_outputs, steps, container={"runs_on": runs_on, **(container or {})},
+                       summary=summary.read_text(), tag=tag, name=name, item=item, preempted=preempted)
+        self.jobs.append(jr)
+        return jr
 
-    def bash(self, script: str, env: dict[str, str], jobdir: Path) -> tuple[bool, dict[str, str], str]:
+    def _wait(self, proc: subprocess.Popen[str], stop_when: Any) -> str | None:
+        """Wait for a step's process; on a preemption or a cancellation signal it as GitHub does."""
+        import signal
+
+        deadline = time.monotonic() + 600
+        why = None
+        while proc.poll() is None:
+            if why is None and stop_when is not None and stop_when():
+                why = "preempted"
+                os.killpg(proc.pid, signal.SIGTERM)
+            elif why is None and not self.cancelled and self.cancel is not None and self.cancel():
+                why = "cancelled"
+                self.cancelled = True
+                os.killpg(proc.pid, signal.SIGINT)
+            if time.monotonic() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise AssertionError("a step ran for more than 600 s")
+            time.sleep(0.05)
+        if why is not None:  # the runner waits for what the step started to end (its cleanup writes results)
+            grace = time.monotonic() + 60
+            while True:
+                try:
+                    os.killpg(proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                if time.monotonic() > grace:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
+                time.sleep(0.05)
+        return why
+
+    def bash(self, script: str, env: dict[str, str], jobdir: Path, stop_when: Any = None
+             ) -> tuple[bool, dict[str, str], str, str | None]:
         out = jobdir / f"output-{len(list(jobdir.glob('output-*')))}"
         out.write_text("")
-        r = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
-                           cwd=self.workspace, env={**env, "GITHUB_OUTPUT": str(out)}, capture_output=True,
-                           text=True, timeout=600)
-        return r.returncode == 0, _read_outputs(out), r.stdout + r.stderr
+        log = jobdir / f"log-{len(list(jobdir.glob('log-*')))}"
+        with log.open("w") as f:
+            proc = subprocess.Popen(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+                                    cwd=self.workspace, env={**env, "GITHUB_OUTPUT": str(out)}, stdout=f,
+                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            why = self._wait(proc, stop_when)
+        return proc.returncode == 0 and why is None, _read_outputs(out), log.read_text(), why
 
     # -- the composite action ------------------------------------------------------------
     def run_action(self, with_: dict[str, Any], env: dict[str, str], outer: dict[str, Any],
-                   status: dict[str, bool], jobdir: Path, tag: str) -> tuple[bool, dict[str, str], str]:
+                   status: dict[str, bool], jobdir: Path, tag: str, stop_when: Any = None
+                   ) -> tuple[bool, dict[str, str], str, str | None]:
         declared = self.action["inputs"]
         unknown = set(with_) - set(declared)
         assert not unknown, f"{tag}: inputs action.yml does not declare: {unknown}"
@@ -419,12 +545,14 @@ class Runner:
         for k, spec in declared.items():
             inputs[k] = _to_str(with_[k]) if k in with_ else _to_str(evaluate(spec.get("default", ""), ctx))
         ctx["inputs"] = inputs
+        self.cache_uses.append((tag, inputs.get("cache")))
         texts = []
         ok = True
+        why = None
         astatus = {"failed": False, "cancelled": status.get("cancelled", False)}
         for i, step in enumerate(self.action["runs"]["steps"]):
             sid = step.get("id", f"__{i}")
-            if not condition(step.get("if"), ctx, astatus):
+            if why is not None or not condition(step.get("if"), ctx, astatus):
                 continue
             if "uses" in step:
                 assert step["uses"].startswith("actions/cache@"), step["uses"]
@@ -437,7 +565,7 @@ class Runner:
             assert "${{" not in step["run"], "action.yml: inputs reach scripts through env:, never the script text"
             step_env = {**env, "GITHUB_ACTION_PATH": str(REPO),
                         **{k: _to_str(v) for k, v in evaluate(step.get("env", {}), ctx, astatus).items()}}
-            good, outputs, text = self.bash(step["run"], step_env, jobdir)
+            good, outputs, text, why = self.bash(step["run"], step_env, jobdir, stop_when)
             texts.append(text)
             if sid == "key" and good and not self.real_install(tag):
                 self.provide_venv(outputs)
@@ -446,7 +574,7 @@ class Runner:
                 ok = False
                 astatus["failed"] = True
         outs = {k: _to_str(evaluate(v["value"], ctx)) for k, v in self.action.get("outputs", {}).items()}
-        return ok, {k: v for k, v in outs.items() if v != ""}, "\n".join(texts)
+        return ok, {k: v for k, v in outs.items() if v != ""}, "\n".join(texts), why
 
     def provide_venv(self, outputs: dict[str, str]) -> None:
         venv = Path(outputs["venv"])
@@ -460,6 +588,7 @@ class Runner:
     def upload(self, with_: dict[str, Any]) -> tuple[bool, dict[str, str]]:
         """(ok, outputs): the outputs carry ``artifact-id`` when something was uploaded."""
         name = with_["name"]
+        assert re.fullmatch(r'[^"<>:|*?\\/\r\n]+', name), f"artifact name {name!r} is not allowed"
         lines = [ln.strip() for ln in str(with_["path"]).splitlines() if ln.strip()]
         include = [ln for ln in lines if not ln.startswith("!")]
         exclude = {(self.workspace / ln[1:]).resolve() for ln in lines if ln.startswith("!")}
@@ -497,31 +626,69 @@ class Runner:
                 target = path if _truthy(with_.get("merge-multiple")) else path / art.name
                 shutil.copytree(art, target, dirs_exist_ok=True)
 
-    # -- the whole workflow --------------------------------------------------------------
+    # -- workflows -----------------------------------------------------------------------
     def run_workflow(self) -> dict[str, Any]:
-        """Jobs in dependency order; a matrix job's result is failure when any item failed."""
+        """The reusable workflow's jobs; returns {job id: {result, outputs}} of its own jobs, and
+        ``_jobs``: {job id: [JobResult, ...]} (a called workflow's jobs under ``caller/called``)."""
+        results = self.run_call(self.top)
+        per_name: dict[str, list[JobResult]] = {}
+        for j in self.jobs:
+            per_name.setdefault(j.name, []).append(j)
+        results["_jobs"] = per_name
+        return results
+
+    def run_call(self, call: Call) -> dict[str, Any]:
+        """One workflow's jobs in dependency order; a matrix job's (or a called workflow's) result is
+        failure when any item failed, cancelled when the run was cancelled."""
         results: dict[str, Any] = {}
-        per_item: dict[str, list[JobResult]] = {}
-        order = ["plan", "start", "run", "stop", "report", "comment"]
-        assert list(self.workflow["jobs"]) == order, list(self.workflow["jobs"])
-        for name in order:
-            job = self.workflow["jobs"][name]
+        jobs = call.doc["jobs"]
+        for name, job in jobs.items():
             needs_list = job.get("needs", [])
             needs_list = [needs_list] if isinstance(needs_list, str) else needs_list
+            assert all(n in results for n in needs_list), f"{call.prefix}{name}: needs a later job ({needs_list})"
             needs = {n: results[n] for n in needs_list}
             status = {"failed": any(results[n]["result"] in ("failure", "cancelled") for n in needs_list),
-                      "cancelled": False}
+                      "cancelled": self.cancelled}
             if any(results[n]["result"] == "skipped" for n in needs_list) and not re.search(
                     r"always\(\)|cancelled\(\)", str(job.get("if", ""))):
                 status["failed"] = True  # a skipped need skips this job unless it asks for always()
-            ctx = {"github": self.github_ctx(), "inputs": self.resolved_inputs, "needs": needs}
+            ctx = {"github": self.github_ctx(), "inputs": call.inputs, "needs": needs}
             if not condition(job.get("if"), ctx, status):
                 results[name] = {"result": "skipped", "outputs": {}}
                 continue
-            runs = [self.run_job(name, needs, item) for item in self.job_items(name, needs)]
-            per_item[name] = runs
-            failed = any(r.result == "failure" for r in runs)
-            outputs = runs[0].outputs if len(runs) == 1 else {}
-            results[name] = {"result": "failure" if failed else "success", "outputs": outputs}
-        results["_jobs"] = per_item
+            items = self.job_items(name, needs, call)
+            if "uses" in job:
+                outs = [self.run_uses(name, job, needs, item, call) for item in items]
+            else:
+                outs = [(r.result, r.outputs) for r in (self.run_job(name, needs, item, call) for item in items)]
+            rs = [o[0] for o in outs]
+            result = ("failure" if "failure" in rs else "cancelled" if "cancelled" in rs else "success")
+            outputs: dict[str, str] = {}
+            for _r, o in outs:  # a matrix: the last item that sets a value wins (GitHub's rule)
+                outputs.update({k: v for k, v in o.items() if v != ""})
+            results[name] = {"result": result, "outputs": outputs}
         return results
+
+    def run_uses(self, name: str, job: dict[str, Any], needs: dict[str, Any], item: dict[str, Any] | None,
+                 call: Call) -> tuple[str, dict[str, str]]:
+        """A job that calls a local reusable workflow: its jobs run as their own machines."""
+        uses = job["uses"]
+        assert uses.startswith("./.github/workflows/"), f"{name}: only local reusable workflows: {uses}"
+        doc = self.load(REPO / uses[2:])
+        ctx = {"github": self.github_ctx(), "inputs": call.inputs, "needs": needs, "matrix": item or {},
+               "secrets": call.secrets}
+        given = evaluate(job.get("with", {}), ctx)
+        secrets_spec = job.get("secrets", {})
+        secrets = dict(call.secrets) if secrets_spec == "inherit" else {
+            k: _to_str(v) for k, v in evaluate(secrets_spec, ctx).items()}
+        declared = doc["on"]["workflow_call"].get("secrets", {})
+        assert set(secrets) <= set(declared), f"{name}: secrets the called workflow does not declare"
+        sub = Call(doc, self.declared_inputs(doc, given), {k: v for k, v in secrets.items() if v},
+                   prefix=call.prefix + (f"{name} {item['id']} / " if item else f"{name} / "))
+        results = self.run_call(sub)
+        rs = [r["result"] for r in results.values()]
+        result = "failure" if "failure" in rs else "cancelled" if "cancelled" in rs else "success"
+        jctx = {"github": self.github_ctx(), "inputs": sub.inputs, "jobs": results}
+        outputs = {k: _to_str(evaluate(v["value"], jctx))
+                   for k, v in doc["on"]["workflow_call"].get("outputs", {}).items()}
+        return result, outputs

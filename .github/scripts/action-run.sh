@@ -53,8 +53,14 @@ case "$INPUT_MODE" in
       args+=(--fork-gate "$INPUT_FORK_GATE")
     fi
     ;;
-  start) args=(start --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" "${project[@]}") ;;
-  stop) args=(stop --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" "${project[@]}") ;;
+  start) args=(start --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" --retry "${INPUT_RETRY:-0}" "${project[@]}") ;;
+  stop)
+    args=(stop --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" --retry "${INPUT_RETRY:-0}" "${project[@]}")
+    if [ -n "${INPUT_RECORD:-}" ]; then
+      args+=(--record "$INPUT_RECORD" --start-result "${INPUT_START_RESULT:-}" --run-result "${INPUT_RUN_RESULT:-}")
+      args+=(--start-outputs "${INPUT_START_OUTPUTS:-}")
+    fi
+    ;;
   run | check)
     # the notebooks run here: they get no GitHub token
     unset GPU_RUNNER_GITHUB_TOKEN GITHUB_TOKEN
@@ -69,7 +75,8 @@ case "$INPUT_MODE" in
     group=false  # check folds each check's output itself
     ;;
   run)
-    args=(run --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" --out "$INPUT_RESULTS_DIR" "${pdf[@]}")
+    args=(run --matrix "$INPUT_MATRIX" --entry "$INPUT_ENTRY" --retry "${INPUT_RETRY:-0}" --out "$INPUT_RESULTS_DIR"
+      "${pdf[@]}")
     if flag "${INPUT_RERUN:-false}" rerun; then args+=(--rerun); fi
     if ! flag "${INPUT_CHECKS:-true}" checks; then args+=(--no-checks); fi
     group=false  # run folds each notebook's log itself
@@ -80,6 +87,7 @@ case "$INPUT_MODE" in
   report)
     # the results were written by the code under test: the report gets no GitHub token
     unset GPU_RUNNER_GITHUB_TOKEN GITHUB_TOKEN
+    mkdir -p "$INPUT_RESULTS_DIR"  # no entry uploaded anything: every planned entry is reported as not run
     args=(report "$INPUT_RESULTS_DIR" --out "${INPUT_REPORT_DIR:-$INPUT_RESULTS_DIR}" "${pdf[@]}")
     if [ -n "${INPUT_BASELINE_DIR:-}" ]; then
       if [ -d "$INPUT_BASELINE_DIR" ]; then
@@ -87,6 +95,12 @@ case "$INPUT_MODE" in
       else
         echo "gpu-runner: no baseline folder $INPUT_BASELINE_DIR (the baseline step did not run): no comparison"
       fi
+    fi
+    if [ -n "${INPUT_PLAN:-}" ]; then
+      plan="${RUNNER_TEMP:-/tmp}/gpu-runner/plan.json"
+      mkdir -p "$(dirname "$plan")"
+      printf '%s' "$INPUT_PLAN" >"$plan"
+      args+=(--plan "$plan")
     fi
     group=false
     ;;

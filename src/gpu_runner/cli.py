@@ -19,6 +19,8 @@ import yaml
 from . import __version__
 from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE, ConfigError, GpuRunnerError, InfraError
 
+MAX_RETRY = 2
+"""Tries after the first (``retries.preempted`` is at most 2)."""
 _FLOAT_12 = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -119,6 +121,8 @@ def cli() -> None:
 @click.option("--entry", "entry_id", default=None, metavar="ID", shell_complete=_matrix_names("entry"),
               help="With --matrix: run exactly this entry here; on the entry's own VM (RUNNER_NAME is its label) "
                    "as the machine the matrix describes, its GPU count enforced.")
+@click.option("--retry", "retry", type=click.IntRange(min=0, max=MAX_RETRY), default=0, show_default=True,
+              help="With --entry: which try of the entry this is (1, 2 after its VM was preempted).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results"),
               show_default=True, help="Results folder; one sub-folder per entry.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
@@ -147,6 +151,7 @@ def run_cmd(
     machines: tuple[str, ...],
     run_cloud_locally: bool,
     entry_id: str | None,
+    retry: int,
     out_dir: Path,
     jobs: int | None,
     timeout_s: float | None,
@@ -172,14 +177,15 @@ def run_cmd(
     # from here on a signal stops the run in order (see README: a run stopped by a signal)
     stop = Stop().install()
     try:
-        _run(stop, paths, matrix_path, runtimes, machines, run_cloud_locally, entry_id, out_dir, jobs, timeout_s,
-             cell_timeout_s, rerun, kernel, params, log_mode, pdf, checks, python, kernel_overlay)
+        _run(stop, paths, matrix_path, runtimes, machines, run_cloud_locally, entry_id, retry, out_dir, jobs,
+             timeout_s, cell_timeout_s, rerun, kernel, params, log_mode, pdf, checks, python, kernel_overlay)
     finally:
         stop.restore()
 
 
 def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: tuple[str, ...],
-         machines: tuple[str, ...], run_cloud_locally: bool, entry_id: str | None, out_dir: Path, jobs: int | None,
+         machines: tuple[str, ...], run_cloud_locally: bool, entry_id: str | None, retry: int, out_dir: Path,
+         jobs: int | None,
          timeout_s: float | None, cell_timeout_s: float | None, rerun: bool, kernel: str | None,
          params: tuple[str, ...], log_mode: str, pdf: bool, checks: bool, python: str | None,
          kernel_overlay: bool | None) -> None:
@@ -205,12 +211,14 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
 
         if paths:
             raise ConfigError("give notebook PATHs or --matrix, not both")
+        if retry and entry_id is None:
+            raise ConfigError("--retry names a try of one entry: give --entry ID too")
         if entry_id is not None:
             from .plan import entry_run_here
 
             if runtimes or machines or run_cloud_locally:
                 raise ConfigError("--entry names one entry: leave out --runtime, --machine and --local")
-            runs = [entry_run_here(matrix_path, entry_id)]
+            runs = [entry_run_here(matrix_path, entry_id, retry=retry)]
         else:
             runs = local_runs(matrix_path, runtimes=list(runtimes), machines=list(machines),
                               local=run_cloud_locally)
@@ -223,8 +231,9 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
             r.log_py = log_mode == "py"
             r.checks = r.checks if checks else []
     else:
-        if runtimes or machines or run_cloud_locally or entry_id:
-            raise ConfigError("--runtime, --machine, --local and --entry select matrix entries: give --matrix FILE too")
+        if runtimes or machines or run_cloud_locally or entry_id or retry:
+            raise ConfigError("--runtime, --machine, --local, --entry and --retry select matrix entries: give --matrix "
+                              "FILE too")
         if not paths:
             if not Path("notebooks").is_dir():
                 raise ConfigError("no PATH given and no ./notebooks folder here; name the notebooks to run")
@@ -484,36 +493,58 @@ REPORT_FILES = ("summary.md", "index.html", "junit.xml", "comparison.json")
                 type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Where the merged junit.xml, summary.md and index.html go.  [default: the first RESULTS_DIR]")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PLAN_JSON",
+              help="The plan job's matrix JSON: every planned entry is reported, one with no results as not_run "
+                   "with its reason.")
 @click.option("--pdf/--no-pdf", "pdf", default=True, show_default=True,
               help="Print each notebook's HTML to PDF with headless Chromium where no PDF is there yet.")
 @click.option("--baseline", "baseline", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="DIR",
               help="A previous run's results (as `gpu-runner baseline fetch` leaves them): say what newly fails, "
                    "what was fixed, and which notebooks got slower or hungrier, by the matrix's thresholds.")
-def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool, baseline: Path | None) -> None:
+def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: Path | None, pdf: bool,
+               baseline: Path | None) -> None:
     """Merge entry folders (every folder holding a results.json under each RESULTS_DIR) into one report.
 
     Writes per-entry junit.xml, HTML and PDF where missing, then the merged junit.xml,
     summary.md and index.html; with --baseline, what changed against it in each of them and
     in comparison.json (a baseline folder without results says so once, and the report goes
-    on). Every results.json is checked against its schema first: the results may come from
-    untrusted code. Exit 0 when everything passed, 1 when anything failed, 2 when no
-    results.json is found, one is not valid (then no report is written at all), or --baseline
-    is not a folder.
+    on). Every results.json, and every try's record, is checked first: the results may come
+    from untrusted code. The tries' records (gpu-runner-try.json, written by the stop step) and
+    --plan say which entries did not run and why, and which results are a preempted try's; with
+    --plan each downloaded artifact speaks only for its own entry and try. Exit 0 when everything
+    passed, 1 when a notebook or check failed, else 3 when an entry was not run; 2 when there is
+    nothing to report, a results.json or record is not valid (then no report is written at all),
+    or --baseline is not a folder.
     """
-    from .report import PdfPrinter, load_entry, write_entry_reports, write_run_reports
-    from .results import find_entry_dirs
+    from .report import PdfPrinter, artifact_layout, load_entry, load_record, read_plan, write_entry_reports
+    from .report import write_run_reports
+    from .results import find_entry_dirs, find_try_records
 
     if baseline is not None and not baseline.is_dir():
         raise ConfigError(f"--baseline {baseline}: no such folder")
     base_root = baseline.resolve() if baseline is not None else None
+    plan = read_plan(plan_path) if plan_path is not None else None
     entry_dirs: list[Path] = []
+    records: list[Path] = []
     for d in results_dirs:
         if not d.is_dir():
+            if plan is not None:  # an entry folder that never came (nothing was downloaded)
+                click.secho(f"gpu-runner: warning: {d}: no such folder", fg="yellow", err=True)
+                continue
             raise ConfigError(f"{d}: no such folder")
         # a baseline folder inside a results folder is the baseline, not entries of this run
         entry_dirs += [e for e in find_entry_dirs(d) if e not in entry_dirs
                        and not (base_root is not None and e.resolve().is_relative_to(base_root))]
+        records += [r for r in find_try_records(d) if r not in records
+                    and not (base_root is not None and r.resolve().is_relative_to(base_root))]
+    if not entry_dirs and not records and not plan:
+        raise ConfigError("no results.json found under " + ", ".join(str(d) for d in results_dirs)
+                          + "; give the folder `gpu-runner run --out` wrote, or the downloaded artifacts")
+    if plan is not None:  # the report job's downloads: one folder per artifact, each for its own entry
+        entry_dirs, records, ignored = artifact_layout(entry_dirs, records, roots=list(results_dirs), plan=plan)
+        for why in ignored:
+            click.secho(f"gpu-runner: warning: ignored {why}", fg="yellow", err=True)
     from .outdir import OutLock
 
     target = out_dir or results_dirs[0]
@@ -523,26 +554,29 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, pdf: bool, 
             stale = target / name
             if stale.is_file() or stale.is_symlink():
                 stale.unlink()
-        if not entry_dirs:
-            raise ConfigError("no results.json found under " + ", ".join(str(d) for d in results_dirs)
-                              + "; give the folder `gpu-runner run --out` wrote, or the downloaded artifacts")
         bad: list[str] = []
         for d in entry_dirs:
             try:
                 load_entry(d)
             except ConfigError as e:
                 bad.append(str(e))
+        for f in records:
+            try:
+                load_record(f)
+            except ConfigError as e:
+                bad.append(str(e))
         if bad:
             more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-            raise ConfigError(f"{len(bad)} results.json refused, nothing reported: " + " | ".join(bad[:3]) + more)
-        printer = PdfPrinter() if pdf else None
+            raise ConfigError(f"{len(bad)} results.json or try record(s) refused, nothing reported: "
+                              + " | ".join(bad[:3]) + more)
+        printer = PdfPrinter() if pdf and entry_dirs else None
         try:
             for d in entry_dirs:
                 write_entry_reports(d, pdf=pdf, browser=printer, overwrite=False, dashboard=target / "index.html")
         finally:
             if printer is not None:
                 printer.close()
-        report = write_run_reports(entry_dirs, target, baseline=baseline)
+        report = write_run_reports(entry_dirs, target, baseline=baseline, records=records, plan=plan)
     finally:
         lock.release()
     sys.exit(report.exit_code)
@@ -705,11 +739,19 @@ def _on_sigterm_raise_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 @cli.command("start")
 @click.option("--matrix", "matrix_path", required=True, type=click.Path(path_type=Path), metavar="FILE",
               help="Matrix file (YAML).")
 @click.option("--entry", "entry_id", required=True, metavar="ID", shell_complete=_matrix_names("entry"),
               help="The entry's id (gpu-runner plan lists them).")
+@click.option("--retry", "retry", type=click.IntRange(min=0, max=MAX_RETRY), default=0, show_default=True,
+              help="Which try: 0 the first; 1, 2 after a preemption (its own VM and runner, on STANDARD when the "
+                   "machine allows it).")
 @click.option("--project", default=None, metavar="PROJECT",
               help="GCP project.  [default: the matrix file's gce.project, else GOOGLE_CLOUD_PROJECT]")
 @click.option("--timeout", "timeout_s", type=_DurationType(), default="10m", show_default=True,
@@ -722,37 +764,50 @@ def _on_sigterm_raise_interrupt() -> None:
               help="actions/runner release to install when the image has none (with --runner-sha256).")
 @click.option("--runner-sha256", default=None, metavar="HEX", help="sha256 of that release's linux-x64 tarball.")
 @_debug_hold_option
-def start_cmd(matrix_path: Path, entry_id: str, project: str | None, timeout_s: float, poll_s: float,
+def start_cmd(matrix_path: Path, entry_id: str, retry: int, project: str | None, timeout_s: float, poll_s: float,
               runner_group_id: int, runner_version: str | None, runner_sha256: str | None,
               debug_hold_s: float | None) -> None:
     """Create the entry's GPU VM with a just-in-time GitHub runner, and wait until it is online.
 
     Walks the capacity ladder (the machine's zones in order, SPOT then STANDARD where the
     matrix allows), and on any failure or cancellation deletes the VM and the registration
-    it made (exit 3). Writes label, instance, zone and provisioning-model to $GITHUB_OUTPUT.
+    it made (exit 3). Writes label, instance, zone and provisioning-model to $GITHUB_OUTPUT,
+    and on failure error (the reason, one line, for the report).
     Needs GITHUB_REPOSITORY and a token (GPU_RUNNER_GITHUB_TOKEN or GITHUB_TOKEN).
     """
     from .cloud import lifecycle
     from .github.workflow import set_outputs
     from .plan import find_entry
 
-    if (runner_version is None) != (runner_sha256 is None):
-        raise ConfigError("--runner-version and --runner-sha256 go together (the checksum pins the download)")
-    entry = find_entry(matrix_path, entry_id)
-    logger = _runner_logger()
-    if entry.gce is not None and debug_hold_s is not None:
-        entry.gce.debug_hold_s = int(debug_hold_s)
-    if entry.is_local or entry.gce is None:
-        logger.info(f"{entry.id} runs on a local machine ({entry.runs_on}): no VM to start")
-        set_outputs({"label": entry.runs_on, "instance": "", "zone": "", "provisioning-model": ""})
-        return
-    ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
-    opts = lifecycle.StartOptions(online_timeout_s=timeout_s, poll_s=poll_s, runner_group_id=runner_group_id)
-    if runner_version and runner_sha256:
-        opts.runner_version, opts.runner_sha256 = runner_version, runner_sha256
-    _on_sigterm_raise_interrupt()
-    pricing = _Pricing(entry, logger)  # asks the Billing Catalog while the VM boots
-    started = lifecycle.start(ctx, entry, opts)
+    try:
+        if (runner_version is None) != (runner_sha256 is None):
+            raise ConfigError("--runner-version and --runner-sha256 go together (the checksum pins the download)")
+        entry = find_entry(matrix_path, entry_id, retry=retry)
+        logger = _runner_logger()
+        if entry.gce is not None and debug_hold_s is not None:
+            entry.gce.debug_hold_s = int(debug_hold_s)
+        if entry.is_local or entry.gce is None:
+            logger.info(f"{entry.id} runs on a local machine ({entry.runs_on}): no VM to start")
+            set_outputs({"label": entry.runs_on, "instance": "", "zone": "", "provisioning-model": ""})
+            return
+        ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
+        opts = lifecycle.StartOptions(online_timeout_s=timeout_s, poll_s=poll_s, runner_group_id=runner_group_id)
+        if runner_version and runner_sha256:
+            opts.runner_version, opts.runner_sha256 = runner_version, runner_sha256
+        if retry:
+            models = entry.gce.provisioning_models
+            opts.provisioning_models = ["STANDARD"] if "STANDARD" in models else list(models)
+            logger.info(f"retry {retry} of {entry.id} after a preemption: {' then '.join(opts.provisioning_models)}, "
+                        f"as {entry.label}")
+        _on_sigterm_raise_interrupt()
+        pricing = _Pricing(entry, logger)  # asks the Billing Catalog while the VM boots
+        started = lifecycle.start(ctx, entry, opts)
+    except GpuRunnerError as e:
+        set_outputs({"error": _first_line(e)})
+        raise
+    except KeyboardInterrupt:
+        set_outputs({"error": "cancelled"})
+        raise
     outputs = started.outputs()
     price = pricing.price(started.zone, started.provisioning_model)
     if price is not None:
@@ -797,48 +852,108 @@ class _Pricing:
         return p
 
 
+def _start_outputs(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    import json
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not JSON: {e}", param_hint="--start-outputs") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("expected a JSON object (the start job's outputs)", param_hint="--start-outputs")
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
+_JOB_RESULTS = click.Choice(["success", "failure", "cancelled", "skipped", ""])
+
+
 @cli.command("stop")
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Matrix file (YAML), with --entry.")
 @click.option("--entry", "entry_id", default=None, metavar="ID", shell_complete=_matrix_names("entry"),
               help="The entry's id.")
+@click.option("--retry", "retry", type=click.IntRange(min=0, max=MAX_RETRY), default=0, show_default=True,
+              help="With --entry: which try to stop (0 the first).")
 @click.option("--label", default=None, metavar="LABEL", help="Or the runner label / VM name itself.")
 @click.option("--project", default=None, metavar="PROJECT",
               help="GCP project.  [default: the matrix file's gce.project, else GOOGLE_CLOUD_PROJECT]")
-@click.option("--run-result", type=click.Choice(["", "success", "failure", "cancelled", "skipped"]), default="",
-              help="The run job's result: a failure holds the VM for a look when the entry has a debug hold.")
+@click.option("--record", "record_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Write DIR/gpu-runner-try.json: how this try went, for `gpu-runner report` (with --entry).")
+@click.option("--start-result", type=_JOB_RESULTS, default="", help="The start job's result (for --record).")
+@click.option("--start-outputs", default=None, metavar="JSON",
+              help="The start job's outputs as JSON (label, zone, provisioning-model, error), for --record.")
+@click.option("--run-result", type=_JOB_RESULTS, default="",
+              help="The run job's result: for --record, and a failure holds the VM for a look when the entry has a "
+                   "debug hold.")
 @_debug_hold_option
 @click.option("--force", is_flag=True, help="Delete a VM held for a look now, before its hold ends.")
-def stop_cmd(matrix_path: Path | None, entry_id: str | None, label: str | None, project: str | None,
-             run_result: str, debug_hold_s: float | None, force: bool) -> None:
+def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: str | None, project: str | None,
+             record_dir: Path | None, start_result: str, start_outputs: str | None, run_result: str,
+             debug_hold_s: float | None, force: bool) -> None:
     """Delete the entry's VM (in whatever zone it is) and its runner registration.
 
     Idempotent: succeeds when both are already gone, and after a start that failed or was
-    cancelled half-way. Says when Compute Engine preempted the VM. A failed entry (--run-result
-    failure) with a debug hold keeps its VM for that long instead, and the job summary says how to
-    reach it; a VM held for a look stays until its hold ends (--force deletes it now). Writes
-    held=true|false to $GITHUB_OUTPUT.
+    cancelled half-way. Says whether Compute Engine preempted the VM, and writes preempted=true|false
+    and retry=true|false (another try of the entry follows: it was preempted before its run ended
+    and the machine's retries.preempted allows one more) to $GITHUB_OUTPUT. A failed entry
+    (--run-result failure) with a debug hold keeps its VM for that long instead, and the job summary
+    says how to reach it; a VM held for a look stays until its hold ends (--force deletes it now).
+    Writes held=true|false to $GITHUB_OUTPUT.
     """
     from .cloud import lifecycle
     from .github.workflow import append_step_summary, set_outputs
     from .plan import find_entry
+    from .results import TryRecord
 
     if label is None and (matrix_path is None or entry_id is None):
         raise ConfigError("stop needs --matrix FILE --entry ID, or --label LABEL")
-    entry = find_entry(matrix_path, entry_id) if matrix_path is not None and entry_id is not None else None
+    if record_dir is not None and entry_id is None:
+        raise ConfigError("--record needs --matrix FILE --entry ID")
+    started = _start_outputs(start_outputs)
+    entry = (find_entry(matrix_path, entry_id, retry=retry)
+             if matrix_path is not None and entry_id is not None else None)
     logger = _runner_logger()
-    if entry is not None and (entry.is_local or entry.gce is None):
-        logger.info(f"{entry.id} runs on a local machine: nothing to stop")
-        return
-    name = label or entry.label  # type: ignore[union-attr]
-    hold = debug_hold_s if debug_hold_s is not None else (entry.gce.debug_hold_s if entry and entry.gce else 0)
-    ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
-    stopped = lifecycle.stop(ctx, name, zones=entry.gce.zones if entry is not None and entry.gce else None,
-                             hold_s=hold if run_result == "failure" else None, force=force)
-    if stopped.held is not None:
-        append_step_summary(lifecycle.hold_instructions(stopped.held, project=ctx.project, repo=ctx.repo,
-                                                        entry_id=entry.id if entry else name))
-    set_outputs({"held": "true" if stopped.held is not None else "false"})
+    record = TryRecord(entry_id=entry.id, retry=retry, label=entry.label if not entry.is_local else None,
+                       start=start_result, run=run_result, error=started.get("error") or None,
+                       zone=started.get("zone") or None,
+                       provisioning_model=started.get("provisioning-model") or None) if entry is not None else None
+    try:
+        if entry is not None and (entry.is_local or entry.gce is None):
+            logger.info(f"{entry.id} runs on a local machine: nothing to stop")
+            return
+        name = label or entry.label  # type: ignore[union-attr]
+        hold = debug_hold_s if debug_hold_s is not None else (entry.gce.debug_hold_s if entry and entry.gce else 0)
+        ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
+        stopped = lifecycle.stop(ctx, name, zones=entry.gce.zones if entry is not None and entry.gce else None,
+                                 hold_s=hold if run_result == "failure" else None, force=force)
+        if stopped.held is not None:
+            append_step_summary(lifecycle.hold_instructions(stopped.held, project=ctx.project, repo=ctx.repo,
+                                                            entry_id=entry.id if entry else name))
+        outputs: dict[str, str] = {"held": "true" if stopped.held is not None else "false",
+                                   "preempted": "true" if stopped.preempted else "false"}
+        if record is not None and entry is not None:
+            record.preempted = stopped.preempted
+            record.will_retry = stopped.preempted and run_result != "success" and retry < entry.retries_preempted
+            if stopped.preempted:
+                if record.will_retry:
+                    models = entry.gce.provisioning_models  # type: ignore[union-attr]
+                    on = "STANDARD" if "STANDARD" in models else models[0]
+                    logger.info(f"preempted=true: retry {retry + 1} of {entry.retries_preempted} follows, on {on}")
+                else:
+                    logger.info(f"preempted=true: no retry left ({entry.retries_preempted} allowed) "
+                                if run_result != "success" else "preempted=true, after its run had ended: no retry")
+            else:
+                logger.info("preempted=false")
+            outputs["retry"] = "true" if record.will_retry else "false"
+        else:
+            logger.info(f"preempted={outputs['preempted']}")
+        set_outputs(outputs)
+    finally:
+        if record is not None and record_dir is not None:
+            path = record.write(record_dir)
+            logger.info(f"recorded try {retry + 1} of {record.entry_id} in {path}")
 
 
 @cli.command("janitor")

@@ -72,6 +72,12 @@ DEFAULT_BOOT_IMAGE_FAMILY = "common-cu124-debian-11-py310"
 DEFAULT_DISK_SIZE_GB = 100
 DEFAULT_DISK_TYPE = "pd-balanced"
 DEFAULT_MAX_RUN_DURATION_S = 2 * 3600.0
+DEFAULT_IDLE_TIMEOUT_S = 15 * 60.0
+MIN_IDLE_TIMEOUT_S = 60.0
+"""A VM whose runner has not been given a job within this deletes itself."""
+DEFAULT_PREEMPTED_RETRIES = 1
+MAX_PREEMPTED_RETRIES = 2
+"""The reusable workflow has one try and up to two retries of an entry (gpu-entry.yml)."""
 DEFAULT_RUNS_ON = "ubuntu-latest"
 MIN_MAX_RUN_DURATION_S = 30.0
 MIN_DEBUG_HOLD_S = 60.0
@@ -241,6 +247,15 @@ class Disk(_Model):
     """Disk type."""
 
 
+class Retries(_Model):
+    """When an entry is tried again in the same workflow run. Failures of a notebook or a check
+    never are."""
+
+    preempted: Annotated[int, Field(ge=0, le=MAX_PREEMPTED_RETRIES)] = DEFAULT_PREEMPTED_RETRIES
+    """Retries after Compute Engine preempted the entry's Spot VM before its run ended (0-2;
+    default 1): on STANDARD when spot is preferred, else on SPOT again."""
+
+
 class MachineSettings(_Model):
     """Machine settings that ``defaults.machine`` may set for every machine."""
 
@@ -257,6 +272,11 @@ class MachineSettings(_Model):
     max_run_duration: Duration | None = None
     """Hard lifetime that Compute Engine enforces (the VM is deleted after it even if
     everything else died); default 2h."""
+    idle_timeout: Duration | None = None
+    """The VM deletes itself when its runner has not been given a job within this (the run job
+    was skipped or cancelled); default 15m."""
+    retries: Retries | None = None
+    """Retries of an entry in the same workflow run: {preempted: N} (default 1)."""
     labels: dict[LabelKey, LabelValue] | None = None
     """Extra GCE labels on the VM (lower case; the names gpu-runner sets itself are reserved)."""
     debug_hold: Duration | None = None
@@ -969,8 +989,8 @@ def _rules(doc: Document, m: Matrix) -> tuple[list[Problem], list[Problem]]:
         zone_rules(mach.zones, base + ("zones",))
         label_rules(mach.labels, base + ("labels",))
         if mach.provider == "local":
-            for f in ("machine_type", "zones", "spot", "boot_image", "disk", "max_run_duration", "labels",
-                      "price_per_hour", "debug_hold"):
+            for f in ("machine_type", "zones", "spot", "boot_image", "disk", "max_run_duration", "idle_timeout",
+                      "retries", "labels", "price_per_hour", "debug_hold"):
                 if f in mach.model_fields_set:
                     errors.append(Problem(base + (f,), f"{f} is for gce machines; this machine's provider is local",
                                           key=True))
@@ -1001,6 +1021,14 @@ def _rules(doc: Document, m: Matrix) -> tuple[list[Problem], list[Problem]]:
         if not MIN_MAX_RUN_DURATION_S <= mrd <= MAX_MAX_RUN_DURATION_S:
             errors.append(Problem(mrd_path, f"max_run_duration must be between 30s and 120 days (Compute Engine), "
                                   f"got {mrd:g} seconds"))
+        idle = mach.idle_timeout or defaults_m.idle_timeout
+        idle_path = base + ("idle_timeout",) if mach.idle_timeout else ("defaults", "machine", "idle_timeout")
+        if idle is not None and idle < MIN_IDLE_TIMEOUT_S:
+            errors.append(Problem(idle_path, f"idle_timeout must be at least {MIN_IDLE_TIMEOUT_S:g}s (GitHub needs a "
+                                  f"moment to give the runner its job), got {idle:g} seconds"))
+        elif idle is not None and idle >= mrd:
+            warnings.append(Problem(idle_path, f"idle_timeout ({idle:g}s) is not shorter than max_run_duration "
+                                    f"({mrd:g}s): an idle VM lives until Compute Engine deletes it"))
 
     for name, rt in m.runtimes.items():
         base = ("runtimes", name)

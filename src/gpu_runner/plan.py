@@ -10,7 +10,9 @@ or filtering other entries never changes it.
 The runner ``label`` (also the VM name and the runner name, DESIGN.md section 4) is
 ``gpu-runner-<run id>-<attempt>-<entry id>``. The run id and attempt are
 ``GITHUB_RUN_ID`` and ``GITHUB_RUN_ATTEMPT``; outside GitHub Actions (neither set) they
-are ``local`` and ``1``. A label longer than 63 characters keeps its prefix and cuts the
+are ``local`` and ``1``. A retry of the entry in the same run attempt (its Spot VM was
+preempted) gets a fresh VM and runner: its attempt part is ``<attempt>r<retry>``
+(``gpu-runner-123-1r1-torch--l4``), so every try has its own name. A label longer than 63 characters keeps its prefix and cuts the
 entry id part, ending in a hash of the full id, so it still fits Compute Engine's name
 pattern and stays unique.
 
@@ -39,8 +41,10 @@ from .config import (
     DEFAULT_CHECKS,
     DEFAULT_DISK_SIZE_GB,
     DEFAULT_DISK_TYPE,
+    DEFAULT_IDLE_TIMEOUT_S,
     DEFAULT_MAX_RUN_DURATION_S,
     DEFAULT_REGRESSION,
+    DEFAULT_PREEMPTED_RETRIES,
     DEFAULT_RUNS_ON,
     GCE_NAME_RE,
     BootImage,
@@ -99,11 +103,14 @@ def run_identity(env: Mapping[str, str] | None = None) -> tuple[str, str]:
 
 
 def runner_label(entry_id_: str, run_id: str | None = None, attempt: str | None = None,
-                 env: Mapping[str, str] | None = None) -> str:
-    """``gpu-runner-<run id>-<attempt>-<entry id>``: the runner label, runner name and VM name."""
+                 env: Mapping[str, str] | None = None, retry: int = 0) -> str:
+    """``gpu-runner-<run id>-<attempt>-<entry id>``: the runner label, runner name and VM name;
+    ``retry`` > 0 (a try after a preemption) makes the attempt part ``<attempt>r<retry>``."""
     env_run, env_attempt = run_identity(env)
     run_id = slug(run_id) if run_id else env_run
     attempt = slug(attempt) if attempt else env_attempt
+    if retry:
+        attempt = f"{attempt}r{int(retry)}"
     prefix = f"{LABEL_PREFIX}-{run_id}-{attempt}-"
     label = prefix + _fit(entry_id_, MAX_LABEL_LENGTH - len(prefix), entry_id_)
     if not GCE_NAME_RE.match(label):  # pragma: no cover - slugs make this impossible
@@ -151,6 +158,8 @@ class GceSpec:
     price_per_hour: dict[str, float] | None = None
     """The matrix's ``price_per_hour`` by provisioning model (``STANDARD``, ``SPOT``); None: priced
     by the Cloud Billing Catalog or gpu-runner's table (:mod:`gpu_runner.cost`)."""
+    idle_timeout_s: int = int(DEFAULT_IDLE_TIMEOUT_S)
+    """A runner that has no job within this many seconds is stopped and its VM goes."""
 
 
 @dataclass
@@ -195,6 +204,10 @@ class Entry:
     ``{"usd_per_hour", "source", "as_of"}``, and ``worst_case_usd``; estimates."""
     matrix_position: list[int] = field(default_factory=list)
     """[runtime index, machine index] in the matrix file: the order reports list entries in."""
+    retries_preempted: int = 0
+    """How often the entry is tried again when its Spot VM is preempted (0 for local machines)."""
+    retry: int = 0
+    """Which try this spec is for: 0 the first, 1.. the retries (the label differs)."""
 
     MATRIX_FIELDS = ("id", "runtime", "machine", "label", "provider", "name", "runs_on", "gpu_count",
                      "accelerator_type", "container", "container_options", "timeout_s", "cell_timeout_s",
@@ -246,7 +259,7 @@ def _zones(zones: list[str], region: str | None) -> list[str]:
 
 
 def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[str, Any],
-                 run_id: str | None, attempt: str | None, env: Mapping[str, str] | None) -> Entry:
+                 run_id: str | None, attempt: str | None, env: Mapping[str, str] | None, retry: int = 0) -> Entry:
     m = lm.model
     rt = m.runtimes[runtime]
     mach = m.machines[machine]
@@ -254,7 +267,7 @@ def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[s
     dm = (m.defaults.machine if m.defaults else None) or MachineSettings()
     gce_settings = m.gce
     eid = entry_id(runtime, machine)
-    label = runner_label(eid, run_id, attempt, env)
+    label = runner_label(eid, run_id, attempt, env, retry=retry)
     checks_src = _pick("checks", rt, dr)
     checks = [_check_data(c) for c in checks_src] if checks_src is not None else [{"name": n} for n in DEFAULT_CHECKS]
 
@@ -283,6 +296,7 @@ def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[s
             disk_size_gb=disk.size_gb if disk else DEFAULT_DISK_SIZE_GB,
             disk_type=disk.type if disk else DEFAULT_DISK_TYPE,
             max_run_duration_s=int(math.ceil(mrd)),
+            idle_timeout_s=int(math.ceil(_pick("idle_timeout", mach, dm, default=DEFAULT_IDLE_TIMEOUT_S))),
             network=gce_settings.network if gce_settings else None,
             subnetwork=gce_settings.subnetwork if gce_settings else None,
             external_ip=gce_settings.external_ip if gce_settings else True,
@@ -323,6 +337,9 @@ def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[s
         gce=gce,
         regression=regression_thresholds(dr.regression, rt.regression),
         matrix_position=[list(m.runtimes).index(runtime), list(m.machines).index(machine)],
+        retries_preempted=(_pick("preempted", _pick("retries", mach, dm), default=DEFAULT_PREEMPTED_RETRIES)
+                           if gce is not None and "SPOT" in gce.provisioning_models else 0),
+        retry=retry,
     )
 
 
@@ -566,13 +583,14 @@ def notebooks_for(lm: LoadedMatrix, runtime: str, root: Path) -> list[NotebookSp
 
 
 def find_entry(matrix: Path | str | LoadedMatrix, entry_id_: str, *, env: Mapping[str, str] | None = None,
-               run_id: str | None = None, attempt: str | None = None) -> Entry:
-    """One entry's full spec by id (include rules applied, no filters, no size limit)."""
+               run_id: str | None = None, attempt: str | None = None, retry: int = 0) -> Entry:
+    """One entry's full spec by id (include rules applied, no filters, no size limit); ``retry``
+    names the try (its label differs)."""
     lm = matrix if isinstance(matrix, LoadedMatrix) else load(matrix)
     pairs = expand(lm)
     for (r, mname), over in pairs.items():
         if entry_id(r, mname) == entry_id_:
-            return _build_entry(lm, r, mname, over, run_id, attempt, env)
+            return _build_entry(lm, r, mname, over, run_id, attempt, env, retry=retry)
     ids = [entry_id(r, mname) for r, mname in pairs]
     raise ConfigError(f"no entry {entry_id_!r} in {lm.doc.display}{did_you_mean(entry_id_, ids)} "
                       f"(entries: {', '.join(ids)})")
@@ -583,7 +601,8 @@ def entry_run(entry: Entry, notebooks: list[NotebookSpec], *, ran_locally: bool 
     return EntryRun(
         info=EntryInfo(id=entry.id, runtime=entry.runtime, machine=entry.machine,
                        label=None if entry.is_local else entry.label, provider=entry.provider,
-                       ran_locally=ran_locally, matrix_position=list(entry.matrix_position) or None),
+                       ran_locally=ran_locally, matrix_position=list(entry.matrix_position) or None,
+                       retry=entry.retry),
         notebooks=notebooks,
         parameters=dict(entry.parameters),
         env=dict(entry.env),
@@ -603,7 +622,7 @@ def entry_run(entry: Entry, notebooks: list[NotebookSpec], *, ran_locally: bool 
 
 
 def entry_run_here(matrix_path: Path, entry_id_: str, *, cwd: Path | None = None,
-                   env: Mapping[str, str] | None = None) -> EntryRun:
+                   env: Mapping[str, str] | None = None, retry: int = 0) -> EntryRun:
     """Exactly one entry, run on this machine (``gpu-runner run --entry``). On the entry's own VM
     (the GitHub runner is named after the entry's label: ``RUNNER_NAME``) it runs as the machine the
     matrix describes, so the ``gpu`` check holds it to the entry's GPU count; anywhere else a cloud
@@ -612,7 +631,7 @@ def entry_run_here(matrix_path: Path, entry_id_: str, *, cwd: Path | None = None
     cwd = (cwd or Path.cwd()).resolve()
     path = Path(matrix_path)
     lm = load(path if path.is_absolute() else cwd / path, display=str(matrix_path))
-    e = find_entry(lm, entry_id_, env=env)
+    e = find_entry(lm, entry_id_, env=env, retry=retry)
     own_vm = not e.is_local and env.get("RUNNER_NAME") == e.label
     return entry_run(e, notebooks_for(lm, e.runtime, lm.root_dir(cwd)), ran_locally=not own_vm)
 

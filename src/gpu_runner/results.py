@@ -19,12 +19,19 @@ A results.json is read only through :meth:`EntryResult.from_dict`, which first c
 ``results.schema.json`` (it may have been written by the code under test). That schema is
 generated from these dataclasses: after changing them, run
 ``python -m gpu_runner.results_schema --write-schema``.
+
+An entry of the plan that ran nothing (no capacity, a runner that never came online, a
+cancelled job, a VM preempted on every try) has the status ``not_run`` and a ``reason``; the
+reports build it from the plan and the small :class:`TryRecord` files (``gpu-runner-try.json``)
+that each try's ``stop`` writes. An entry tried more than once (a preempted Spot VM is retried)
+lists its tries in ``tries``; only the last try's notebooks count.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +42,13 @@ SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 
 Status = Literal["passed", "failed", "skipped"]
+EntryStatus = Literal["passed", "failed", "skipped", "not_run"]
+ENTRY_STATUSES: tuple[str, ...] = ("passed", "failed", "skipped", "not_run")
+"""``not_run``: the entry was planned but none of its notebooks or checks ran (see ``reason``)."""
+TRY_FILE = "gpu-runner-try.json"
+JOB_RESULTS = ("", "success", "failure", "cancelled", "skipped")
+ENTRY_ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+"""An entry id as the plan makes it (lower case, digits and '-'; at most 40 in practice)."""
 FailureKind = Literal["error", "timeout", "kernel_died", "rerun_error", "setup_error", "interrupted", "check_failed"]
 FAILURE_KINDS: tuple[str, ...] = (
     "error", "timeout", "kernel_died", "rerun_error", "setup_error", "interrupted", "check_failed",
@@ -192,6 +206,8 @@ class EntryInfo:
     matrix_position: list[int] | None = None
     """[runtime index, machine index] in the matrix file (None without a matrix): the dashboard's
     grid, its entry list and the summary follow the matrix's order."""
+    retry: int = 0
+    """0 for the entry's first try; 1, 2 for the tries after its VM was preempted."""
 
 
 @dataclass
@@ -248,9 +264,23 @@ class Cost:
 
 
 @dataclass
+class TryInfo:
+    """One try of an entry in a workflow run, as its ``stop`` recorded it."""
+
+    retry: int
+    outcome: str
+    """``ran`` (its run job ended by itself), ``preempted``, ``not_started`` (start failed),
+    ``cancelled``, or ``no_results`` (the run job ended without results)."""
+    label: str | None = None
+    zone: str | None = None
+    provisioning_model: str | None = None
+    reason: str | None = None
+
+
+@dataclass
 class EntryResult:
     entry: EntryInfo
-    status: Status
+    status: EntryStatus
     started_at: str
     finished_at: str
     duration_s: float
@@ -265,6 +295,11 @@ class EntryResult:
     cost: Cost | None = None
     """What the entry's Compute Engine VMs cost (the report adds it from what stop recorded);
     None for an entry that ran on no VM."""
+    reason: str | None = None
+    """Why an entry did not run (status ``not_run``): the start's error, "cancelled", ..."""
+    tries: list[TryInfo] = field(default_factory=list)
+    """Every try of the entry when there was more than one, or when it did not run; the last is
+    the one whose notebooks these are."""
     tool_version: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -342,6 +377,110 @@ def timeline_from_dict(data: dict[str, Any] | None) -> Timeline | None:
     return None if data is None else _build(Timeline, data)
 
 
+def not_run_result(info: EntryInfo, reason: str, *, tries: list[TryInfo] | None = None,
+                   when: str = "") -> EntryResult:
+    """The result of a planned entry none of whose notebooks or checks ran."""
+    return EntryResult(entry=info, status="not_run", started_at=when, finished_at=when, duration_s=0.0,
+                       reason=reason, tries=list(tries or []))
+
+
+@dataclass
+class TryRecord:
+    """What one try of an entry came to, written by its ``stop`` job (``gpu-runner-try.json``),
+    so the report can say why an entry has no results, or that they are a preempted try's."""
+
+    entry_id: str
+    retry: int = 0
+    label: str | None = None
+    start: str = ""
+    """The start job's result: success, failure, cancelled, skipped ('' when unknown)."""
+    run: str = ""
+    """The run job's result: success, failure, cancelled, skipped ('' when unknown)."""
+    error: str | None = None
+    """The start's error, one line (no capacity, runner never came online, ...)."""
+    zone: str | None = None
+    provisioning_model: str | None = None
+    preempted: bool = False
+    will_retry: bool = False
+    """Another try of the entry follows (it was preempted and has retries left)."""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def outcome(self) -> str:
+        if self.preempted and self.run != "success":
+            return "preempted"
+        if self.start in ("failure", "cancelled") or (self.start == "success" and self.run == "skipped"):
+            return "cancelled" if "cancelled" in (self.start, self.run) else "not_started"
+        if self.run == "cancelled":
+            return "cancelled"
+        return "ran"
+
+    def to_info(self) -> TryInfo:
+        return TryInfo(retry=self.retry, outcome=self.outcome, label=self.label, zone=self.zone,
+                       provisioning_model=self.provisioning_model, reason=self.error)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"schema_version": d.pop("schema_version"), **d}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TryRecord:
+        """The record of a ``gpu-runner-try.json``'s data, every field checked (it comes from an
+        artifact): a ValueError names the first field that is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {data.get('schema_version')!r} is not supported (expected "
+                             f"{SCHEMA_VERSION})")
+        known = {f.name for f in fields(cls)}
+        for key, value in data.items():
+            if key not in known:
+                raise ValueError(f"{key}: not a field of a try record")
+            if key == "entry_id":
+                ok = isinstance(value, str) and ENTRY_ID_RE.match(value) is not None
+            elif key == "retry":
+                ok = type(value) is int and 0 <= value <= 9
+            elif key in ("start", "run"):
+                ok = value in JOB_RESULTS
+            elif key in ("preempted", "will_retry"):
+                ok = type(value) is bool
+            elif key == "schema_version":
+                ok = True
+            else:
+                ok = value is None or (isinstance(value, str) and len(value) <= 2000)
+            if not ok:
+                raise ValueError(f"{key}: {value!r:.80} is not allowed here")
+        if "entry_id" not in data:
+            raise ValueError("entry_id: missing")
+        return _build(cls, data)
+
+    def write(self, folder: Path) -> Path:
+        path = Path(folder) / TRY_FILE
+        write_json_atomic(path, self.to_dict())
+        return path
+
+
+ARTIFACT_RE = re.compile(r"^gpu-runner-(?P<id>[a-z0-9-]+?)(?:\.retry-(?P<retry>[1-9]))?(?P<record>\.record)?$")
+"""The artifacts of an entry's try in a workflow run: ``gpu-runner-<id>`` (the first try's
+results), ``gpu-runner-<id>.retry-<N>`` (a retry's), each with ``.record`` for the try's record.
+``gpu-runner-report`` (the merged report) and ``gpu-runner-summary`` (the summary for the comment
+job) are not an entry's: no entry id is ``report`` or ``summary`` (an id is ``<runtime>--<machine>``,
+or 40 characters when cut)."""
+
+
+def parse_artifact_name(name: str) -> tuple[str, int, bool] | None:
+    """(entry id, retry, is the try's record) of one of an entry's artifacts, else None."""
+    m = ARTIFACT_RE.match(name)
+    if m is None or m.group("id") in ("report", "summary"):
+        return None
+    return m.group("id"), int(m.group("retry") or 0), bool(m.group("record"))
+
+
+def find_try_records(root: str | os.PathLike[str]) -> list[Path]:
+    """Every ``gpu-runner-try.json`` under ``root``, sorted."""
+    return sorted(Path(root).rglob(TRY_FILE))
+
+
 def load_results(entry_dir_or_file: str | os.PathLike[str]) -> EntryResult:
     """Read ``results.json`` from an entry folder (or the file itself)."""
     path = Path(entry_dir_or_file)
@@ -391,5 +530,6 @@ _NESTED.update(
         ("CheckResult", "failure"): ("one", Failure),
         ("EntryResult", "cost"): ("one", Cost),
         ("Cost", "vms"): ("list", VmUse),
+        ("EntryResult", "tries"): ("list", TryInfo),
     }
 )

@@ -7,7 +7,8 @@ Failure knobs (attributes, settable while it runs):
 
 * ``stockout_zones``: inserts in these zones fail with ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS;
   ``stockout_rate``: the same at random for that share of inserts; ``stockout_models``: only
-  for these provisioning models (empty: all).
+  for these provisioning models (empty: all); ``stockout_machine_types``: every insert of these
+  machine types, in every zone.
 * ``quota``: ``(metric, region)``: inserts fail with QUOTA_EXCEEDED.
 * ``throttle``: a list of ``(status, retry_after or None)`` answered, in order, to the next requests.
 * ``health_fail``: the VM's GPU health check fails (the serial console says so).
@@ -20,6 +21,8 @@ Failure knobs (attributes, settable while it runs):
 * ``clock_offset_s``: the stand-in's clock runs this far ahead of the real one (its timestamps:
   ``creationTimestamp``, operations' times), so a VM can be made to live for hours in a test;
   :meth:`advance` moves it.
+
+``inserted`` lists (name, zone, provisioning model) of every VM created.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class ComputeStandIn(StandIn):
         self.stockout_zones: set[str] = set()
         self.stockout_models: set[str] = set()
         self.stockout_rate = 0.0
+        self.stockout_machine_types: set[str] = set()
+        self.inserted: list[tuple[str, str, str]] = []
         self.quota: tuple[str, str] | None = None
         self.throttle: list[tuple[int, float | None]] = []
         self.health_fail = False
@@ -224,7 +229,8 @@ class ComputeStandIn(StandIn):
                 raise _error(409, f"The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists",
                              "alreadyExists")
             model = body.get("scheduling", {}).get("provisioningModel", "STANDARD")
-            stocked_out = (zone in self.stockout_zones or (self.stockout_rate and self.rng.random() < self.stockout_rate))
+            stocked_out = (zone in self.stockout_zones or (self.stockout_rate and self.rng.random() < self.stockout_rate)
+                           or body.get("machineType", "").rsplit("/", 1)[-1] in self.stockout_machine_types)
             if stocked_out and (not self.stockout_models or model in self.stockout_models):
                 op = self._operation(project, zone, "insert", None, target=name, http=(503, "SERVICE UNAVAILABLE"), error={
                     "code": "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
@@ -251,6 +257,7 @@ class ComputeStandIn(StandIn):
                 inst.setdefault("metadata", {})["fingerprint"] = uuid.uuid4().hex[:12]
                 inst["metadata"]["kind"] = "compute#metadata"
                 self.instances[(project, zone, name)] = inst
+                self.inserted.append((name, zone, model))
                 op = self._operation(project, zone, "insert", inst)
                 op["status"] = "RUNNING"
                 op["_done_at"] = time.monotonic()

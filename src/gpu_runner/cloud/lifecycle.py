@@ -50,6 +50,8 @@ class StartOptions:
     runner_sha256: str = RUNNER_SHA256
     health_tries: int = HEALTH_TRIES
     health_wait_s: float = HEALTH_WAIT_S
+    provisioning_models: list[str] | None = None
+    """Override the machine's capacity ladder (a retry after a preemption asks for STANDARD)."""
 
 
 @dataclass
@@ -98,20 +100,28 @@ def vm_labels(ctx: Context, entry: Any, now: float | None = None) -> dict[str, s
 # --------------------------------------------------------------------------------------
 
 
-def _ladder(ctx: Context, req: VmRequest, spec: Any) -> Instance:
+def zones_text(zones: list[str]) -> str:
+    """``us-central1-a, -b, -c``: the first zone in full, the others of its region by letter."""
+    if not zones:
+        return ""
+    region = zones[0].rsplit("-", 1)[0]
+    return ", ".join([zones[0], *(f"-{z.rsplit('-', 1)[1]}" if z.rsplit("-", 1)[0] == region else z
+                                  for z in zones[1:])])
+
+
+def _ladder(ctx: Context, req: VmRequest, spec: Any, models: list[str]) -> Instance:
     if not spec.zones:
         raise ConfigError(f"machine of entry {req.name}: no zones to create the VM in (set zones:)")
-    misses: list[str] = []
-    for model in spec.provisioning_models:
+    for model in models:
         for zone in spec.zones:
             ctx.log(f"creating VM {req.name}: {spec.machine_type} ({model}) in {zone}")
             try:
                 return ctx.provider.create(req, zone, model)
             except CapacityError as e:
                 ctx.log(f"no capacity: {e}; trying the next {'zone' if zone != spec.zones[-1] else 'rung'}")
-                misses.append(f"{zone}/{model}")
-    raise InfraError(f"no capacity for {spec.machine_type} in any zone: tried {', '.join(misses)}. "
-                     f"Add zones to the machine, allow STANDARD (spot: preferred), or retry later.")
+    hint = "" if "STANDARD" in models else "; allow STANDARD (spot: preferred),"
+    raise InfraError(f"no capacity for {spec.machine_type} in {zones_text(spec.zones)} ({', '.join(models)})\n"
+                     f"Add zones to the machine{hint} or retry later.")
 
 
 def _wait_online(ctx: Context, inst: Instance, runner_id: int, opts: StartOptions) -> None:
@@ -162,7 +172,8 @@ def start(ctx: Context, entry: Any, opts: StartOptions | None = None) -> Started
     script = render(expected_gpus=entry.gpu_count, runner_version=opts.runner_version,
                     runner_sha256=opts.runner_sha256, health_tries=opts.health_tries,
                     health_wait_s=opts.health_wait_s, self_delete=bool(getattr(spec, "self_delete", False)),
-                    docker=bool(entry.container), hold_s=int(getattr(spec, "debug_hold_s", 0) or 0))
+                    docker=bool(entry.container), hold_s=int(getattr(spec, "debug_hold_s", 0) or 0),
+                    idle_timeout_s=spec.idle_timeout_s)
     metadata = {"startup-script": script, JIT_METADATA_KEY: jit.encoded_jit_config,
                 "block-project-ssh-keys": "true", "enable-guest-attributes": "TRUE"}
     if entry.gpu_count:
@@ -170,7 +181,7 @@ def start(ctx: Context, entry: Any, opts: StartOptions | None = None) -> Started
     req = VmRequest(name=label, project=ctx.project, spec=spec, labels=vm_labels(ctx, entry), metadata=metadata)
     done = False
     try:
-        inst = _ladder(ctx, req, spec)
+        inst = _ladder(ctx, req, spec, list(opts.provisioning_models or spec.provisioning_models))
         ctx.log(f"VM {label} created in {inst.zone} ({inst.provisioning_model})")
         _wait_online(ctx, inst, jit.runner.id, opts)
         done = True
@@ -362,8 +373,10 @@ def hold_instructions(vm: Instance, *, project: str, repo: str, entry_id: str, r
 # --------------------------------------------------------------------------------------
 
 
-NAME_RE = re.compile(r"^gpu-runner-(?P<run>[0-9]+|local)-(?P<attempt>[0-9]+)-(?P<entry>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)$")
-"""The full name of what ``start`` makes (VM and runner): ``gpu-runner-<run id>-<attempt>-<entry id>``."""
+NAME_RE = re.compile(r"^gpu-runner-(?P<run>[0-9]+|local)-(?P<attempt>[0-9]+)(?:r(?P<retry>[1-9]))?-"
+                     r"(?P<entry>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)$")
+"""The full name of what ``start`` makes (VM and runner): ``gpu-runner-<run id>-<attempt>-<entry id>``,
+the attempt part ``<attempt>r<N>`` for the Nth retry of a preempted entry."""
 DEFAULT_LIFETIME_S = 3 * 3600.0
 DEFAULT_MARGIN_S = 30 * 60.0
 

@@ -14,6 +14,8 @@ HEALTH_WAIT_S = 10
 HOLD_GRACE_S = 900
 """With a debug hold: how long after its job the VM waits for stop to say "hold" before it powers off."""
 HOLD_POLL_S = 10
+IDLE_TIMEOUT_S = 15 * 60
+IDLE_POLL_S = 5
 
 
 def template() -> str:
@@ -23,14 +25,17 @@ def template() -> str:
 def render(*, expected_gpus: int, runner_version: str = RUNNER_VERSION, runner_sha256: str = RUNNER_SHA256,
            health_tries: int = HEALTH_TRIES, health_wait_s: float = HEALTH_WAIT_S, self_delete: bool = False,
            docker: bool = False, hold_s: int = 0, hold_grace_s: int = HOLD_GRACE_S,
-           hold_poll_s: float = HOLD_POLL_S) -> str:
+           hold_poll_s: float = HOLD_POLL_S, idle_timeout_s: float = IDLE_TIMEOUT_S,
+           idle_poll_s: float = IDLE_POLL_S) -> str:
     """The startup script with its settings filled in (shell-quoted).
 
     ``self_delete``: the VM deletes itself after its job (it needs a service account that may);
     else it powers off and the entry's stop job deletes it. ``docker``: the job runs in a
     container, so the runner's user may use Docker. ``hold_s`` (a debug hold): after its job the
     VM waits up to ``hold_grace_s`` for stop to mark it held (metadata ``gpu-runner-hold``), and
-    if it does, stays up until then, at most ``hold_s`` after the job, before it goes."""
+    if it does, stays up until then, at most ``hold_s`` after the job, before it goes.
+    ``idle_timeout_s``: a runner that has not been given its job within this is stopped and the VM
+    goes as after a job."""
     values = {
         "HOLD_S": str(max(0, int(hold_s))),
         "HOLD_GRACE_S": str(max(0, min(int(hold_grace_s), int(hold_s)))) if hold_s else "0",
@@ -42,6 +47,8 @@ def render(*, expected_gpus: int, runner_version: str = RUNNER_VERSION, runner_s
         "RUNNER_SHA256": shlex.quote(runner_sha256.lower()),
         "HEALTH_TRIES": str(max(1, int(health_tries))),
         "HEALTH_WAIT_S": shlex.quote(f"{health_wait_s:g}"),
+        "IDLE_TIMEOUT_S": str(max(1, int(round(idle_timeout_s)))),
+        "IDLE_POLL_S": shlex.quote(f"{max(0.05, idle_poll_s):g}"),
     }
     text = template()
     for key, value in values.items():

@@ -14,6 +14,8 @@
 #    job to mark the VM held (metadata gpu-runner-hold=<epoch>, set only when the entry failed);
 #    if it does, the VM stays up for a look until then, never more than HOLD_S after its job, and
 #    then goes as in 5. The VM's maxRunDuration and the janitor end an overdue hold too.
+# 7. a runner that has not been given a job within IDLE_TIMEOUT_S (its run job was skipped or
+#    cancelled) is stopped, and the VM goes as in 5 all the same, saying why.
 #
 # Progress goes to the serial console as `gpu-runner-status: STATE DETAIL` lines (and to the
 # guest attribute gpu-runner/status); `gpu-runner start` polls them to fail fast.
@@ -30,6 +32,8 @@ RUNNER_DOCKER=@@RUNNER_DOCKER@@
 HOLD_S=@@HOLD_S@@
 HOLD_GRACE_S=@@HOLD_GRACE_S@@
 HOLD_POLL_S=@@HOLD_POLL_S@@
+IDLE_TIMEOUT_S=@@IDLE_TIMEOUT_S@@
+IDLE_POLL_S=@@IDLE_POLL_S@@
 JIT_KEY=gpu-runner-jitconfig
 HOLD_KEY=gpu-runner-hold
 RUNNER_USER=gpu-runner
@@ -174,6 +178,39 @@ hold_for_a_look() {  # after the job: wait for stop's word; held, stay up until 
   status hold-ended "the hold for a look ended"
 }
 
+job_started() {  # MARKER: the runner has started a worker (its log is newer than MARKER) for its job
+  [ -n "$(find "$RUNNER_DIR/_diag" -maxdepth 1 -name 'Worker_*.log' -newer "$1" 2>/dev/null | head -n 1)" ] ||
+    pgrep -x Runner.Worker >/dev/null 2>&1
+}
+
+run_one_job() {  # JIT [COMMAND PREFIX...]: the runner until its one job ends; 124 when none came in time
+  local jit=$1 pid started=$SECONDS marker
+  shift
+  marker=$(mktemp)
+  "$@" "$RUNNER_DIR/run.sh" --jitconfig "$jit" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if job_started "$marker"; then
+      echo "gpu-runner: the runner has its job"
+      wait "$pid"
+      return $?
+    fi
+    if [ $((SECONDS - started)) -ge "$IDLE_TIMEOUT_S" ]; then
+      status idle-timeout "no job within ${IDLE_TIMEOUT_S}s: its run job was skipped or cancelled"
+      kill -TERM "$pid" 2>/dev/null
+      for _ in 1 2 3 4 5 6 7 8 9 10; do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 1
+      done
+      kill -KILL "$pid" 2>/dev/null
+      wait "$pid" 2>/dev/null
+      return 124
+    fi
+    sleep "$IDLE_POLL_S"
+  done
+  wait "$pid"
+}
+
 main() {
   local jit rc
   PROJECT=$(md project/project-id) || { echo "gpu-runner: no metadata server"; exit 1; }
@@ -218,15 +255,20 @@ main() {
 
   if runner_user; then
     status runner-starting "runner $NAME as user $RUNNER_USER"
-    runuser -u "$RUNNER_USER" -- "$RUNNER_DIR/run.sh" --jitconfig "$jit"
+    run_one_job "$jit" runuser -u "$RUNNER_USER" --
     rc=$?
   else
     echo "gpu-runner: this image cannot run the runner as an unprivileged user; it runs as root"
     status runner-starting "runner $NAME as root"
-    RUNNER_ALLOW_RUNASROOT=1 "$RUNNER_DIR/run.sh" --jitconfig "$jit"
+    export RUNNER_ALLOW_RUNASROOT=1
+    run_one_job "$jit"
     rc=$?
   fi
   jit=""
+  if [ "$rc" -eq 124 ]; then
+    finish "idle: no job within ${IDLE_TIMEOUT_S}s"
+    return 0
+  fi
   if [ "$rc" -eq 0 ]; then
     status job-done "runner exited"
   else

@@ -9,7 +9,8 @@ Which run: the latest successful run of this same workflow (the workflow of ``GI
 always a run of this repository's own code (a fork's pull request from a branch that happens
 to be called ``main`` is not the base branch), never this run itself.
 
-What: its gpu-runner results artifacts (``gpu-runner-<entry id>``; the merged
+What: its gpu-runner results artifacts (``gpu-runner-<entry id>``, or the last retry's,
+``gpu-runner-<entry id>.retry-<N>``, when its Spot VM was preempted; the merged
 ``gpu-runner-report`` only when there are none), of which only each entry's ``results.json``
 is kept: the comparison needs nothing else. An artifact is a zip file from a previous run, so
 hostile: members are read only when their name is a plain relative path ending in
@@ -39,6 +40,7 @@ from typing import Any
 from ..compare import BASELINE_FILE
 from ..errors import ConfigError, InfraError
 from ..files import write_bytes_atomic, write_json_atomic
+from ..results import parse_artifact_name
 from . import client as gh_client
 
 ENTRY_ARTIFACT_PREFIX = "gpu-runner-"
@@ -329,7 +331,12 @@ def fetch(out_dir: Path, *, env: Mapping[str, str] | None = None, event_name: st
         result.created_at = run.created_at.isoformat() if getattr(run, "created_at", None) else None
         result.description = _describe(run)
         artifacts = [a for a in run.get_artifacts() if a.name.startswith(ENTRY_ARTIFACT_PREFIX)]
-        entry_artifacts = [a for a in artifacts if a.name not in (REPORT_ARTIFACT, SUMMARY_ARTIFACT)]
+        last_try: dict[str, tuple[int, Any]] = {}  # per entry, its last try's results (not a preempted try's)
+        for a in artifacts:
+            parsed = parse_artifact_name(a.name) if a.name not in (REPORT_ARTIFACT, SUMMARY_ARTIFACT) else None
+            if parsed is not None and not parsed[2] and parsed[1] >= last_try.get(parsed[0], (-1, None))[0]:
+                last_try[parsed[0]] = (parsed[1], a)
+        entry_artifacts = [a for _retry, a in last_try.values()]
         chosen = entry_artifacts or [a for a in artifacts if a.name == REPORT_ARTIFACT]
         if not chosen:
             return finish(f"{result.description} has no gpu-runner results artifacts")

@@ -20,10 +20,11 @@ from typing import Any
 
 from ..compare import Comparison, load_baseline
 from ..compare import to_dict as compare_to_dict
-from ..errors import ConfigError
+from ..errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError
 from ..files import inside, write_text_atomic
 from ..phases import phase
 from ..results import RESULTS_FILE, EntryResult, load_results, write_json_atomic  # noqa: F401
+from .collect import ShownEntry, artifact_layout, collect, load_entry_result, load_record, read_plan
 from .dashboard import DashboardEntry, in_matrix_order, name_entries, render_dashboard
 from .junit import junit_for, write_junit
 from .pdf import PdfError, PdfPrinter, find_chromium
@@ -38,6 +39,10 @@ __all__ = [
     "write_entry_reports",
     "write_run_reports",
     "load_entry",
+    "read_plan",
+    "load_record",
+    "artifact_layout",
+    "ShownEntry",
 ]
 
 JUNIT_FILE = "junit.xml"
@@ -71,13 +76,7 @@ def _logger(logger: Any) -> Any:
 
 def load_entry(entry_dir: Path) -> EntryResult:
     """results.json of an entry folder; a file this version cannot read is a ConfigError naming it."""
-    path = Path(entry_dir) / RESULTS_FILE
-    try:
-        return load_results(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no results.json here") from None
-    except (ValueError, TypeError, KeyError) as e:
-        raise ConfigError(f"{path}: not a results.json this version can read: {e}") from None
+    return load_entry_result(entry_dir)
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -215,6 +214,7 @@ class RunReport:
 
     entries: int = 0
     entries_failed: int = 0
+    entries_not_run: int = 0
     passed: int = 0
     """Notebooks that passed (and likewise failed, skipped, total); the checks are counted apart."""
     failed: int = 0
@@ -230,17 +230,21 @@ class RunReport:
     annotations: int = 0
     annotations_left_out: int = 0
     unreadable: list[str] = field(default_factory=list)
-    """Entry folders whose results.json could not be read (each also warned about)."""
+    """Entry folders whose results.json (or try records) could not be read (each also warned about)."""
     comparison: Comparison | None = None
     """Against the baseline, when one was given."""
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.checks_failed == 0 and self.entries_failed == 0 and not self.unreadable
+        return (self.failed == 0 and self.checks_failed == 0 and self.entries_failed == 0 and not self.unreadable
+                and not self.entries_not_run)
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.ok else 1
+        """1 when a notebook or check failed, else 3 when a planned entry did not run, else 0."""
+        if self.failed or self.checks_failed or self.entries_failed or self.unreadable:
+            return EXIT_FAILED
+        return EXIT_INFRA if self.entries_not_run else EXIT_OK
 
     @property
     def paths(self) -> list[Path]:
@@ -248,28 +252,29 @@ class RunReport:
 
 
 def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = None,
-                      baseline: Path | None = None) -> RunReport:
+                      baseline: Path | None = None, records: list[Path] | None = None,
+                      plan: list[dict[str, Any]] | None = None) -> RunReport:
     """Merged junit.xml, summary.md and index.html in ``out_dir`` from the entries' results.json;
     in GitHub Actions also annotations, the job summary and the step outputs.
 
     ``baseline``: a previous run's results folder; every report then says what changed
-    against it (see :mod:`gpu_runner.compare`), and ``comparison.json`` records it."""
+    against it (see :mod:`gpu_runner.compare`), and ``comparison.json`` records it.
+    ``records`` (the tries' ``gpu-runner-try.json``) and ``plan`` (the plan's entry items) make
+    every planned entry show once: a preempted try's results beside its retry's, and an entry
+    with no results as ``not_run`` with its reason (:mod:`gpu_runner.report.collect`)."""
     log = _logger(logger)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = RunReport()
-    entries: list[DashboardEntry] = []
-    for d in entry_dirs:
-        try:
-            entries.append(DashboardEntry(load_entry(Path(d)), Path(d)))
-        except ConfigError as e:
-            log.warning(str(e))
-            report.unreadable.append(str(d))
-    entries = name_entries(in_matrix_order(entries))  # every report lists them so, each with a distinct name
+    found = collect(entry_dirs, records=records or [], plan=plan, warn=log.warning, artifacts=plan is not None)
+    report.unreadable = found.unreadable
+    # every report lists them so (the plan's order is the matrix's), each with a distinct name
+    entries = name_entries(found.entries if plan is not None else in_matrix_order(found.entries))
     results = [d.result for d in entries]
 
     report.entries = len(results)
     report.entries_failed = sum(1 for r in results if r.status == "failed")
+    report.entries_not_run = sum(1 for r in results if r.status == "not_run")
     for r in results:
         n, c = r.notebook_counts(), r.check_counts()
         report.passed += n["passed"]
@@ -297,7 +302,7 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
     summary = render_summary(results, max_chars=SUMMARY_MAX_CHARS, comparison=comparison,
                              names=[d.name for d in entries])
     if report.unreadable:
-        summary += (f"\n> ⚠️ {len(report.unreadable)} entry folder(s) had a results.json that could not be read: "
+        summary += (f"\n> ⚠️ {len(report.unreadable)} file(s) could not be read: "
                     + ", ".join(f"`{Path(u).name}`" for u in report.unreadable[:20]) + "\n")
     report.summary_path = out_dir / "summary.md"
     write_text_atomic(report.summary_path, summary)
@@ -321,7 +326,7 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
                 "passed": report.passed, "failed": report.failed, "skipped": report.skipped,
                 "total": report.total, "checks-passed": report.checks_passed, "checks-failed": report.checks_failed,
                 "checks-skipped": report.checks_skipped, "checks-total": report.checks_total,
-                "results-dir": str(out_dir),
+                "not-run": report.entries_not_run, "results-dir": str(out_dir),
                 **({k.replace("_", "-"): v for k, v in comparison.counts().items()}
                    if comparison is not None and comparison.available else {}),
             })
@@ -330,10 +335,11 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
     nbs = {"passed": report.passed, "failed": report.failed, "skipped": report.skipped, "total": report.total}
     chs = {"passed": report.checks_passed, "failed": report.checks_failed, "skipped": report.checks_skipped,
            "total": report.checks_total}
+    not_run = f", {report.entries_not_run} not run" if report.entries_not_run else ""
     log.info(
         f"reports: {fmt_counts(nbs, 'notebook', always=('passed', 'failed'))}; "
         f"{fmt_counts(chs, 'system check', always=('passed', 'failed'))}; on "
-        f"{report.entries} entr{'y' if report.entries == 1 else 'ies'}; dashboard {report.dashboard_path}"
+        f"{report.entries} entr{'y' if report.entries == 1 else 'ies'}{not_run}; dashboard {report.dashboard_path}"
     )
     return report
 
@@ -344,6 +350,8 @@ def _annotations(results: list[EntryResult]) -> list:
 
     out = []
     for r in results:
+        if r.status == "not_run":
+            out.append(Annotation(message=r.reason or "not run", title=f"{r.entry.id}: not run"))
         for ch in r.checks:
             if ch.status == "failed":
                 msg = failure_details(ch.failure) if ch.failure else (ch.summary or "check failed")

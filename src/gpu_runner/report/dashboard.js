@@ -17,7 +17,7 @@
     var hash = a.getAttribute("href");
     var box = document.getElementById("only-failed");
     var el = document.getElementById(hash.slice(1));
-    if (box && box.checked && el && !el.classList.contains("s-failed")) { box.checked = false; document.body.classList.remove("only-failed"); }
+    if (box && box.checked && el && !el.classList.contains("s-failed") && !el.classList.contains("s-not_run")) { box.checked = false; document.body.classList.remove("only-failed"); }
     ev.preventDefault();
     if (history.replaceState) history.replaceState(null, "", hash);
     openTarget(hash, true);

@@ -29,25 +29,18 @@ from .cost import dashboard_entry as cost_table
 from .cost import dashboard_total as cost_total
 from .cost import entry_cost_text
 from .deltas import change_badge, dashboard_section, delta_html
+from .collect import ShownEntry, describe_tries
 from .text import KIND_LABELS, add_counts, describe_failure, fmt_counts, fmt_duration, fmt_mib, fmt_pct, runtime_text
 
-_ICON = {"passed": "✓", "failed": "✗", "skipped": "⤼"}
-_WORD = {"passed": "Passed", "failed": "Failed", "skipped": "Skipped"}
+_ICON = {"passed": "✓", "failed": "✗", "skipped": "⤼", "not_run": "⊘"}
+_WORD = {"passed": "Passed", "failed": "Failed", "skipped": "Skipped", "not_run": "Not run"}
 LOCAL_MACHINE = "this machine"
+PROBLEM = ("failed", "not_run")
 
 
-@dataclass
-class DashboardEntry:
-    """One entry as the dashboard shows it: the model plus where its folder is."""
-
-    result: EntryResult
-    entry_dir: Path
-    name: str = ""
-    """How the reports name it: its id, or where ids repeat (runs of plain paths, all ``local``,
-    merged with ``report``) its folder: ``run-a/local``. See :func:`name_entries`."""
-
-    def __post_init__(self) -> None:
-        self.name = self.name or self.result.entry.id
+DashboardEntry = ShownEntry
+"""One entry as the dashboard shows it: the model, where its folder is (None when it did not
+run), the partial results of its earlier (preempted) tries, and its name (:func:`name_entries`)."""
 
 
 def in_matrix_order(entries: list[DashboardEntry]) -> list[DashboardEntry]:
@@ -70,7 +63,11 @@ def name_entries(entries: list[DashboardEntry]) -> list[DashboardEntry]:
     for same in by_id.values():
         if len(same) < 2:
             continue
-        paths = [Path(os.path.abspath(d.entry_dir)) for d in same]
+        if any(d.entry_dir is None for d in same):  # an entry that did not run has no folder
+            for n, d in enumerate(same, 1):
+                d.name = f"{d.result.entry.id} ({n})"
+            continue
+        paths = [Path(os.path.abspath(d.entry_dir)) for d in same]  # type: ignore[arg-type]
         common = Path(os.path.commonpath([str(p) for p in paths]))
         for d, p in zip(same, paths):
             rel = p.relative_to(common).as_posix() if p != common else p.name
@@ -118,6 +115,10 @@ def _pill(status: str) -> str:
 
 def _badges(r: EntryResult) -> str:
     out = []
+    tries = describe_tries(r.tries, r.status)
+    if tries and r.status != "not_run":
+        out.append(f'<span class="badge warn" title="The entry was tried {len(r.tries)} times in this run">'
+                   f'{_e(tries)}</span>')
     if r.entry.ran_locally and r.entry.provider != "local":
         out.append(f'<span class="badge local" title="A {_e(r.entry.provider)} entry whose notebooks ran on the '
                    'machine that ran gpu-runner, not on its own VM">ran locally</span>')
@@ -145,8 +146,11 @@ def _file_href(d: DashboardEntry, rel: object, base: Path) -> str | None:
 
 
 def _nb_links(d: DashboardEntry, nb: NotebookResult, base: Path) -> str:
-    links = []
+    links: list[str] = []
     files = nb.files or {}
+    if d.entry_dir is None:
+        return '<span class="muted">no files</span>'
+
     cell = nb.failure.cell_number if nb.status == "failed" and nb.failure else None
     for key, text, extra in (("html", "HTML", f"#cell-{cell}" if cell else ""), ("pdf", "PDF", ""),
                              ("ipynb", ".ipynb", ""), ("log_py", "log.py", "")):
@@ -172,6 +176,53 @@ def _failure_text(nb_or_check) -> str:
             f'<span class="msg">{_e(describe_failure(f, max_chars=400))}</span>')
 
 
+def _nb_rows(d: DashboardEntry, base: Path, comparison: Comparison | None = None) -> list[str]:
+    rows = []
+    e = d.result.entry
+    for nb in d.result.notebooks:
+        nc = comparison.notebook(e.id, nb.path) if comparison is not None and comparison.available else None
+        rows.append(
+            f'<tr class="s-{_e(nb.status)}"><th scope="row"><code>{_e(nb.path)}</code></th>'
+            f"<td>{_pill(nb.status)}{change_badge(nc)}</td>"
+            f"<td class=num>{fmt_duration(nb.duration_s)}{delta_html(nc, 'duration_s')}</td>"
+            f"<td class=num>{fmt_mib(nb.gpu_peak_memory_mib)}{delta_html(nc, 'gpu_peak_memory_mib')}</td>"
+            f"<td class=num>{fmt_pct(nb.gpu_mean_utilization_pct)}</td>"
+            f"<td class=spark-cell>{sparkline_svg(nb.timeline)}</td>"
+            f"<td>{_failure_text(nb)}</td><td class=links>{_nb_links(d, nb, base)}</td></tr>"
+        )
+    return rows
+
+
+_NB_HEAD = ('<thead><tr><th scope="col">Notebook</th><th scope="col">Result</th><th scope="col" class=num>Duration</th>'
+            '<th scope="col" class=num>GPU peak</th><th scope="col" class=num>GPU util</th>'
+            '<th scope="col">Memory over time</th><th scope="col">What happened</th><th scope="col">Open</th></tr></thead>')
+
+
+def _tries_list(r: EntryResult) -> str:
+    if not r.tries:
+        return ""
+    words = {"ran": "ran", "preempted": "preempted", "not_started": "did not start", "cancelled": "cancelled",
+             "no_results": "no results"}
+    items = []
+    for t in r.tries:
+        where = ", ".join(x for x in (t.provisioning_model, t.zone) if x)
+        reason = f": {_e(t.reason)}" if t.reason and t.outcome != "ran" else ""
+        items.append(f"<li>Try {t.retry + 1}{f' ({_e(where)})' if where else ''}: "
+                     f"{_e(words.get(t.outcome, t.outcome))}{reason}</li>")
+    return f'<ol class="tries" aria-label="Tries of {_e(r.entry.id)}">{"".join(items)}</ol>'
+
+
+def _earlier(d: DashboardEntry, base: Path) -> str:
+    parts = []
+    for old in d.earlier:
+        rows = _nb_rows(old, base)
+        what = f"Try {old.result.entry.retry + 1}: partial results of a preempted VM (not counted)"
+        parts.append(f'<table class="list earlier"><caption>{_e(what)}</caption>{_NB_HEAD}<tbody>'
+                     + ("".join(rows) or '<tr><td colspan="8" class="muted">no notebook ran</td></tr>')
+                     + "</tbody></table>")
+    return "".join(parts)
+
+
 def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison | None = None) -> str:
     r = d.result
     e = r.entry
@@ -182,23 +233,12 @@ def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison
         ("Driver", r.facts.get("driver_version")), ("CUDA", r.facts.get("cuda_version")),
         ("Runtime's Python", runtime_text(r.facts)),
         ("Host", r.facts.get("hostname")), ("Provider", e.provider), ("Runner label", e.label),
-        ("Started", r.started_at), ("Duration", fmt_duration(r.duration_s)),
+        ("Started", r.started_at), ("Duration", fmt_duration(r.duration_s) if r.status != "not_run" else ""),
         ("Cost (estimate)", entry_cost_text(r.cost) if r.cost is not None else None),
     ):
         if value:
             facts.append(f"<div><dt>{label}</dt><dd>{_e(value)}</dd></div>")
-    nb_rows = []
-    for nb in r.notebooks:
-        nc = comparison.notebook(e.id, nb.path) if comparison is not None and comparison.available else None
-        nb_rows.append(
-            f'<tr class="s-{_e(nb.status)}"><th scope="row"><code>{_e(nb.path)}</code></th>'
-            f"<td>{_pill(nb.status)}{change_badge(nc)}</td>"
-            f"<td class=num>{fmt_duration(nb.duration_s)}{delta_html(nc, 'duration_s')}</td>"
-            f"<td class=num>{fmt_mib(nb.gpu_peak_memory_mib)}{delta_html(nc, 'gpu_peak_memory_mib')}</td>"
-            f"<td class=num>{fmt_pct(nb.gpu_mean_utilization_pct)}</td>"
-            f"<td class=spark-cell>{sparkline_svg(nb.timeline)}</td>"
-            f"<td>{_failure_text(nb)}</td><td class=links>{_nb_links(d, nb, base)}</td></tr>"
-        )
+    nb_rows = _nb_rows(d, base, comparison)
     check_rows = []
     for ch in r.checks:
         check_rows.append(
@@ -206,23 +246,22 @@ def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison
             f"<td class=num>{fmt_duration(ch.duration_s)}</td>"
             f'<td>{_failure_text(ch) if ch.status != "passed" else _e(ch.summary)}</td></tr>'
         )
+    counts = (f'{_counts_html(r.notebook_counts(), "notebook")} · {_counts_html(r.check_counts(), "check")} · '
+              f'{fmt_duration(r.duration_s)}' if r.status != "not_run" else "not run")
     parts = [
-        f'<details class="entry s-{_e(r.status)}" id="entry-{i}"{" open" if r.status == "failed" else ""}>',
+        f'<details class="entry s-{_e(r.status)}" id="entry-{i}"{" open" if r.status in PROBLEM else ""}>',
         f'<summary><span class="sum-main">{_pill(r.status)} <span class="entry-id">{_e(d.name)}</span>'
         f'<span class="muted"> {_e(row)} × {_e(col)}</span>{_badges(r)}</span>'
-        f'<span class="sum-counts">{_counts_html(r.notebook_counts(), "notebook")} · '
-        f'{_counts_html(r.check_counts(), "check")} · {fmt_duration(r.duration_s)}</span></summary>',
+        f'<span class="sum-counts">{counts}</span></summary>',
         f'<div class="entry-body"><dl class="facts">{"".join(facts)}</dl>',
     ]
+    if r.status == "not_run":
+        parts.append(f'<p class="reason"><strong>Not run:</strong> <span class="msg">{_e(r.reason or "")}</span></p>')
+    parts.append(_tries_list(r))
     if nb_rows:
-        parts.append(
-            f'<table class="list"><caption>Notebooks of {_e(d.name)}</caption><thead><tr><th scope="col">Notebook</th>'
-            '<th scope="col">Result</th><th scope="col" class=num>Duration</th><th scope="col" class=num>GPU peak</th>'
-            '<th scope="col" class=num>GPU util</th><th scope="col">Memory over time</th>'
-            '<th scope="col">What happened</th><th scope="col">Open</th></tr></thead><tbody>'
-            + "".join(nb_rows) + "</tbody></table>"
-        )
-    else:
+        parts.append(f'<table class="list"><caption>Notebooks of {_e(d.name)}</caption>{_NB_HEAD}<tbody>'
+                     + "".join(nb_rows) + "</tbody></table>")
+    elif r.status != "not_run":
         parts.append('<p class="muted">No notebooks ran.</p>')
     if r.cost is not None:
         parts.append(cost_table(r))
@@ -232,10 +271,13 @@ def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison
             '<th scope="col">Check</th><th scope="col">Result</th><th scope="col" class=num>Duration</th>'
             '<th scope="col">Summary</th></tr></thead><tbody>' + "".join(check_rows) + "</tbody></table>"
         )
-    extra = [f'<a href="{href(d.entry_dir / "results.json", base)}">results.json</a>']
-    if (d.entry_dir / "junit.xml").exists():
-        extra.append(f'<a href="{href(d.entry_dir / "junit.xml", base)}">junit.xml</a>')
-    parts.append(f'<p class="entry-files">Entry files: {" · ".join(extra)}</p></div></details>')
+    parts.append(_earlier(d, base))
+    if d.entry_dir is not None:
+        extra = [f'<a href="{href(d.entry_dir / "results.json", base)}">results.json</a>']
+        if (d.entry_dir / "junit.xml").exists():
+            extra.append(f'<a href="{href(d.entry_dir / "junit.xml", base)}">junit.xml</a>')
+        parts.append(f'<p class="entry-files">Entry files: {" · ".join(extra)}</p>')
+    parts.append("</div></details>")
     return "\n".join(parts)
 
 
@@ -243,17 +285,22 @@ def _tile(i: int, d: DashboardEntry) -> str:
     r = d.result
     n, c = r.notebook_counts(), r.check_counts()
     row, col = grid_keys(r, d.name)
+    show_id = d.name not in (row, f"{row}-{col}", f"{row}--{col}") and len(d.name) < 48
+    status = (f'<span class="tile-status"><span aria-hidden="true">{_ICON.get(r.status, "?")}</span> '
+              f'{_word(r.status)}</span>')
+    if r.status == "not_run":
+        label = f"{d.name}: not run: {r.reason or ''}. Show why."
+        return (f'<a class="tile s-not_run" href="#entry-{i}" aria-label="{_e(label)}">{status}'
+                f'<span class="tile-reason">{_e(_short(r.reason or ""))}</span>'
+                + (f'<span class="tile-id">{_e(d.name)}</span>' if show_id else "") + "</a>")
     label = (f"{d.name}: {_WORD.get(r.status, r.status)}; {fmt_counts(n, 'notebook')}; "
              f"{fmt_counts(c, 'system check')}. Show its notebooks.")
     meta = " · ".join(x for x in (_gpu_text(r), fmt_duration(r.duration_s),
                                   entry_cost_text(r.cost) if r.cost is not None else "") if x)
-    show_id = d.name not in (row, f"{row}-{col}", f"{row}--{col}") and len(d.name) < 48
     checks = (f'<span class="tile-checks{" nz" if c["failed"] else ""}">checks: '
               f'{_e(fmt_counts(c, "x").split(": ", 1)[1])}</span>' if c["total"] else "")
     return (
-        f'<a class="tile s-{_e(r.status)}" href="#entry-{i}" aria-label="{_e(label)}">'
-        f'<span class="tile-status"><span aria-hidden="true">{_ICON.get(r.status, "?")}</span> '
-        f'{_word(r.status)}</span>'
+        f'<a class="tile s-{_e(r.status)}" href="#entry-{i}" aria-label="{_e(label)}">{status}'
         f'<span class="tile-counts" aria-hidden="true" title="notebooks">'
         f'<span class="n-p" title="notebooks passed">{n["passed"]}<small> passed</small></span>'
         f'<span class="n-f{" nz" if n["failed"] else ""}" title="notebooks failed">{n["failed"]}<small> failed</small></span>'
@@ -262,6 +309,11 @@ def _tile(i: int, d: DashboardEntry) -> str:
         + (f'<span class="tile-id">{_e(d.name)}</span>' if show_id else "")
         + f'<span class="tile-meta">{_e(meta)}</span>{_badges(r)}</a>'
     )
+
+
+def _short(text: str, n: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str = "GPU notebooks",
@@ -280,9 +332,12 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
         totals.setdefault(k, 0)
         check_totals.setdefault(k, 0)
     failed_entries = sum(1 for r in results if r.status == "failed")
-    overall = "failed" if failed_entries else ("passed" if results else "skipped")
-    verdict = (f"{failed_entries} of {len(results)} entries failed" if failed_entries
-               else f"All {len(results)} entries passed" if results else "No results")
+    not_run = sum(1 for r in results if r.status == "not_run")
+    overall = "failed" if failed_entries else "not_run" if not_run else ("passed" if results else "skipped")
+    verdict = ", ".join(x for x in (
+        f"{failed_entries} of {len(results)} entries failed" if failed_entries else "",
+        f"{not_run} of {len(results)} entries not run" if not_run else "") if x) or (
+        f"All {len(results)} entries passed" if results else "No results")
 
     # the matrix's order, as the entry list below: rows by runtime, columns by machine
     keys = [grid_keys(d.result, d.name) for d in entries]
@@ -316,6 +371,10 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
     failures = []
     for i, d in enumerate(entries):
         r = d.result
+        if r.status == "not_run":
+            failures.append(
+                f'<li class="s-not_run"><a class="where" href="#entry-{i}"><span class="entry-id">{_e(r.entry.id)}</span>'
+                f' · not run</a> <span class="msg">{_e(r.reason or "")}</span></li>')
         for ch in r.checks:
             if ch.status == "failed":
                 failures.append(
@@ -353,18 +412,22 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
         f'<div class="stat s-skipped"><span class="n">{totals["skipped"]}</span> notebooks skipped</div>'
         f'<div class="stat{" s-failed" if check_totals["failed"] else ""}"><span class="n">'
         f'{check_totals["passed"]}/{check_totals["total"]}</span> system checks passed{checks_skipped}</div>'
+        + (f'<div class="stat s-not_run"><span class="n">{not_run}</span> not run</div>' if not_run else "") +
         f'<div class="stat"><span class="n">{len(results)}</span> entr{"y" if len(results) == 1 else "ies"}</div>'
         f'<div class="stat"><span class="n">{fmt_duration(longest)}</span> longest entry</div>'
         f'{cost_total(results)}</section>',
         '<section aria-labelledby="grid-h"><h2 id="grid-h">Runtimes × machines</h2>', *grid, "</section>",
     ]
     if failures:
-        body += ['<section aria-labelledby="fail-h" class="failures"><h2 id="fail-h">Failures '
+        heading = "Failures and entries not run" if not_run and failed_entries else (
+            "Entries not run" if not_run and not any(r.status == "failed" or r.counts()["failed"] for r in results)
+            else "Failures")
+        body += ['<section aria-labelledby="fail-h" class="failures"><h2 id="fail-h">' + heading + ' '
                  f'<span class="count">{len(failures)}</span></h2><ul>', *failures, "</ul></section>"]
     body.append(dashboard_section(comparison, {d.result.entry.id: i for i, d in enumerate(entries)}))
     body += [
         '<section aria-labelledby="entries-h"><div class="entries-head"><h2 id="entries-h">Entries</h2>'
-        '<div class="controls"><label><input type="checkbox" id="only-failed"> only failed entries</label>'
+        '<div class="controls"><label><input type="checkbox" id="only-failed"> only failed and not run entries</label>'
         '<button type="button" id="expand-all">Expand all</button>'
         '<button type="button" id="collapse-all">Collapse all</button></div></div>',
         *[_entry_section(i, d, base, comparison) for i, d in enumerate(entries)],

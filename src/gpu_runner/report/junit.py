@@ -25,6 +25,10 @@ against a baseline also ``baseline_status`` (``absent`` when it was not there),
 lists ``regressions`` / ``improvements`` (figures: ``duration_s``, ``gpu_peak_memory_mib``,
 ``peak_rss_mib``). The entry's suite says ``baseline`` (where it came from, or why none).
 
+An entry that did not run (``not_run``: no capacity, runner never online, cancelled, preempted on
+every try) is one test case ``not run`` (classname ``<entry id>.entry``) with an ``<error>``
+whose message is the reason: every consumer above counts and shows errors.
+
 Every string passes through :func:`xml_safe` (no ANSI, no XML-illegal characters).
 """
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from junitparser import Error as JError
 from junitparser import Failure as JFailure
 from junitparser import JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
@@ -146,6 +151,15 @@ def check_case(entry_id: str, check: CheckResult) -> TestCase:
     return case
 
 
+def not_run_case(entry_id: str, reason: str) -> TestCase:
+    """The one test case of an entry that did not run: an ``<error>`` with the reason."""
+    case = TestCase("not run", _classname(entry_id, "entry"), 0.0)
+    err = JError(xml_safe(one_line(reason, MESSAGE_MAX_CHARS) or "not run"), "not_run")
+    err.text = xml_safe(reason)
+    case.result = [err]
+    return case
+
+
 def entry_suite(result: EntryResult, comparison: Comparison | None = None) -> TestSuite:
     """The ``<testsuite>`` of one entry; with a ``comparison``, the baseline in its properties
     and in each notebook's."""
@@ -178,6 +192,10 @@ def entry_suite(result: EntryResult, comparison: Comparison | None = None) -> Te
         if ec.presence == "both":
             props += [("regressions", sum(len(n.regressions) for n in ec.notebooks)),
                       ("newly_failing", sum(1 for n in ec.notebooks if n.change == "newly_failing"))]
+    if result.tries:
+        props.append(("tries", "; ".join(
+            f"{t.retry + 1}: {t.outcome}" + (f" ({t.provisioning_model})" if t.provisioning_model else "")
+            for t in result.tries)))
     for name, value in props:
         if value is not None and value != "":
             suite.add_property(name, xml_safe(str(value)))
@@ -185,6 +203,8 @@ def entry_suite(result: EntryResult, comparison: Comparison | None = None) -> Te
         suite.add_testcase(check_case(entry.id, check))
     for nb in result.notebooks:
         suite.add_testcase(notebook_case(entry.id, nb, ec.notebook(nb.path) if ec is not None else None))
+    if result.status == "not_run":
+        suite.add_testcase(not_run_case(entry.id, result.reason or "not run"))
     suite.update_statistics()
     _set_suite_time(suite, result)
     if result.started_at:

@@ -13,6 +13,7 @@ import html
 from ..compare import Comparison
 from ..results import EntryResult, NotebookResult
 from .cost import markdown_section as cost_section
+from .collect import describe_tries
 from .deltas import markdown_blocks
 from .text import (
     KIND_LABELS,
@@ -30,7 +31,7 @@ from .text import (
 SUMMARY_MAX_CHARS = 60_000
 _NOTE_RESERVE = 600
 
-_STATUS = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭️ skipped"}
+_STATUS = {"passed": "✅ passed", "failed": "❌ failed", "skipped": "⏭️ skipped", "not_run": "🚫 not run"}
 
 
 ZWJ = "\u200d"
@@ -119,6 +120,9 @@ def _entry_name(result: EntryResult, name: str | None = None) -> str:
         note = " (ran locally)"
     if result.interrupted:
         note += " (interrupted)"
+    tries = describe_tries(result.tries, result.status)
+    if tries:
+        note += f" ({md(tries)})"
     return _code(name or e.id) + note
 
 
@@ -155,10 +159,14 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
 
     t_nb, t_ch = _totals(results)
     failed_entries = [r for r in results if r.status == "failed"]
+    not_run = [r for r in results if r.status == "not_run"]
+    of = f"of {len(results)} entr{'y' if len(results) == 1 else 'ies'}"
     if not results:
         head = f"## ⚠️ {title}: no results"
     elif failed_entries:
-        head = f"## ❌ {title}: {len(failed_entries)} of {len(results)} entr{'y' if len(results) == 1 else 'ies'} failed"
+        head = f"## ❌ {title}: {len(failed_entries)} {of} failed" + (f", {len(not_run)} not run" if not_run else "")
+    elif not_run:
+        head = f"## 🚫 {title}: {len(not_run)} {of} not run"
     else:
         head = f"## ✅ {title}: all {len(results)} entr{'y' if len(results) == 1 else 'ies'} passed"
     b.add(head)
@@ -166,7 +174,8 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
     longest = max((r.duration_s for r in results), default=0.0)
     b.add(
         f"**{md(fmt_counts(t_nb, 'notebook'))}** · {md(fmt_counts(t_ch, 'system check'))} — on {len(results)} entr"
-        f"{'y' if len(results) == 1 else 'ies'}; longest entry {fmt_duration(longest)}."
+        f"{'y' if len(results) == 1 else 'ies'}" + (f" ({len(not_run)} not run)" if not_run else "")
+        + f"; longest entry {fmt_duration(longest)}."
     )
     b.add("")
 
@@ -176,11 +185,22 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
                   "|---|---|---|---|---|---|---|---|--:|")
         b.add(header)
         for r in results:
+            counts = ("— | — | —" if r.status == "not_run" else
+                      f"{_short_counts(r.notebook_counts())} | {_short_counts(r.check_counts())} | "
+                      f"{fmt_duration(r.duration_s)}")
             row = (f"| {_entry_name(r, name_of(r))} | {md(r.entry.runtime or '—')} | {md(r.entry.machine or '—')} | {_gpu(r)} | "
                    f"{md(runtime_text(r.facts, short=True).removeprefix('Python ') or '—')} | "
-                   f"{_status(r.status)} | {_short_counts(r.notebook_counts())} | "
-                   f"{_short_counts(r.check_counts())} | {fmt_duration(r.duration_s)} |")
+                   f"{_status(r.status)} | {counts} |")
             b.add(row, "entry rows")
+        b.add("")
+
+    # -- entries that did not run ------------------------------------------------------------
+    if not_run:
+        b.add(f"### Not run ({len(not_run)})")
+        b.add("")
+        b.add("| Entry | Why |\n|---|---|")
+        for r in not_run:
+            b.add(f"| {_entry_name(r, name_of(r))} | {md(r.reason or 'unknown')} |", "not-run rows")
         b.add("")
 
     # -- what the VMs cost ------------------------------------------------------------------
