@@ -96,3 +96,22 @@ def test_quota_named_from_the_message_when_there_are_no_details() -> None:
     e = classify([{"code": "QUOTA_EXCEEDED", "message": "Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: 1.0 globally."}],
                  "europe-west4-a", "create")
     assert isinstance(e, QuotaError) and "GPUS_ALL_REGIONS" in str(e) and "europe-west4" in str(e)
+
+
+def test_who_may_approve_and_taking_an_approval_back(gh: GitHubStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collaborator-permission and issue-label calls through PyGithub: write and admin approve,
+    maintain reads as write, triage as read; a user who is no collaborator is a 404 (none). The label
+    (with its ':') comes off once; a token that may not is an infrastructure error naming the permission."""
+    from gpu_runner.github.approval import Approvals
+
+    gh.permissions = {"maint": "write", "boss": "admin", "triage-user": "read"}
+    gh.pr_labels = {12: ["gpu-runner:approved", "bug"]}
+    a = Approvals(client(), "octo-org/runtime")
+    assert [a.may_approve(u) for u in ("maint", "boss", "triage-user", "nobody")] == [True, True, False, False]
+    assert a.permission("nobody") == "none"
+    assert a.revoke(12, "gpu-runner:approved") is True and gh.pr_labels[12] == ["bug"]
+    assert a.revoke(12, "gpu-runner:approved") is False
+    assert not gh.rejected
+    monkeypatch.setenv("GITHUB_TOKEN", "a-token-it-does-not-know")
+    with pytest.raises(InfraError, match="401 Bad credentials.*Pull requests: write"):
+        Approvals(client(), "octo-org/runtime").revoke(12, "bug")

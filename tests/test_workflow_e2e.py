@@ -90,12 +90,19 @@ def world(tmp_path: Path):
     w.close()
 
 
-def _pr_event(*, fork: bool, labels: list[str] = (), action: str = "opened") -> dict:
+HEAD_SHA, BASE_SHA, APPROVAL = "4" * 40, "5" * 40, "gpu-runner:approved"
+
+
+def _pr_event(*, fork: bool, labels: list[str] = (), action: str = "opened", label: str | None = None,
+              sender: str = "contributor") -> dict:
     head = "contributor/runtime" if fork else REPO_NAME
-    return {"action": action, "number": 12, "pull_request": {
+    event = {"action": action, "number": 12, "sender": {"login": sender}, "pull_request": {
         "number": 12, "labels": [{"name": n} for n in labels],
-        "head": {"sha": "4" * 40, "repo": {"full_name": head, "fork": fork}},
-        "base": {"sha": "5" * 40, "ref": "main", "repo": {"full_name": REPO_NAME}}}}
+        "head": {"sha": HEAD_SHA, "repo": {"full_name": head, "fork": fork}},
+        "base": {"sha": BASE_SHA, "ref": "main", "repo": {"full_name": REPO_NAME}}}}
+    if label is not None:
+        event["label"] = {"name": label}
+    return event
 
 
 def _texts(r: Runner) -> str:
@@ -110,7 +117,7 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
     r = world.runner("push", {"after": SHA, "before": "0" * 40, "ref": "refs/heads/main"})
     res = r.run_workflow()
     assert {k: v["result"] for k, v in res.items() if k != "_jobs"} == {
-        "plan": "success", "entry": "success", "report": "success", "comment": "success"}, _texts(r)
+        "plan": "success", "revoke": "skipped", "entry": "success", "report": "success", "comment": "success"}, _texts(r)
     items = json.loads(res["plan"]["outputs"]["matrix"])["include"]
     assert [i["id"] for i in items] == ["smoke--here", "smoke--l4"] and res["plan"]["outputs"]["has-work"] == "true"
 
@@ -224,22 +231,119 @@ def shutil_rmtree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
 
 
-@pytest.mark.parametrize("event_name,labels,action,gpu", [
-    ("pull_request_target", [], "opened", False),
-    ("pull_request_target", ["gpu-runner:approved"], "labeled", True),
-    ("pull_request_target", ["gpu-runner:approved"], "synchronize", False),
-    ("pull_request", ["gpu-runner:approved"], "labeled", False),
+@pytest.mark.parametrize("event_name,fork,labels,action,label,sender,planned,why", [
+    # nothing of a fork's pull request runs on pull_request_target before the approval...
+    ("pull_request_target", True, [], "opened", None, "contributor", [], "applies the label 'gpu-runner:approved'"),
+    # ...and a label that is merely there approves nothing: reopened, new commits, another label
+    ("pull_request_target", True, [APPROVAL], "reopened", None, "contributor", [], "applied to older code"),
+    ("pull_request_target", True, [APPROVAL], "synchronize", None, "contributor", [], "applied to older code"),
+    ("pull_request_target", True, [APPROVAL, "bug"], "labeled", "bug", "maintainer", [], "of the label 'bug'"),
+    # the approval is the labeled event by a user who may write; triage may label, not approve
+    ("pull_request_target", True, [APPROVAL], "labeled", APPROVAL, "maintainer", ["smoke--here", "smoke--l4"], None),
+    ("pull_request_target", True, [APPROVAL], "labeled", APPROVAL, "triager", [], "triager, who applied it, may "
+     "not write"),
+    ("pull_request_target", True, [APPROVAL], "labeled", APPROVAL, "stranger", [], "stranger, who applied it, may "
+     "not write"),
+    # a fork's pull_request has no secrets: its local entries only; a branch of this repository: all
+    ("pull_request", True, [APPROVAL], "labeled", APPROVAL, "maintainer", ["smoke--here"], "no secrets"),
+    ("pull_request_target", False, [], "opened", None, "maintainer", ["smoke--here", "smoke--l4"], None),
 ])
-def test_fork_pull_requests_get_gpu_entries_only_when_approved(world: World, event_name: str, labels: list[str],
-                                                                action: str, gpu: bool) -> None:
-    r = world.runner(event_name, _pr_event(fork=True, labels=labels, action=action))
+def test_what_a_pull_request_may_run(world: World, event_name: str, fork: bool, labels: list[str], action: str,
+                                     label: str | None, sender: str, planned: list[str], why: str | None) -> None:
+    world.gh.permissions = {"maintainer": "write", "triager": "read"}
+    r = world.runner(event_name, _pr_event(fork=fork, labels=labels, action=action, label=label, sender=sender))
     job = r.run_job("plan", {}, None)
     assert job.result == "success", "\n".join(s.output for s in job.steps)
-    ids = [i["id"] for i in json.loads(job.outputs["matrix"])["include"]]
-    assert ids == (["smoke--here", "smoke--l4"] if gpu else ["smoke--here"])
-    if not gpu:
-        assert "GPU entries not run" in job.summary and "smoke--l4" in job.summary
+    assert [i["id"] for i in json.loads(job.outputs["matrix"])["include"]] == planned
+    assert job.outputs["has-work"] == ("true" if planned else "false")
+    if why is not None:
+        assert why in job.summary, job.summary
+        heading = "GPU entries not run" if planned else "Nothing of this pull request runs yet"
+        assert heading in job.summary
+    assert world.gh.calls["collaborators.permission"] == (1 if action == "labeled" and label == APPROVAL and fork
+                                                          and event_name == "pull_request_target" else 0)
     assert world.compute.count() == 0
+
+
+def _trees(world: World, tmp: Path) -> tuple[Path, Path]:
+    """The base branch (what the workspace holds) and the pull request's head commit: the fork wants
+    its local entry on a self-hosted runner in a privileged container, and says so in its notebook."""
+    base, head = world.ws, tmp / "head"
+    shutil_copytree(base, head)
+    (head / "matrix.yml").write_text(MATRIX.replace(
+        "  here: {provider: local}", "  here: {provider: local, runs_on: some-self-hosted-label}").replace(
+        "    container: python:3.12-slim", "    container: python:3.12-slim\n"
+        "    container_options: --privileged -v /:/host"))
+    make_nb(head / "notebooks", "smoke.ipynb", "print('the head commit ran')")
+    return base, head
+
+
+def shutil_copytree(src: Path, dst: Path) -> None:
+    import shutil
+
+    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns(".gpu-runner"))
+
+
+def test_an_approved_fork_runs_exactly_the_labelled_commit_as_the_base_branch_plans_it(world: World,
+                                                                                     tmp_path: Path) -> None:
+    """A maintainer applies the label: every entry runs, each run job checks out the head commit the
+    label was applied to (the fork's notebook runs), where it runs comes from the base branch's matrix
+    (the fork's self-hosted runs_on and privileged container options are ignored), and no job of the
+    run touches the cache."""
+    world.gh.permissions = {"maintainer": "write"}
+    world.gh.pr_labels = {12: [APPROVAL]}
+    _base, head = _trees(world, tmp_path)
+    r = world.runner("pull_request_target", _pr_event(fork=True, labels=[APPROVAL], action="labeled",
+                                                      label=APPROVAL, sender="maintainer"))
+    r.refs = {HEAD_SHA: head}
+    res = r.run_workflow()
+    assert res["report"]["result"] == "success" and res["comment"]["result"] == "success", _texts(r)
+    items = {i["id"]: i for i in json.loads(res["plan"]["outputs"]["matrix"])["include"]}
+    assert items["smoke--here"]["runs_on"] == "ubuntu-latest" and items["smoke--l4"]["container_options"] is None
+    runs = _jobs(r, "run")
+    assert [j.checkouts for j in runs] == [[HEAD_SHA], [HEAD_SHA]]
+    assert {j.container["runs_on"] for j in runs} == {"ubuntu-latest", "gpu-runner-5150-1-smoke--l4"}
+    assert all("--privileged" not in (j.container.get("options") or "") for j in runs)
+    for entry in ("smoke--here", "smoke--l4"):
+        nb = world.artifacts / f"gpu-runner-{entry}" / entry / "notebooks" / "smoke" / "output.ipynb"
+        assert "the head commit ran" in nb.read_text()
+    # the jobs that hold secrets, and the plan, read the base branch
+    assert all(j.checkouts == [""] for j in r.jobs if j.name in ("plan", "start", "stop"))
+    assert r.cache_uses and {c for _tag, c in r.cache_uses} == {"false"}, r.cache_uses
+    assert world.gh.pr_labels == {12: [APPROVAL]}  # the approval stays for that commit
+    world.assert_clean()
+
+
+@pytest.mark.parametrize("action", ["synchronize", "reopened"])
+def test_new_commits_to_an_approved_fork_run_nothing_and_lose_the_label(world: World, action: str) -> None:
+    world.gh.permissions = {"maintainer": "write"}
+    world.gh.pr_labels = {12: [APPROVAL, "bug"]}
+    r = world.runner("pull_request_target", _pr_event(fork=True, labels=[APPROVAL, "bug"], action=action))
+    res = r.run_workflow()
+    assert [(j.tag, j.result) for j in r.jobs] == [("plan", "success"), ("revoke", "success")], _texts(r)
+    assert res["plan"]["outputs"]["has-work"] == "false"
+    assert res["entry"]["result"] == "skipped" and res["report"]["result"] == "skipped"
+    assert world.gh.pr_labels == {12: ["bug"]} and world.gh.calls["issue-labels.remove"] == 1
+    revoke = next(s for s in _jobs(r, "revoke")[0].steps if s.command == "gpu-runner revoke-approval")
+    assert f"removed the label 'gpu-runner:approved' from pull request #12: commit {HEAD_SHA[:12]}" in revoke.output
+    assert {c for _tag, c in r.cache_uses} == {"false"}
+    world.assert_clean()
+
+
+def test_a_forks_pull_request_is_planned_from_its_base_commit(world: World, tmp_path: Path) -> None:
+    """On pull_request GitHub checks out the merge commit, which has the fork's matrix; the plan reads
+    the base commit's instead, so the fork's self-hosted runs_on never reaches a job."""
+    base = tmp_path / "base"
+    shutil_copytree(world.ws, base)
+    _, head = _trees(world, tmp_path)
+    for f in ("matrix.yml", "notebooks/smoke.ipynb"):  # the merge commit: the fork's files
+        (world.ws / f).write_text((head / f).read_text())
+    r = world.runner("pull_request", _pr_event(fork=True))
+    r.refs = {BASE_SHA: base}
+    job = r.run_job("plan", {}, None)
+    items = json.loads(job.outputs["matrix"])["include"]
+    assert job.checkouts == [BASE_SHA]
+    assert [(i["id"], i["runs_on"]) for i in items] == [("smoke--here", "ubuntu-latest")]
 
 
 def test_a_failing_notebook_fails_run_and_report_but_stop_and_comment_still_happen(world: World) -> None:
@@ -513,7 +617,21 @@ def test_the_workflows_keep_their_promises() -> None:
     # only the comment job may write; the report job reads what the code under test wrote with none
     writers = {name for name, job in wf["jobs"].items()
                if any(v == "write" for k, v in (job.get("permissions") or {}).items() if k != "id-token")}
-    assert writers == {"comment"}, writers
+    assert writers == {"comment", "revoke"}, writers
+    assert wf["jobs"]["revoke"]["permissions"] == {"pull-requests": "write"}
+    assert [s.get("with", {}).get("path") for s in wf["jobs"]["revoke"]["steps"]
+            if s.get("uses", "").startswith("actions/checkout@")] == [".gpu-runner"]  # nothing of the pull request
+    # no job of a pull_request_target run uses the cache; the run jobs check out the approved commit
+    for doc in (wf, entry):
+        for name, job in doc["jobs"].items():
+            for step in job.get("steps", []):
+                if step.get("uses") == "./.gpu-runner":
+                    assert step["with"]["cache"] in (False, "${{ github.event_name != 'pull_request_target' }}"), name
+    for name, job in entry["jobs"].items():
+        if name.startswith("run"):
+            (code,) = [s["with"] for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@")
+                       and "repository" not in s.get("with", {})]
+            assert code["ref"] == "${{ github.event_name == 'pull_request_target' && github.event.pull_request.head.sha || '' }}"
     report_step = next(s for s in wf["jobs"]["report"]["steps"] if s.get("uses") == "./.gpu-runner"
                        and s["with"]["mode"] == "report")
     assert report_step["with"]["github-token"] == ""

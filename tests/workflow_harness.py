@@ -7,7 +7,8 @@ expressions they use (a small evaluator: contexts, literals, ``! == != < > <= >=
 resolved and the files GitHub sets (GITHUB_OUTPUT per step, GITHUB_STEP_SUMMARY per job,
 GITHUB_EVENT_PATH). Matrix jobs run once per item. What it does not run, it stands in for:
 
-* ``actions/checkout``: the workspace is already the checked-out repository, and the
+* ``actions/checkout``: the workspace is already the checked-out repository (the event's
+  default commit), or with a ``ref`` the test maps in ``Runner.refs``, that commit's files; the
   gpu-runner checkout (``.gpu-runner``) is this repository.
 * ``actions/upload-artifact`` / ``download-artifact``: folders under ``artifacts/<name>``
   (path lists with ``!`` exclusions, overwrite, the ``artifact-id`` output; pattern or
@@ -290,6 +291,8 @@ class JobResult:
     """The job's id in its workflow file (``run``, ``stop-retry-1``)."""
     item: dict[str, Any] | None = None
     preempted: bool = False
+    checkouts: list[str] = field(default_factory=list)
+    """The ``ref`` of each checkout of the repository itself ('' for the event's default commit)."""
 
 
 @dataclass
@@ -344,6 +347,9 @@ class Runner:
     cancelled: bool = False
     cache_uses: list[tuple[str, str | None]] = field(default_factory=list)
     """(job tag, the action's ``cache`` input) for every use of the action."""
+    refs: dict[str, Path] = field(default_factory=dict)
+    """ref -> a folder with that commit's files: a checkout of the repository at that ``ref``
+    gives the job those files instead of the event's default commit (the workspace as given)."""
 
     def __post_init__(self) -> None:
         self.workflow = self.load(self.workflow_path)
@@ -434,6 +440,7 @@ class Runner:
                 env[k] = v
         watch = self.preempt.get(runs_on) if self_hosted else None
         preempted = job_cancelled = False
+        checkouts: list[str] = []
         steps: list[StepRecord] = []
         for i, step in enumerate(job.get("steps", [])):
             sid = step.get("id", f"__{i}")
@@ -462,7 +469,10 @@ class Runner:
             elif uses.startswith("actions/download-artifact@"):
                 self.download(with_)
                 rec, why = StepRecord(tag, label, "success"), None
-            elif uses.startswith(("actions/checkout@", "google-github-actions/auth@", "actions/cache@")):
+            elif uses.startswith("actions/checkout@"):
+                self.checkout(with_, checkouts)
+                rec, why = StepRecord(tag, label, "success"), None
+            elif uses.startswith(("google-github-actions/auth@", "actions/cache@")):
                 rec, why = StepRecord(tag, label, "success"), None
             elif "run" in step:
                 ok, outputs, text, why = self.bash(evaluate(step["run"], ctx, status), step_env, jobdir, stop_when)
@@ -486,9 +496,30 @@ class Runner:
         job_outputs = {k: _to_str(v) for k, v in evaluate(job.get("outputs", {}), ctx, status).items()}
         result = "cancelled" if job_cancelled else ("failure" if status["failed"] else "success")
         jr = JobResult(result, job_outputs, steps, container={"runs_on": runs_on, **(container or {})},
-                       summary=summary.read_text(), tag=tag, name=name, item=item, preempted=preempted)
+                       summary=summary.read_text(), tag=tag, name=name, item=item, preempted=preempted,
+                       checkouts=checkouts)
         self.jobs.append(jr)
         return jr
+
+    def checkout(self, with_: dict[str, Any], checkouts: list[str]) -> None:
+        """actions/checkout: the gpu-runner checkout (``path: .gpu-runner``) is this repository; the
+        repository itself at ``ref`` is ``refs[ref]`` when the test gave one, else the workspace."""
+        repo = str(with_.get("repository") or "")
+        if with_.get("path") or (repo and repo != self.base_env["GITHUB_REPOSITORY"]):
+            return
+        ref = str(with_.get("ref") or "")
+        checkouts.append(ref)
+        tree = self.refs.get(ref) if ref else None
+        if tree is None:
+            return
+        for child in self.workspace.iterdir():
+            if child.name == ".gpu-runner":
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        shutil.copytree(tree, self.workspace, symlinks=True, dirs_exist_ok=True)
 
     def _wait(self, proc: subprocess.Popen[str], stop_when: Any) -> str | None:
         """Wait for a step's process; on a preemption or a cancellation signal it as GitHub does."""

@@ -40,7 +40,14 @@ case "$INPUT_MODE" in
         changed="${RUNNER_TEMP:-/tmp}/gpu-runner/changed-files.txt"
         mkdir -p "$(dirname "$changed")"
         git fetch --no-tags --depth=1 origin "$GPU_RUNNER_EVENT_BASE" >/dev/null 2>&1 || true
-        if git diff --name-only "$GPU_RUNNER_EVENT_BASE" HEAD >"$changed"; then
+        against=HEAD
+        # a pull request whose code is not trusted here (pull_request_target, a fork's pull_request)
+        # is planned from the base branch: its changes are those of its head commit, only listed
+        if [ -n "${GPU_RUNNER_EVENT_HEAD:-}" ] && ! git merge-base --is-ancestor "$GPU_RUNNER_EVENT_HEAD" HEAD 2>/dev/null; then
+          git fetch --no-tags --depth=1 origin "$GPU_RUNNER_EVENT_HEAD" >/dev/null 2>&1 || true
+          against=$GPU_RUNNER_EVENT_HEAD
+        fi
+        if git diff --name-only "$GPU_RUNNER_EVENT_BASE" "$against" >"$changed"; then
           args+=(--changed-files "$changed")
         else
           echo "::warning title=gpu-runner::cannot list the changed files against $GPU_RUNNER_EVENT_BASE; planning every runtime"
@@ -105,12 +112,19 @@ case "$INPUT_MODE" in
     group=false
     ;;
   comment) args=(comment "${INPUT_REPORT_DIR:-$INPUT_RESULTS_DIR}" --key "${INPUT_COMMENT_KEY:-default}" --optional) ;;
+  revoke-approval)
+    if [ -z "${INPUT_FORK_GATE:-}" ]; then
+      echo "::error title=gpu-runner::mode revoke-approval needs the approval label in the input 'fork-gate'"
+      exit 2
+    fi
+    args=(revoke-approval "$INPUT_FORK_GATE")
+    ;;
   janitor)
     args=(janitor --max-age "${INPUT_MAX_AGE:-3h}" "${project[@]}")
     if flag "${INPUT_DRY_RUN:-false}" dry-run; then args+=(--dry-run); fi
     ;;
   *)
-    echo "::error title=gpu-runner::input 'mode' must be plan, start, run, check, stop, report, comment or janitor; got '$INPUT_MODE'"
+    echo "::error title=gpu-runner::input 'mode' must be plan, start, run, check, stop, baseline, report, comment, revoke-approval or janitor; got '$INPUT_MODE'"
     exit 2
     ;;
 esac

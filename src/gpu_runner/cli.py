@@ -428,8 +428,8 @@ def _check(run: Any, folder: Any) -> None:
                    "[default: table on a terminal, else json]")
 @click.option("--fork-gate", "approval_label", default=None, metavar="LABEL",
               help="Read the event (GITHUB_EVENT_NAME, GITHUB_EVENT_PATH): a pull request from a fork keeps only "
-                   "its local entries unless it may start GPU machines (pull_request_target with LABEL applied); "
-                   "says why in the job summary.")
+                   "its local entries on pull_request, and nothing at all on pull_request_target unless this "
+                   "event is a user with write access applying LABEL; says why in the job summary.")
 def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, ...], changed_files: str | None,
              fmt: str | None, approval_label: str | None) -> None:
     """Expand a matrix file into entries: one runtime on one machine, each with an id and a runner label.
@@ -443,19 +443,32 @@ def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, 
                       check_notebooks=True)
     for line in planning.warning_lines(p.warnings, github=os.environ.get("GITHUB_ACTIONS") == "true"):
         click.echo(line, err=True)
-    gated = None
+    gated = False
     if approval_label is not None:
         from .github.comments import read_event
         from .github.workflow import append_step_summary
 
-        gated = planning.fork_gate(os.environ.get("GITHUB_EVENT_NAME", ""), read_event(), approval_label)
-        dropped = [e for e in p.entries if not e.is_local] if gated else []
+        event_name = os.environ.get("GITHUB_EVENT_NAME", "")
+
+        def may_approve(login: str) -> bool:
+            from .github.approval import Approvals
+            from .github.client import client, repository
+
+            return Approvals(client(), repository()).may_approve(login)
+
+        gate = planning.fork_gate(event_name, read_event(), approval_label, may_approve)
+        dropped = [e for e in p.entries if gate.keep == "none" or (gate.keep == "local" and not e.is_local)]
         if dropped:
-            p.entries = [e for e in p.entries if e.is_local]
-            note = (f"{len(dropped)} GPU entr{'y' if len(dropped) == 1 else 'ies'} left out: {gated}. "
-                    f"Left out: {', '.join(e.id for e in dropped)}.")
+            gated = True
+            p.entries = [e for e in p.entries if e not in dropped]
+            what = "entr" + ("y" if len(dropped) == 1 else "ies") if gate.keep == "none" else (
+                "GPU entr" + ("y" if len(dropped) == 1 else "ies"))
+            note = f"{len(dropped)} {what} left out: {gate.reason}. Left out: {', '.join(e.id for e in dropped)}."
             p.notes.append(note)
-            append_step_summary(f"### GPU entries not run\n\n{note}\n")
+            heading = "Nothing of this pull request runs yet" if gate.keep == "none" else "GPU entries not run"
+            append_step_summary(f"### {heading}\n\n{note}\n")
+        if gate.approved:
+            p.notes.append(f"pull request from a fork {gate.approved}: the run jobs check out that commit")
     for note in p.notes:
         click.echo(note, err=True)
     cost = planning.price_entries(p)
@@ -954,6 +967,40 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
         if record is not None and record_dir is not None:
             path = record.write(record_dir)
             logger.info(f"recorded try {retry + 1} of {record.entry_id} in {path}")
+
+
+@cli.command("revoke-approval")
+@click.argument("label")
+def revoke_approval_cmd(label: str) -> None:
+    """On new commits to a pull request from a fork (a pull_request_target synchronize or reopened
+    event), remove LABEL, the approval: it was given to older code. Elsewhere it does nothing.
+
+    Needs GITHUB_REPOSITORY, the event (GITHUB_EVENT_NAME, GITHUB_EVENT_PATH) and a token that may
+    write pull requests (GPU_RUNNER_GITHUB_TOKEN or GITHUB_TOKEN).
+    """
+    from .github.comments import read_event
+    from .plan import is_fork
+
+    event_name, event = os.environ.get("GITHUB_EVENT_NAME", ""), read_event()
+    pull = event.get("pull_request")
+    action = str(event.get("action") or "")
+    if event_name != "pull_request_target" or not isinstance(pull, dict) or not is_fork(pull) or action not in (
+            "synchronize", "reopened"):
+        click.echo(f"nothing to revoke: not new code for a pull request from a fork ({event_name} {action})")
+        return
+    labels = {lb.get("name") for lb in pull.get("labels") or [] if isinstance(lb, dict)}
+    number = pull.get("number") or event.get("number")
+    if label not in labels or not isinstance(number, int):
+        click.echo(f"pull request #{number} does not carry the label {label!r}: nothing to revoke")
+        return
+    from .github.approval import Approvals
+    from .github.client import client, repository
+
+    removed = Approvals(client(), repository()).revoke(number, label)
+    head = str((pull.get("head") or {}).get("sha") or "")[:12]
+    click.echo(f"{'removed' if removed else 'already gone:'} the label {label!r} from pull request #{number}: "
+               f"commit {head} ({action}) is not approved; a user with write access reviews it and applies the "
+               "label again")
 
 
 @cli.command("janitor")

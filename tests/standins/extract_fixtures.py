@@ -35,6 +35,8 @@ GITHUB_PATHS = {
     "/repos/{owner}/{repo}/issues/{issue_number}/comments": ["get", "post"],
     "/repos/{owner}/{repo}/issues/comments/{comment_id}": ["get", "patch"],
     "/repos/{owner}/{repo}/commits/{commit_sha}/comments": ["get", "post"],
+    "/repos/{owner}/{repo}/collaborators/{username}/permission": ["get"],
+    "/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}": ["delete"],
 }
 
 
@@ -106,8 +108,8 @@ def main(ref: Path) -> None:
     g = json.loads((ref / "github-openapi-subset.json").read_text())
     paths = {p: {m: _strip(g["paths"][p][m]) for m in ms} for p, ms in GITHUB_PATHS.items()}
     out = {"_source": "github-openapi-subset.json: generated/api.github.com.deref.json in the npm package "
-                      "@octokit/openapi 23.0.2, MIT (Octokit contributors); the runner, workflow-run, artifact and "
-                      "comment paths the stand-in serves, descriptions and examples dropped",
+                      "@octokit/openapi 23.0.2, MIT (Octokit contributors); the runner, workflow-run, artifact, "
+                      "comment, collaborator-permission and issue-label paths the stand-in serves, descriptions and examples dropped",
            "openapi": g["openapi"], "paths": paths}
     (FIXTURES / "github-runners-openapi.json").write_text(json.dumps(out, indent=1) + "\n")
 

@@ -13,12 +13,17 @@ responses are checked against it too. Knobs: ``throttle`` (like the Compute stan
 answer 403, like a fork pull request's token).
 
 Comment bodies over 65,536 characters are refused with 422, as GitHub does.
+
+Pull-request approval: ``permissions`` (login -> admin, write, read or none; a login not there is
+not a collaborator: 404) answers the collaborator-permission endpoint; ``pr_labels`` (number ->
+label names) is what removing an issue label acts on.
 """
 
 from __future__ import annotations
 
 import base64
 import itertools
+from urllib.parse import quote, unquote
 import secrets
 from datetime import datetime, timezone
 from collections.abc import Iterator
@@ -62,6 +67,8 @@ class GitHubStandIn(StandIn):
         self.comments: dict[int, dict[str, Any]] = {}
         """id -> {"kind": "issue"|"commit", "number"|"sha", "body", "login", ...}."""
         self.comment_ids = itertools.count(9000)
+        self.permissions: dict[str, str] = {}
+        self.pr_labels: dict[int, list[str]] = {}
         self.default_workflow_id = 161335
         self.workflow_runs: dict[int, dict[str, Any]] = {}
         self.run_ids = itertools.count(7001)
@@ -90,6 +97,10 @@ class GitHubStandIn(StandIn):
             ("GET", CC, "commit-comments.list", self.commit_comments),
             ("POST", CC, "commit-comments.create", self.create_commit_comment),
             ("PATCH", CCI, "commit-comments.update", self.update_commit_comment),
+            ("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission", "collaborators.permission",
+             self.collaborator_permission),
+            ("DELETE", "/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}", "issue-labels.remove",
+             self.remove_label),
         ]:
             self.route(method, path, name, handler)
 
@@ -349,6 +360,33 @@ class GitHubStandIn(StandIn):
         if data is None:
             raise Reply(403, {"message": "Server failed to authenticate the request"})
         return 200, data, {"Content-Type": "application/zip"}
+
+    # -- pull-request approval -----------------------------------------------------------------
+    def collaborator_permission(self, owner: str, repo: str, username: str, **_: Any) -> Any:
+        self._repo(owner, repo)
+        login = unquote(username)
+        if login not in self.permissions:
+            raise Reply(404, {"message": f"{login} is not a user", "documentation_url": "https://docs.github.com/rest"})
+        permission = self.permissions[login]
+        role = {"admin": "admin", "write": "write", "read": "read"}.get(permission, "none")
+        out = {"permission": permission, "role_name": role, "user": {**self._user(login), "role_name": role}}
+        assert not problems(github_validator("/repos/{owner}/{repo}/collaborators/{username}/permission", "get", "200"),
+                            out)
+        return out
+
+    def remove_label(self, owner: str, repo: str, issue_number: str, name: str, **_: Any) -> Any:
+        self._repo(owner, repo)
+        label = unquote(name)
+        with self.lock:
+            labels = self.pr_labels.setdefault(int(issue_number), [])
+            if label not in labels:
+                raise Reply(404, {"message": "Label does not exist", "documentation_url": "https://docs.github.com/rest"})
+            labels.remove(label)
+            out = [{"id": 1000 + i, "node_id": f"LA_{i}", "url": f"{self.url}/repos/{owner}/{repo}/labels/{quote(n)}",
+                    "name": n, "description": None, "color": "ededed", "default": False} for i, n in enumerate(labels)]
+        assert not problems(github_validator("/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}", "delete",
+                                             "200"), out)
+        return out
 
     # -- comments ----------------------------------------------------------------------------
     def _user(self, login: str) -> dict[str, Any]:
