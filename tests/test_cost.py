@@ -328,7 +328,9 @@ def test_the_plan_prices_each_entry_and_the_runs_worst_case(no_catalog, tmp_path
     assert cost.worst_case["r--l4"] == pytest.approx(3 * table_price(l4, "STANDARD") + 3 * table_price(l4, "SPOT"),
                                                      abs=1e-3)
     assert cost.worst_case["r--t4"] == pytest.approx(2 * 2 * table_price(t4, "SPOT"), abs=1e-3)  # default 2h
-    assert cost.worst_case["r--own"] == pytest.approx(10 * 0.5)
+    # a GPU machine without a spot policy prefers SPOT: a preempted try and its retry, $10 an hour either way
+    assert p.entries[2].gce.provisioning_models == ["SPOT", "STANDARD"]
+    assert cost.worst_case["r--own"] == pytest.approx(2 * 10 * 0.5)
     assert cost.worst_case["r--odd"] is None and cost.unknown == ["r--odd"]
     assert "r--here" not in cost.worst_case
     assert cost.worst_case_usd == pytest.approx(sum(v for v in cost.worst_case.values() if v), abs=0.01)

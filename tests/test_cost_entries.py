@@ -397,3 +397,98 @@ def test_the_workflow_input_sets_the_hold_of_one_run(world: World) -> None:
     r = gpu_runner("start", "--matrix", str(world.matrix), "--entry", "torch--t4", "--debug-hold", "2d",
                    cwd=world.tmp, env=world.env)
     assert r.returncode == 2 and "a debug hold is between 1m and 1d" in r.stderr and world.compute.count() == 0
+
+
+# --------------------------------------------------------------------------- the report: every try, from the records
+
+
+def _vm(name: str, retry: int, model: str, usd_per_hour: float, hours: float, **kw: object):
+    from gpu_runner.results import VmUse
+
+    return VmUse(name=name, retry=retry, zone="us-central1-a", region="us-central1", machine_type="g2-standard-8",
+                 accelerator_type="nvidia-l4", accelerator_count=1, provisioning_model=model,
+                 disk_type="pd-balanced", disk_size_gb=100, created_at="2026-12-01T10:00:00.000Z",
+                 deleted_at="2026-12-01T11:00:00.000Z", lifetime_s=hours * 3600, running_s=hours * 3600,
+                 timed_by="stop", usd_per_hour=usd_per_hour, price_source="table", price_as_of="2025-06-01",
+                 usd=round(usd_per_hour * hours, 6), **kw)
+
+
+def test_the_report_counts_every_try_from_the_records_and_no_cost_a_results_json_claims(tmp_path: Path) -> None:
+    """torch--l4 was preempted on SPOT and passed on STANDARD: its cost is both VMs', as their stop jobs
+    recorded them; the cost its run job's results.json claims is ignored. Every report shows it."""
+    from test_report_entries import PLAN, _entry, _record, _report
+
+    from gpu_runner.results import Cost, load_results
+
+    root = tmp_path / "results"
+    _entry(root, "gpu-runner-torch--l4", "torch--l4", status="failed", interrupted=True)
+    _record(root, "gpu-runner-torch--l4.record", entry_id="torch--l4", retry=0, label="gpu-runner-9-1-torch--l4",
+            start="success", run="failure", zone="us-central1-a", provisioning_model="SPOT", preempted=True,
+            will_retry=True, vm=_vm("gpu-runner-9-1-torch--l4", 0, "SPOT", 0.36, 0.5))
+    final = _entry(root, "gpu-runner-torch--l4.retry-1", "torch--l4", retry=1)
+    forged = load_results(final)
+    forged.cost = Cost(vms=[_vm("free", 1, "STANDARD", 0.0, 1.0)], usd=0.0)  # what the code under test could write
+    forged.write(final)
+    _record(root, "gpu-runner-torch--l4.retry-1.record", entry_id="torch--l4", retry=1, start="success",
+            run="success", zone="us-central1-a", provisioning_model="STANDARD",
+            vm=_vm("gpu-runner-9-1r1-torch--l4", 1, "STANDARD", 0.87, 1.0))
+    _record(root, "gpu-runner-torch--a100.record", entry_id="torch--a100", retry=0, start="failure", run="skipped",
+            error="no capacity")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"include": PLAN["include"][:2]}))
+    assert _report(root, "--plan", str(plan)) == 3  # a100 did not run
+    expected = 0.36 * 0.5 + 0.87
+
+    cost = load_results(final).cost  # the final try's results.json now carries both tries' VMs
+    assert cost is not None and [v.name for v in cost.vms] == ["gpu-runner-9-1-torch--l4", "gpu-runner-9-1r1-torch--l4"]
+    assert cost.usd == pytest.approx(expected) and cost.estimate
+    summary = (root / "summary.md").read_text()
+    section = summary[summary.index("### What it cost"):]
+    assert "Estimated cost: $1.05 for 2 VMs" in section and "(try 1)" in section and "(try 2)" in section
+    assert "SPOT" in section and "STANDARD" in section and "gpu-runner's price table of 2025-06-01" in section
+    assert "free" not in section
+    page = (root / "index.html").read_text()
+    assert "$1.05</span> estimated cost" in page and "What torch--l4 cost: $1.05 (2 VMs)" in page
+    from junitparser import JUnitXml
+
+    suites = {s.name: s for s in JUnitXml.fromfile(str(root / "junit.xml"))}
+    props = {p.name: p.value for p in suites["torch--l4"].properties()}
+    assert props["cost_usd_estimate"] == f"{expected:.4f}" and props["vms"] == "2"
+
+
+def test_a_record_whose_vm_is_off_the_schema_is_refused(tmp_path: Path) -> None:
+    from gpu_runner.errors import ConfigError
+    from gpu_runner.report.collect import load_record
+
+    good = {"schema_version": 1, "entry_id": "torch--l4", "retry": 0, "vm": _vm("x", 0, "SPOT", 0.3, 1.0).__dict__}
+    f = tmp_path / "gpu-runner-try.json"
+    f.write_text(json.dumps(good))
+    assert load_record(f).vm.usd == pytest.approx(0.3)
+    for bad, why in (({"usd": -5.0}, "vm: usd: -5.0 is less than the minimum of 0"),
+                     ({"created_at": 3}, "vm: created_at"), ({"shell": "rm -rf /"}, "'shell' was unexpected")):
+        f.write_text(json.dumps({**good, "vm": {**good["vm"], **bad}}))
+        with pytest.raises(ConfigError, match="not a gpu-runner-try.json this version can read") as e:
+            load_record(f)
+        assert why in str(e.value)
+
+
+def test_stop_records_the_vms_lifetime_and_cost_for_the_report(world: World) -> None:
+    out = world.start("torch--l4")
+    world.compute.advance(5400)
+    rec_dir = world.tmp / "record"
+    r = gpu_runner("stop", "--matrix", str(world.matrix), "--entry", "torch--l4", "--record", str(rec_dir),
+                   "--start-result", "success", "--start-outputs", json.dumps(out), "--run-result", "success",
+                   cwd=world.tmp, env=world.env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    from gpu_runner.report.collect import load_record
+
+    vm = load_record(rec_dir / "gpu-runner-try.json").vm
+    price = json.loads(out["price"])
+    assert vm is not None and vm.name == out["label"] and vm.provisioning_model == "SPOT" and vm.timed_by == "stop"
+    assert world.lived(vm.lifetime_s, 5400) and vm.usd_per_hour == price["usd_per_hour"]
+    assert vm.usd == pytest.approx(price["usd_per_hour"] * vm.lifetime_s / 3600, abs=2e-5)
+    from gpu_runner.cost import money
+
+    assert f"VM {out['label']} lived 1 h 30 m: {money(vm.usd)} at {money(vm.usd_per_hour, per_hour=True)} (SPOT; " \
+        in r.stdout
+    assert world.compute.count() == 0

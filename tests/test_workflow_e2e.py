@@ -150,7 +150,15 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
     record = json.loads((world.artifacts / "gpu-runner-smoke--l4.record" / "gpu-runner-try.json").read_text())
     assert record["entry_id"] == "smoke--l4" and record["start"] == "success" and record["run"] == "success"
     assert record["provisioning_model"] == "SPOT" and record["zone"] == "us-central1-a"
+    # what the VM cost: timed by stop, priced by start (the table here), in the record and the reports
+    vm = record["vm"]
+    assert vm["name"] == "gpu-runner-5150-1-smoke--l4" and vm["timed_by"] == "stop" and vm["price_source"] == "table"
+    assert vm["usd"] == pytest.approx(vm["usd_per_hour"] * vm["lifetime_s"] / 3600, abs=2e-5) and vm["usd"] > 0
     report = world.artifacts / "gpu-runner-report"
+    l4_cost = json.loads((report / "gpu-runner-smoke--l4" / "smoke--l4" / "results.json").read_text())["cost"]
+    assert l4_cost["usd"] == vm["usd"] and [v["name"] for v in l4_cost["vms"]] == [vm["name"]]
+    assert "### What it cost" in (report / "summary.md").read_text()
+    assert "### What this run may cost" in _jobs(r, "plan")[0].summary  # the plan's prices and worst case
     for f in ("index.html", "summary.md", "junit.xml"):
         assert (report / f).is_file(), f
     assert 'tests="' in (report / "junit.xml").read_text()
@@ -501,6 +509,12 @@ def test_a_preempted_entry_is_retried_once_on_standard_and_passes(world: World) 
     assert xml.failures == 0 and xml.errors == 0 and len(list(xml)) == 1
     body = next(iter(world.gh.comments.values()))["body"]
     assert "preempted, passed on the retry (STANDARD)" in body
+    # both tries' VMs are paid for: the entry's cost is their sum
+    cost = json.loads((report / "gpu-runner-smoke--l4.retry-1" / "smoke--l4" / "results.json").read_text())["cost"]
+    assert [(v["name"], v["provisioning_model"]) for v in cost["vms"]] == [
+        (first, "SPOT"), ("gpu-runner-5150-1r1-smoke--l4", "STANDARD")]
+    assert cost["usd"] == pytest.approx(sum(v["usd"] for v in cost["vms"])) and all(v["usd"] for v in cost["vms"])
+    assert "(try 1)" in summary and "(try 2)" in summary and "(try 1)" in body
 
 
 def test_a_cancelled_run_still_deletes_every_vm(world: World) -> None:
@@ -707,3 +721,46 @@ def test_the_run_job_installs_gpu_runner_for_real_and_tests_the_jobs_own_python(
     assert f"EXE {runtime_python} PKG 1.2.3" in text
     assert res["report"]["result"] == "success"
 
+
+
+def test_a_failed_entry_is_held_for_a_look_and_a_passing_one_is_not(world: World) -> None:
+    """The workflow input debug-hold keeps a failed entry's VM after its job: stop leaves it (and
+    its cost counts to the end of the hold), the stop job's summary says how to reach it, the
+    comment never does; a passing entry's VM is deleted as usual."""
+    make_nb(world.ws / "notebooks", "smoke.ipynb", "raise ValueError('broken on purpose')")
+    r = world.runner("push", {"after": SHA}, machine="l4", **{"debug-hold": "30m"})
+    res = r.run_workflow()
+    assert res["report"]["result"] == "failure", _texts(r)
+    label = "gpu-runner-5150-1-smoke--l4"
+    assert world.compute.count() == 1 and world.gh.count() == 0  # the VM stays; its runner is gone
+    vm = next(iter(world.compute.instances.values()))
+    assert int(vm["scheduling"]["maxRunDuration"]["seconds"]) == 3600 + 1800  # the hold counted in its lifetime
+    items = {i["key"]: i["value"] for i in vm["metadata"]["items"]}
+    assert "gpu-runner-hold" in items and "\nHOLD_S=1800\n" in items["startup-script"]
+    stop = _jobs(r, "stop")[0]
+    assert f"gcloud compute ssh {label} --zone us-central1-a --project test-project --tunnel-through-iap" \
+        in stop.summary and "jupyter lab" in stop.summary
+    assert "is held for a look until" in next(s for s in stop.steps if s.command == "gpu-runner stop").output
+    body = next(iter(world.gh.comments.values()))["body"]
+    assert "gcloud compute ssh" not in body and "gcloud compute ssh" not in _jobs(r, "report")[0].summary
+    assert "held for a look until" in body  # the cost table says the VM is held, not how to reach it
+    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.record" / "gpu-runner-try.json").read_text())
+    assert record["vm"]["timed_by"] == "hold" and record["vm"]["held_until"]
+
+    # done looking: stop --force deletes it
+    from conftest import gpu_runner
+
+    done = gpu_runner("stop", "--label", label, "--project", "test-project", "--force", cwd=world.ws,
+                      env={**world.env, "GITHUB_OUTPUT": "", "GITHUB_STEP_SUMMARY": ""})
+    assert done.returncode == 0, done.stdout + done.stderr
+    world.assert_clean()
+
+    # the same hold for a passing entry: deleted as usual
+    make_nb(world.ws / "notebooks", "smoke.ipynb", "print('smoke ok')")
+    shutil_rmtree(world.artifacts)
+    world.env["GITHUB_RUN_ID"] = "5151"
+    r = world.runner("push", {"after": SHA}, machine="l4", **{"debug-hold": "30m"})
+    res = r.run_workflow()
+    assert res["report"]["result"] == "success", _texts(r)
+    assert "gcloud" not in _jobs(r, "stop")[0].summary
+    world.assert_clean()

@@ -882,6 +882,37 @@ def _start_outputs(text: str | None) -> dict[str, Any]:
 _JOB_RESULTS = click.Choice(["success", "failure", "cancelled", "skipped", ""])
 
 
+def _vm_use(entry: Any, retry: int, stopped: Any, started: dict[str, Any], logger: Any) -> Any:
+    """This try's VM as stop saw it, priced as start priced it (else as stop can), and said in the log."""
+    from .cost import PriceBook, Shape, money
+    from .cost.usage import price_from_dict, vm_use
+    from .report.cost import lifetime_words, source_words
+
+    seen = stopped.vm
+    if seen is None:
+        return None
+    zone = seen.zone or started.get("zone") or None
+    model = seen.provisioning_model or started.get("provisioning-model") or None
+    try:
+        price = price_from_dict(json.loads(started["price"])) if started.get("price") else None
+    except ValueError:
+        price = None
+    if price is None and model and zone:
+        price = PriceBook(log=logger.info).price(Shape.of(entry.gce, zone), model, entry.gce.price_per_hour)
+    if price is not None and model and price.provisioning_model != model:
+        price = None  # a price for another model than the VM got is no price for it
+    held = stopped.held.hold_until if stopped.held is not None else None
+    from .cloud.base import rfc3339
+
+    use = vm_use(name=seen.name, spec=entry.gce, zone=zone, provisioning_model=model, created_at=seen.created_at,
+                 deleted_at=seen.deleted_at, last_stop_at=seen.last_stop_at, timed_by=seen.timed_by, price=price,
+                 retry=retry, held_until=rfc3339(held) if held is not None else None, note=seen.note)
+    logger.info(f"VM {use.name} lived {lifetime_words(use)}: {money(use.usd)} at {money(use.usd_per_hour, per_hour=True)}"
+                f" ({use.provisioning_model or '?'}; {source_words(use)}; an estimate"
+                f"{', counted to the end of its hold' if held is not None else ''})")
+    return use
+
+
 @cli.command("stop")
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Matrix file (YAML), with --entry.")
@@ -947,6 +978,7 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
         outputs: dict[str, str] = {"held": "true" if stopped.held is not None else "false",
                                    "preempted": "true" if stopped.preempted else "false"}
         if record is not None and entry is not None:
+            record.vm = _vm_use(entry, retry, stopped, started, logger)
             record.preempted = stopped.preempted
             record.will_retry = stopped.preempted and run_result != "success" and retry < entry.retries_preempted
             if stopped.preempted:

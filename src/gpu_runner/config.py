@@ -89,6 +89,10 @@ DISK_TYPES = (
     "hyperdisk-balanced", "hyperdisk-extreme", "hyperdisk-throughput", "hyperdisk-ml",
 )
 SPOT_POLICIES = ("never", "preferred", "only")
+DEFAULT_SPOT_GPU = "preferred"
+"""A GPU machine's spot policy when the matrix says none: SPOT first, STANDARD when no zone has
+SPOT capacity; a preempted try is retried (retries.preempted, on STANDARD)."""
+DEFAULT_SPOT_CPU = "never"
 
 # --------------------------------------------------------------------------------------
 # Compute Engine machine families and their GPUs (checked before any VM is asked for)
@@ -263,8 +267,9 @@ class MachineSettings(_Model):
     """Zones in order of preference, e.g. [us-central1-a, us-central1-b]; a single letter
     (a, b, ...) means that zone of gce.region."""
     spot: Literal[SPOT_POLICIES] | None = None  # type: ignore[valid-type]
-    """never: STANDARD VMs only (default); preferred: SPOT first, STANDARD when no zone has
-    SPOT capacity; only: SPOT VMs only."""
+    """never: STANDARD VMs only; preferred: SPOT first, STANDARD when no zone has SPOT capacity
+    (a preempted try is retried on STANDARD); only: SPOT VMs only. Default: preferred for a
+    machine with GPUs, never without."""
     boot_image: BootImage | None = None
     """Boot image; default: a Deep Learning VM family with NVIDIA drivers."""
     disk: Disk | None = None

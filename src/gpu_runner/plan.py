@@ -46,6 +46,8 @@ from .config import (
     DEFAULT_REGRESSION,
     DEFAULT_PREEMPTED_RETRIES,
     DEFAULT_RUNS_ON,
+    DEFAULT_SPOT_CPU,
+    DEFAULT_SPOT_GPU,
     GCE_NAME_RE,
     BootImage,
     CheckSpec,
@@ -250,8 +252,11 @@ def _check_data(c: CheckSpec) -> dict[str, Any]:
             "timeout_s": c.timeout if c.timeout is not None else DEFAULT_CHECK_TIMEOUT_S}
 
 
-def _provisioning_models(spot: str | None) -> list[str]:
-    return {"preferred": ["SPOT", "STANDARD"], "only": ["SPOT"]}.get(spot or "never", ["STANDARD"])
+def _provisioning_models(spot: str | None, gpus: int = 0) -> list[str]:
+    """The capacity ladder's models. Unset, a GPU machine prefers SPOT (a preempted try is retried,
+    on STANDARD) and a machine without GPUs takes STANDARD."""
+    policy = spot or (DEFAULT_SPOT_GPU if gpus else DEFAULT_SPOT_CPU)
+    return {"preferred": ["SPOT", "STANDARD"], "only": ["SPOT"]}.get(policy, ["STANDARD"])
 
 
 def _zones(zones: list[str], region: str | None) -> list[str]:
@@ -291,7 +296,7 @@ def _build_entry(lm: LoadedMatrix, runtime: str, machine: str, overrides: dict[s
             accelerator_count=pairing.accelerator_count,
             attach_accelerators=pairing.attach_accelerators,
             zones=_zones(_pick("zones", mach, dm, default=[]), gce_settings.region if gce_settings else None),
-            provisioning_models=_provisioning_models(_pick("spot", mach, dm)),
+            provisioning_models=_provisioning_models(_pick("spot", mach, dm), pairing.accelerator_count),
             source_image=image.source_image,
             disk_size_gb=disk.size_gb if disk else DEFAULT_DISK_SIZE_GB,
             disk_type=disk.type if disk else DEFAULT_DISK_TYPE,

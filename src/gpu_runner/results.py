@@ -403,6 +403,8 @@ class TryRecord:
     preempted: bool = False
     will_retry: bool = False
     """Another try of the entry follows (it was preempted and has retries left)."""
+    vm: VmUse | None = None
+    """The try's VM as stop saw it: its lifetime and estimated cost (None when it had none)."""
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -444,6 +446,15 @@ class TryRecord:
                 ok = value in JOB_RESULTS
             elif key in ("preempted", "will_retry"):
                 ok = type(value) is bool
+            elif key == "vm":
+                if value is not None:
+                    from .results_schema import ResultsError, validate_part
+
+                    try:
+                        validate_part("VmUse", value)
+                    except ResultsError as e:
+                        raise ValueError(f"vm: {e}") from None
+                ok = True
             elif key == "schema_version":
                 ok = True
             else:
@@ -531,5 +542,6 @@ _NESTED.update(
         ("EntryResult", "cost"): ("one", Cost),
         ("Cost", "vms"): ("list", VmUse),
         ("EntryResult", "tries"): ("list", TryInfo),
+        ("TryRecord", "vm"): ("one", VmUse),
     }
 )

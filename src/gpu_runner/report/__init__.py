@@ -271,6 +271,12 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
     # every report lists them so (the plan's order is the matrix's), each with a distinct name
     entries = name_entries(found.entries if plan is not None else in_matrix_order(found.entries))
     results = [d.result for d in entries]
+    for d in entries:  # each entry's results.json carries what its VMs cost, as the stop jobs recorded it
+        if d.result.cost is not None and d.entry_dir is not None:
+            try:
+                d.result.write(d.entry_dir)
+            except OSError as e:
+                log.warning(f"{d.entry_dir / RESULTS_FILE}: could not record the cost: {e}")
 
     report.entries = len(results)
     report.entries_failed = sum(1 for r in results if r.status == "failed")

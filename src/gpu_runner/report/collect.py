@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cost.usage import cost_of
 from ..errors import ConfigError
 from ..results import (
     TRY_FILE,
@@ -145,6 +146,8 @@ def collect(entry_dirs: Sequence[Path], *, records: Sequence[Path] = (), plan: S
             continue
         tries[(rec.entry_id, rec.retry)] = rec
 
+    for r, _d in loaded:  # what a VM cost is what its stop job recorded, never what a results.json says
+        r.cost = None
     if plan is None and not tries:
         out.entries = [ShownEntry(r, d) for r, d in loaded]
         return out
@@ -167,10 +170,12 @@ def collect(entry_dirs: Sequence[Path], *, records: Sequence[Path] = (), plan: S
         final = [(r, d) for r, d in results if r.entry.retry == last]
         earlier = [ShownEntry(r, d) for r, d in results if r.entry.retry < last]
         preempted_last = last_rec is not None and last_rec.outcome == "preempted"
+        cost = cost_of(r.vm for r in recs if r.vm is not None)  # every try's VM: a retried entry pays twice
         if final and not preempted_last:
             for r, d in final:
                 if len(infos) > 1 or (infos and infos[-1].outcome != "ran"):
                     r.tries = infos
+                r.cost = cost
                 out.entries.append(ShownEntry(r, d, earlier))
             continue
         # nothing of the last try to show: the entry did not run
@@ -197,7 +202,9 @@ def collect(entry_dirs: Sequence[Path], *, records: Sequence[Path] = (), plan: S
             reason = _why_no_results(last_rec)
             if preempted:
                 reason = f"{reason} (after {len(preempted)} preempted tr{'y' if len(preempted) == 1 else 'ies'})"
-        out.entries.append(ShownEntry(not_run_result(info, reason, tries=infos), None, earlier))
+        shown = not_run_result(info, reason, tries=infos)
+        shown.cost = cost
+        out.entries.append(ShownEntry(shown, None, earlier))
     return out
 
 
