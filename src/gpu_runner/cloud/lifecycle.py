@@ -345,7 +345,8 @@ def hold_instructions(vm: Instance, *, project: str, repo: str, entry_id: str, r
         "",
         f"The entry failed, so its VM `{name}` ({zone}) is kept until **{until}** (`debug_hold`) instead of "
         "being deleted; then it goes by itself (Compute Engine's maxRunDuration and the janitor make sure). "
-        f"Done sooner: `gpu-runner stop --label {name} --project {project} --force`.",
+        f"Done sooner: `gcloud compute instances delete {name} --zone {zone} --project {project} --quiet` "
+        f"(or `gpu-runner stop --label {name} --project {project} --force`).",
         "",
         "Log in (through Identity-Aware Proxy: a firewall rule that lets 35.235.240.0/20 reach port 22, and "
         "the IAP-secured Tunnel User role):",
