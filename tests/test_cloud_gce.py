@@ -335,6 +335,8 @@ def test_a_preempted_try_is_recorded_and_its_retry_runs_on_standard_under_its_ow
     assert s.returncode == 0, s.stdout + s.stderr
     assert world.outputs_dict()["retry"] == "true"
     record = json.loads((rec / "gpu-runner-try.json").read_text())
+    vm = record.pop("vm")  # the preempted VM's lifetime, from its own operations (tests/test_cost_entries.py)
+    assert vm["name"] == world.label() and vm["timed_by"] == "operations" and vm["provisioning_model"] == "SPOT"
     assert record == {"schema_version": 1, "entry_id": L4, "retry": 0, "label": world.label(), "start": "success",
                       "run": "failure", "error": None, "zone": "us-central1-a", "provisioning_model": "SPOT",
                       "preempted": True, "will_retry": True}
