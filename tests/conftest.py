@@ -40,13 +40,44 @@ def make_nb(folder: Path, name: str, *cells: Any, kernel: str = "python3", **met
     return path
 
 
+_LAUNCHER: Any = None
+
+
+def launcher() -> Any:
+    """The session's command-line fork server (tests/launcher.py), started on first use;
+    None with GPU_RUNNER_TEST_LAUNCHER=off (every call then a plain ``python -m gpu_runner``)."""
+    global _LAUNCHER
+    if _LAUNCHER is None and os.environ.get("GPU_RUNNER_TEST_LAUNCHER") != "off":
+        import tempfile
+
+        from launcher import Launcher
+
+        _LAUNCHER = Launcher(Path(tempfile.mkdtemp(prefix="grl-", dir="/tmp"))).start()
+    return _LAUNCHER
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    if _LAUNCHER is not None:
+        _LAUNCHER.stop()
+
+
+def gpu_runner_command() -> tuple[list[str], dict[str, str]]:
+    """The command that runs ``gpu-runner`` (a new process, forked from the launcher when one
+    runs), and the environment it needs besides the caller's."""
+    lau = launcher()
+    if lau is None:
+        return [sys.executable, "-m", "gpu_runner"], {}
+    return lau.command(), lau.env()
+
+
 def gpu_runner(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run the real command line, as a user would, in ``cwd``."""
+    """Run the real command line, as a user would, in ``cwd``: a process of its own, in the
+    environment given (forked from the session's launcher, which has imported gpu-runner once)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
     full_env.update(env or {})
+    cmd, extra = gpu_runner_command()
     return subprocess.run(
-        [sys.executable, "-m", "gpu_runner", *args],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        [*cmd, *args], cwd=cwd, env={**full_env, **extra}, capture_output=True, text=True, timeout=timeout,
     )
 
 
@@ -113,8 +144,16 @@ def runtime_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One GPU_RUNNER_CACHE_DIR for the session: the kernel overlay is installed into it once,
-    by the runtime's own pip, and reused as it is on a runner that keeps its cache."""
-    return tmp_path_factory.mktemp("gpu-runner-cache")
+    by the runtime's own pip, and reused as it is on a runner that keeps its cache. Shared by
+    pytest-xdist's workers (the overlay is made under a lock and renamed into place whole)."""
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+    if shared is None:
+        return tmp_path_factory.mktemp("gpu-runner-cache")
+    path = shared / "gpu-runner-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 @pytest.fixture(scope="session")
 def gpu_series_results(tmp_path_factory) -> Path:
     """A real run (no PDF) of a notebook playing a known GPU series through the NVML stand-in
@@ -122,3 +161,25 @@ def gpu_series_results(tmp_path_factory) -> Path:
     from report_fixtures import gpu_series
 
     return gpu_series.run(tmp_path_factory.mktemp("gpu-series"), "--no-pdf")
+
+
+# -- where the suite's CPU goes (opt-in: GPU_RUNNER_TEST_CPU=FILE appends one JSON line per test) --
+
+@pytest.fixture(autouse=True)
+def _cpu_account(request: pytest.FixtureRequest):
+    path = os.environ.get("GPU_RUNNER_TEST_CPU")
+    if not path:
+        yield
+        return
+    import resource
+    import time
+
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    c0, t0 = cpu(), time.monotonic()
+    yield
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"test": request.node.nodeid, "cpu_s": round(cpu() - c0, 3),
+                            "wall_s": round(time.monotonic() - t0, 3)}) + "\n")

@@ -60,7 +60,7 @@ class World:
             "GITHUB_API_URL": self.gh.url, "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": REPO_NAME,
             "GITHUB_RUN_ID": "5150", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_SHA": SHA, "GITHUB_TOKEN": "test-token",
             "GPU_RUNNER_COMPUTE_EMULATOR_HOST": self.compute.address, "GPU_RUNNER_RETRY_BASE_S": "0.01",
-            "GPU_RUNNER_RETRY_ATTEMPTS": "4", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO / "src"),
+            "GPU_RUNNER_RETRY_ATTEMPTS": "4", "PYTHONUNBUFFERED": "1",
         }
 
     def runner(self, event_name: str, event: dict, **inputs: object) -> Runner:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -611,7 +612,12 @@ class Runner:
         venv = Path(outputs["venv"])
         (venv / "bin").mkdir(parents=True, exist_ok=True)
         exe = venv / "bin" / "gpu-runner"
-        exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m gpu_runner "$@"\n')
+        # a new gpu-runner process per call, forked from the session's launcher when one runs
+        from conftest import gpu_runner_command
+
+        cmd, extra = gpu_runner_command()
+        sets = "".join(f"{k}={shlex.quote(v)} " for k, v in extra.items())
+        exe.write_text(f"#!/bin/sh\n{sets}exec {' '.join(shlex.quote(c) for c in cmd)} \"$@\"\n")
         exe.chmod(0o755)
         (venv / ".gpu-runner-stamp").write_text(f"{outputs['stamp']}\n{outputs['extras']}\n")
 
