@@ -43,9 +43,10 @@ PRELOAD = (
 
 IMPORT_SETTINGS = ("PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH", "PYTHONNOUSERSITE", "PYTHONUSERBASE",
                    "PYTHONPLATLIBDIR", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONWARNINGS", "PYTHONHASHSEED",
-                   "PYTHONOPTIMIZE", "PYTHONDEVMODE", "PYTHONSTARTUP")
+                   "PYTHONOPTIMIZE", "PYTHONDEVMODE", "PYTHONSTARTUP", "GPU_RUNNER_PROFILE")
 """What makes a new interpreter import or behave otherwise than this one (PYTHONUNBUFFERED is applied
-to the new process's streams; PYTHONDONTWRITEBYTECODE only decides whether .pyc files are written)."""
+to the new process's streams; PYTHONDONTWRITEBYTECODE only decides whether .pyc files are written);
+and GPU_RUNNER_PROFILE, which gpu-runner reads as it is imported (and which times a real start)."""
 
 
 def same_interpreter(env: dict[str, str]) -> bool:
