@@ -53,7 +53,8 @@ fetch_uv() {  # uv into a folder of its own, with the job's pip if it has one, e
   "${GPU_RUNNER_VENV_PYTHON:-python3}" -m pip --disable-pip-version-check install --quiet --no-compile \
     --target "$tools" uv 2>/dev/null || venv_pip install --quiet --no-compile --target "$tools" uv
 }
-tools="$(dirname "$venv")/tools"
+# uv itself lives in the cached folder when there is one: a warm cache needs no pip at all
+tools="${PIP_CACHE_DIR:-$(dirname "$venv")}/uv-tool"
 installed=false
 if [ "${GPU_RUNNER_INSTALLER:-uv}" = uv ]; then
   if [ -x "$tools/bin/uv" ] || fetch_uv; then

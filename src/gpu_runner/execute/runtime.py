@@ -299,8 +299,9 @@ def ensure_overlay(interp: Interpreter, *, log: Callable[[str], None] = lambda s
                 f"the runtime's Python {interp.executable} has neither ipykernel nor pip to install it: "
                 f"install ipykernel in the runtime (e.g. in its image), or name a Python that has it")
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+        # bytecode compiled once, here: every kernel after this one starts without compiling
         cmd = [interp.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-               "--no-warn-script-location", "--no-compile", "--target", str(tmp), *OVERLAY_REQUIREMENTS]
+               "--no-warn-script-location", "--target", str(tmp), *OVERLAY_REQUIREMENTS]
         log(f"the runtime's Python has no ipykernel: installing the kernel overlay "
             f"({', '.join(OVERLAY_REQUIREMENTS)}) with its own pip into {final}")
         t0 = time.monotonic()
