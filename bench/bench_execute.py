@@ -154,8 +154,14 @@ def print_profile(prof: dict, indent: str = "  ") -> None:
     print(f"{indent}  child processes (ms per notebook):")
     print(f"{indent}    {'kernel start-up (fork to ready)':<50} {k_start / n * 1000:7.1f}")
     print(f"{indent}    {'kernel running the cells, to shutdown':<50} {k_run / n * 1000:7.1f}")
-    print(f"{indent}    {'fork server, kernel exit, the rest':<50} "
-          f"{max(children - k_start - k_run, 0.0) / n * 1000:7.1f}")
+    server, forked = kernels.get("fork_server_cpu_s"), kernels.get("forked_kernels_cpu_s")
+    if server is not None and forked is not None:
+        print(f"{indent}    {'kernel shutdown and exit':<50} {max(forked - k_start - k_run, 0.0) / n * 1000:7.1f}")
+        print(f"{indent}    {'fork server (start-up, forks)':<50} {server / n * 1000:7.1f}")
+        rest = children - server - forked
+    else:
+        rest = children - k_start - k_run
+    print(f"{indent}    {'the rest (kernels not forked, checks...)':<50} {max(rest, 0.0) / n * 1000:7.1f}")
     stages = prof.get("stages_wall_s") or {}
     if stages:
         print(f"{indent}  wall per notebook in each stage (s; stages overlap across notebooks):")

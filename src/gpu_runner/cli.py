@@ -261,6 +261,8 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
         clean_staging(out_dir)
         logger = Logger.for_environment(jobs=jobs)
         pages = BackgroundHtml(write_lock=WRITE_LOCK)
+        if any(r.notebooks for r in runs):
+            pages.warm()
         executor = Executor(out_dir=out_dir, jobs=jobs, logger=logger, stop=stop, html=pages)
         executor.prepare(runs)
         entry_dirs = [out_dir / r.info.id for r in runs]

@@ -11,7 +11,7 @@ Each entry is matched by its id, each notebook by its path. For every notebook i
   improvement when it shrank by more than both, else unchanged.
 
 Thresholds come from the current entry's results (``options.regression``, which ``run``
-copies from the matrix), else :data:`~gpu_runner.config.DEFAULT_REGRESSION`. An entry or a
+copies from the matrix), else :data:`DEFAULT_REGRESSION`. An entry or a
 notebook on one side only is listed as such, never guessed at. Every figure read from a
 results.json is checked (the baseline is a downloaded artifact: hostile input).
 """
@@ -24,8 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_REGRESSION
 from .results import RESULTS_FILE, EntryResult, NotebookResult, find_entry_dirs, load_results
+
+DEFAULT_REGRESSION = {"time_percent": 20.0, "time_min": 5.0, "memory_percent": 10.0, "memory_min_mib": 256.0}
+"""What counts as a regression (or an improvement) against the baseline, unless the matrix says
+(the matrix model, :mod:`gpu_runner.config`, takes its defaults from here)."""
 
 METRICS = ("duration_s", "gpu_peak_memory_mib", "peak_rss_mib")
 METRIC_LABELS = {"duration_s": "wall time", "gpu_peak_memory_mib": "GPU peak memory", "peak_rss_mib": "kernel peak RSS"}

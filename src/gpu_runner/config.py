@@ -63,7 +63,8 @@ IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 RESERVED_LABELS = ("gpu-runner", "gh-repo", "gh-run-id", "gh-run-attempt", "entry", "created")
 """GCE labels gpu-runner sets itself (DESIGN.md, section 4); a matrix may not set them."""
 
-BUILTIN_CHECKS = ("gpu", "cuda", "compilers", "frameworks", "resources")
+from .execute.spec import BUILTIN_CHECKS  # noqa: E402 - defined beside what runs them, imported by both
+
 DEFAULT_CHECKS: tuple[str, ...] = BUILTIN_CHECKS
 
 DEFAULT_BOOT_IMAGE_PROJECT = "deeplearning-platform-release"
@@ -356,8 +357,7 @@ class CheckSpec(_Model):
     """Limit for the command; default 5m."""
 
 
-DEFAULT_REGRESSION = {"time_percent": 20.0, "time_min": 5.0, "memory_percent": 10.0, "memory_min_mib": 256.0}
-"""What counts as a regression (or an improvement) against the baseline, unless the matrix says."""
+from .compare import DEFAULT_REGRESSION  # noqa: E402 - defined where regressions are found
 
 
 class Regression(_Model):

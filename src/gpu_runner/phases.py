@@ -18,7 +18,9 @@ and not in a phase nested inside it. Two ways a phase is measured:
 
 The CPU no phase claimed is ``other`` (the thread pool, garbage collection, interpreter exit...).
 The kernels' own CPU is read from ``/proc`` (psutil) when each is ready and just before it is
-shut down: ``start_cpu_s`` is what they spent starting, ``run_cpu_s`` running the cells.
+shut down: ``start_cpu_s`` is what they spent starting, ``run_cpu_s`` running the cells. As each
+fork server closes, its own CPU (``fork_server_cpu_s``) and all its kernels' (``forked_kernels_cpu_s``,
+their exit included) are read from ``/proc`` too.
 
 When the variable is unset, :func:`phase` returns one shared do-nothing context manager,
 :func:`enter` and :func:`kernel` return at once, and nothing is patched.
@@ -197,6 +199,23 @@ def started() -> None:
     if PROFILE is not None:
         PROFILE.mark("startup")
         PROFILE.patch_loop()
+
+
+def fork_server(pid: int | None) -> None:
+    """A fork server is about to close: its own CPU, and that of the kernels it has reaped."""
+    if PROFILE is None or pid is None:
+        return
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        own = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        reaped = (int(fields[13]) + int(fields[14])) / tick  # cutime, cstime
+    except (OSError, ValueError, IndexError):
+        return
+    with PROFILE._lock:
+        PROFILE.kernels["fork_server_cpu_s"] += own
+        PROFILE.kernels["forked_kernels_cpu_s"] += reaped
 
 
 def clock() -> float:

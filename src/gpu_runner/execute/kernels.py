@@ -171,6 +171,9 @@ class ForkServer:
     async def close(self) -> None:
         if self.proc is None:
             return
+        from .. import phases
+
+        phases.fork_server(self.proc.pid)
         with contextlib.suppress(Exception):
             if self.proc.stdin is not None:
                 self.proc.stdin.close()  # EOF: the server kills its children and exits

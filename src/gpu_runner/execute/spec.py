@@ -15,6 +15,10 @@ from typing import Any
 from ..errors import ConfigError
 from ..results import EntryInfo
 
+BUILTIN_CHECKS = ("gpu", "cuda", "compilers", "frameworks", "resources")
+"""The built-in system checks (see :mod:`gpu_runner.execute.checks`), by name: here, so that running
+them needs no matrix model, and the matrix model validates against the same names."""
+
 DEFAULT_TIMEOUT_S = 3600.0
 DEFAULT_CELL_TIMEOUT_S = 600.0
 # Folders that never hold notebooks a user means to run.

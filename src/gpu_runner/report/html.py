@@ -346,6 +346,35 @@ class BackgroundHtml:
         self._made: dict[str, dict[str, Rendered]] = {}
         self._closed = False
 
+    def warm(self) -> None:
+        """Build the exporter and make one small page in memory, now: nbconvert's import, its
+        templates, lexers and selectors cost about half a second once, better spent while the run
+        starts (waiting for its first kernels) than after its first notebook."""
+        with self._lock:
+            if not self._closed:
+                self._pool.submit(self._warm)
+
+    @staticmethod
+    def _warm() -> None:
+        from ..phases import phase
+        from ..results import CellResult, EntryInfo
+
+        with phase("html"):
+            try:
+                nb = nbformat.v4.new_notebook(cells=[
+                    nbformat.v4.new_markdown_cell("# gpu-runner\n*warming up*"),
+                    nbformat.v4.new_code_cell("print('x')", execution_count=1, outputs=[
+                        nbformat.v4.new_output("stream", name="stdout", text="x\n")]),
+                ])
+                nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+                entry = EntryResult(entry=EntryInfo(id="warm"), status="passed", started_at="", finished_at="",
+                                    duration_s=0.0)
+                page = NotebookResult(path="warm.ipynb", dir="warm", status="passed", duration_s=0.0,
+                                      cells=[CellResult(index=1, status="passed", duration_s=0.0)])
+                renderer().render(nb, entry, page)
+            except Exception:  # noqa: BLE001 - only a head start: the first real page pays instead
+                pass
+
     def submit(self, group: str, html_path: Any, ipynb_text: str, result: EntryResult, nb: NotebookResult,
                *, resource_dir: str = "", back: str | None = None) -> None:
         """Make ``html_path`` from the executed notebook's text (as written to its output.ipynb,
