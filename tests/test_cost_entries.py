@@ -164,13 +164,21 @@ def test_an_entry_priced_by_the_billing_catalog(world: World, monkeypatch: pytes
     assert use.usd == pytest.approx(expected * use.lifetime_s / 3600, abs=2e-5)
 
 
-def test_an_entry_priced_by_the_matrix(world: World) -> None:
+@pytest.mark.parametrize("model, usd_per_hour", [("SPOT", 0.5), ("STANDARD", 1.5)])
+def test_an_entry_priced_by_the_matrix(world: World, model: str, usd_per_hour: float) -> None:
+    world.matrix.write_text(MATRIX.replace("own: {machine_type: g2-standard-8, spot: only,",
+                                           "own: {machine_type: g2-standard-8, spot: preferred,"))
+    if model == "STANDARD":  # no Spot capacity in any zone: the ladder's STANDARD rung
+        world.compute.stockout_zones = {"us-central1-a", "us-central1-b"}
+        world.compute.stockout_models = {"SPOT"}
     out = world.start("torch--own")
-    assert json.loads(out["price"])["usd_per_hour"] == 0.5 and json.loads(out["price"])["source"] == "matrix"
+    price = json.loads(out["price"])
+    assert (out["provisioning-model"], price["usd_per_hour"], price["source"]) == (model, usd_per_hour, "matrix")
     world.compute.advance(1800)
     use = use_of(world, "torch--own", out, lifecycle.stop(world.ctx(), out["label"]))
-    assert use.price_source == "matrix" and use.parts_usd_per_hour == {}
-    assert use.usd == pytest.approx(0.5 * use.lifetime_s / 3600, abs=2e-5) and world.lived(use.lifetime_s, 1800)
+    assert use.price_source == "matrix" and use.parts_usd_per_hour == {} and use.provisioning_model == model
+    assert use.usd == pytest.approx(usd_per_hour * use.lifetime_s / 3600, abs=2e-5)
+    assert world.lived(use.lifetime_s, 1800)
 
 
 def test_a_vm_that_powered_off_after_its_job_pays_only_its_disk_until_stop(world: World) -> None:
