@@ -538,6 +538,10 @@ class Executor:
                                     else None)
                 break
             client.cell_limit_s = limit
+            # after the kernel's reply, the outputs still on their way are awaited for as long as the
+            # cell may take (nbclient's default, a fixed 10 s, lost the end of a big output on a busy
+            # machine without a word); a kernel that dies meanwhile is found by the next cell
+            client.iopub_timeout = max(10.0, limit)
             client.current_index = idx
             if track is not None and self.sampler is not None:
                 self.sampler.cell_started(track, idx, rerun=bool(label))
