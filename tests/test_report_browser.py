@@ -447,7 +447,13 @@ def test_playwrights_driver_runs_in_its_own_session(printer):
     not in it, so it is not killed under the run; gpu-runner closes it."""
     import psutil
 
-    drivers = [p for p in psutil.Process().children(recursive=True) if "run-driver" in " ".join(p.cmdline())]
+    def cmdline(p: psutil.Process) -> str:
+        try:
+            return " ".join(p.cmdline())
+        except psutil.Error:  # another test's child that has ended (a zombie until reaped), or gone
+            return ""
+
+    drivers = [p for p in psutil.Process().children(recursive=True) if "run-driver" in cmdline(p)]
     assert drivers, "no Playwright driver found"
     for d in drivers:
         assert os.getsid(d.pid) == d.pid != os.getsid(0)

@@ -171,9 +171,10 @@ def test_a_runtime_with_its_own_kernels_keeps_them(tmp_path, nbdir, kernel_cache
     from conftest import make_runtime
 
     python = make_runtime(rt)
-    overlay = next((kernel_cache / "kernel-overlay").glob("cpython*")) if (kernel_cache / "kernel-overlay").is_dir() \
-        else None
-    if overlay is None:  # the other tests made it; alone, make it as a run would
+    # another test (maybe on another worker, maybe still making it) may have made it; else make it
+    # as a run would (under the overlay's lock, so never twice at once)
+    overlay = next((kernel_cache / "kernel-overlay").glob("cpython*"), None)
+    if overlay is None:
         interp = runtimes.for_run(str(runtime_python), "--python", env={**os.environ, runtimes.CACHE_ENV: str(kernel_cache)})
         overlay = interp.overlay
     assert overlay is not None

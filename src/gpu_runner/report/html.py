@@ -349,7 +349,14 @@ class BackgroundHtml:
     def warm(self) -> None:
         """Build the exporter and make one small page in memory, now: nbconvert's import, its
         templates, lexers and selectors cost about half a second once, better spent while the run
-        starts (waiting for its first kernels) than after its first notebook."""
+        starts (waiting for its first kernels) than after its first notebook.
+
+        IPython is imported first, here, in the caller's thread: this thread wants it (its
+        lexers) while the run looks up its kernels (jupyter_client asks IPython for its folder),
+        and one package imported by two threads at once can fail in importlib (a ``KeyError``
+        for the package, seen under load). Once imported, it costs the run nothing more."""
+        import IPython  # noqa: F401 - see above
+
         with self._lock:
             if not self._closed:
                 self._pool.submit(self._warm)
