@@ -1146,30 +1146,10 @@ def load(path: Path | str, *, display: str | None = None) -> LoadedMatrix:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    import argparse
+    from .schema_cli import main
 
-    parser = argparse.ArgumentParser(prog="python -m gpu_runner.config",
-                                     description="Print, write or check the matrix JSON Schema.")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write-schema", action="store_true", help=f"write {SCHEMA_PATH.as_posix()}")
-    group.add_argument("--check-schema", action="store_true", help=f"exit 1 when {SCHEMA_PATH.as_posix()} is stale")
-    parser.add_argument("--path", type=Path, default=SCHEMA_PATH, help="schema file (default: %(default)s)")
-    args = parser.parse_args(argv)
-    text = schema_text()
-    if args.write_schema:
-        args.path.parent.mkdir(parents=True, exist_ok=True)
-        args.path.write_text(text, encoding="utf-8")
-        print(f"wrote {args.path}")
-        return 0
-    if args.check_schema:
-        current = args.path.read_text(encoding="utf-8") if args.path.exists() else ""
-        if current != text:
-            print(f"{args.path} is stale; run: python -m gpu_runner.config --write-schema", file=sys.stderr)
-            return 1
-        print(f"{args.path} is up to date")
-        return 0
-    sys.stdout.write(text)
-    return 0
+    return main(argv, module="gpu_runner.config", what="matrix", text=schema_text(), default=SCHEMA_PATH,
+                shown=f"{SCHEMA_PATH.as_posix()}")
 
 
 if __name__ == "__main__":

@@ -167,29 +167,10 @@ def schema() -> dict[str, Any]:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    import argparse
+    from .schema_cli import main
 
-    parser = argparse.ArgumentParser(prog="python -m gpu_runner.results_schema",
-                                     description="Print, write or check the results.json JSON Schema.")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write-schema", action="store_true", help=f"write {SCHEMA_FILE} next to this module")
-    group.add_argument("--check-schema", action="store_true", help=f"exit 1 when {SCHEMA_FILE} is stale")
-    parser.add_argument("--path", type=Path, default=SCHEMA_PATH, help="schema file (default: the package's)")
-    args = parser.parse_args(argv)
-    text = schema_text()
-    if args.write_schema:
-        args.path.write_text(text, encoding="utf-8")
-        print(f"wrote {args.path}")
-        return 0
-    if args.check_schema:
-        current = args.path.read_text(encoding="utf-8") if args.path.exists() else ""
-        if current != text:
-            print(f"{args.path} is stale; run: python -m gpu_runner.results_schema --write-schema", file=sys.stderr)
-            return 1
-        print(f"{args.path} is up to date")
-        return 0
-    sys.stdout.write(text)
-    return 0
+    return main(argv, module="gpu_runner.results_schema", what="results.json", text=schema_text(), default=SCHEMA_PATH,
+                shown=f"the package's {SCHEMA_FILE}")
 
 
 if __name__ == "__main__":

@@ -81,12 +81,17 @@ def kill_marked(prefix: str, *, rounds: int = 5) -> int:
         found = [p for p in procs if p.pid not in killed and _marked(p, prefix)]
         if not found:
             break
-        for p in found:
-            with contextlib.suppress(psutil.Error, OSError):
-                p.send_signal(signal.SIGKILL)
-            killed.add(p.pid)
-        _reap(found)
+        _kill(found, killed)
     return len(killed)
+
+
+def _kill(procs: list[psutil.Process], killed: set[int]) -> None:
+    """SIGKILL each of ``procs`` (gone already is fine), note it in ``killed``, and reap them."""
+    for p in procs:
+        with contextlib.suppress(psutil.Error, OSError):
+            p.send_signal(signal.SIGKILL)
+        killed.add(p.pid)
+    _reap(procs)
 
 
 def _reap(procs: list[psutil.Process]) -> None:
@@ -136,11 +141,7 @@ def kill_descendants(*, rounds: int = 5) -> int:
         procs = [p for p in procs if _running(p)]
         if not procs:
             break
-        for p in procs:
-            with contextlib.suppress(psutil.Error, OSError):
-                p.send_signal(signal.SIGKILL)
-            killed.add(p.pid)
-        _reap(procs)
+        _kill(procs, killed)
     return len(killed)
 
 
