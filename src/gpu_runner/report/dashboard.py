@@ -30,7 +30,7 @@ from .cost import dashboard_total as cost_total
 from .cost import entry_cost_text
 from .deltas import change_badge, dashboard_section, delta_html
 from .collect import ShownEntry, describe_tries
-from .text import KIND_LABELS, add_counts, describe_failure, fmt_counts, fmt_duration, fmt_mib, fmt_pct, runtime_text
+from .text import KIND_LABELS, add_counts, count_parts, describe_failure, fmt_counts, fmt_duration, fmt_mib, fmt_pct, runtime_text
 
 _ICON = {"passed": "✓", "failed": "✗", "skipped": "⤼", "not_run": "⊘"}
 _WORD = {"passed": "Passed", "failed": "Failed", "skipped": "Skipped", "not_run": "Not run"}
@@ -298,7 +298,7 @@ def _tile(i: int, d: DashboardEntry) -> str:
     meta = " · ".join(x for x in (_gpu_text(r), fmt_duration(r.duration_s),
                                   entry_cost_text(r.cost) if r.cost is not None else "") if x)
     checks = (f'<span class="tile-checks{" nz" if c["failed"] else ""}">checks: '
-              f'{_e(fmt_counts(c, "x").split(": ", 1)[1])}</span>' if c["total"] else "")
+              f'{_e(count_parts(c))}</span>' if c["total"] else "")
     return (
         f'<a class="tile s-{_e(r.status)}" href="#entry-{i}" aria-label="{_e(label)}">{status}'
         f'<span class="tile-counts" aria-hidden="true" title="notebooks">'

@@ -19,6 +19,7 @@ from .text import (
     KIND_LABELS,
     add_counts,
     clean_output,
+    count_parts,
     describe_failure,
     fmt_counts,
     fmt_duration,
@@ -271,7 +272,7 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
 
 def _short_counts(c: dict[str, int]) -> str:
     """For a table cell: ``3 passed, 1 skipped``; ``—`` when there are none."""
-    return md(fmt_counts(c, "x").split(": ", 1)[1]) if c.get("total") else "—"
+    return md(count_parts(c)) if c.get("total") else "—"
 
 
 def _nb_row(nb: NotebookResult) -> str:

@@ -212,10 +212,14 @@ def fmt_counts(c: dict[str, int], noun: str, *, always: tuple[str, ...] = ()) ->
     total = c.get("total", 0)
     if not total:
         return f"no {noun}s"
+    return f"{total} {noun}{'' if total == 1 else 's'}: {count_parts(c, always=always)}"
+
+
+def count_parts(c: dict[str, int], *, always: tuple[str, ...] = ()) -> str:
+    """The statuses of :func:`fmt_counts` alone: ``3 passed, 1 skipped``."""
     keys = [k for k in _ORDER if c.get(k) or k in always]
     keys += [k for k in c if k not in _ORDER and k != "total" and c.get(k)]
-    parts = ", ".join(f"{c.get(k, 0)} {k.replace('_', ' ')}" for k in keys)
-    return f"{total} {noun}{'' if total == 1 else 's'}: {parts}"
+    return ", ".join(f"{c.get(k, 0)} {k.replace('_', ' ')}" for k in keys)
 
 
 def add_counts(into: dict[str, int], c: dict[str, int]) -> dict[str, int]:
