@@ -200,6 +200,16 @@ def timeline_svg(tl: Any, *, cells: Any = None, width: int = 760, title: str = "
         f'font-size="11" aria-label="{e(summary)}"><title>{e(summary)}</title>',
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
     ]
+
+    def gridlines(panel_top: int, panel_h: int, label: Any) -> None:
+        """A panel's lines at 0, half and full scale, each labelled on the left."""
+        for frac in (0.0, 0.5, 1.0):
+            yy = panel_top + panel_h * (1 - frac)
+            out.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{width - right}" y2="{yy:.1f}" stroke="#d1d9e0" '
+                       'stroke-width="0.6"/>')
+            out.append(f'<text x="{left - 4}" y="{yy + 3.5:.1f}" text-anchor="end" fill="#59636e">'
+                       f'{e(label(frac))}</text>')
+
     # cells: alternating bands with their numbers
     last_label_x = -1e9
     for k, (idx, a, b, rerun) in enumerate(d.cells):
@@ -224,12 +234,7 @@ def timeline_svg(tl: Any, *, cells: Any = None, width: int = 760, title: str = "
             last_label_x = xa
     # memory panel
     out.append(f'<text x="4" y="{mem_top - 14}" fill="#1f2328" font-weight="600">Memory</text>')
-    for frac in (0.0, 0.5, 1.0):
-        yy = mem_top + mem_h * (1 - frac)
-        out.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{width - right}" y2="{yy:.1f}" stroke="#d1d9e0" '
-                   'stroke-width="0.6"/>')
-        out.append(f'<text x="{left - 4}" y="{yy + 3.5:.1f}" text-anchor="end" fill="#59636e">'
-                   f'{e(fmt_mib(y_max * frac))}</text>')
+    gridlines(mem_top, mem_h, lambda frac: fmt_mib(y_max * frac))
     for label, colour, values, dash in reversed(mem_series):
         p = _path(d.t, values, x, y_mem)
         if p:
@@ -240,12 +245,7 @@ def timeline_svg(tl: Any, *, cells: Any = None, width: int = 760, title: str = "
     # utilisation panel
     if has_util:
         out.append(f'<text x="4" y="{util_top - 12}" fill="#1f2328" font-weight="600">GPU utilisation</text>')
-        for frac in (0.0, 0.5, 1.0):
-            yy = util_top + util_h * (1 - frac)
-            out.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{width - right}" y2="{yy:.1f}" stroke="#d1d9e0" '
-                       'stroke-width="0.6"/>')
-            out.append(f'<text x="{left - 4}" y="{yy + 3.5:.1f}" text-anchor="end" fill="#59636e">'
-                       f'{int(frac * 100)} %</text>')
+        gridlines(util_top, util_h, lambda frac: f"{int(frac * 100)} %")
         for k, (_, _, util) in enumerate(d.devices):
             p = _path(d.t, util, x, y_util)
             if p:
