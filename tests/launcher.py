@@ -110,6 +110,8 @@ def _become(req: dict, fds: list[int]) -> None:
 
 
 def serve(path: str) -> None:
+    from gpu_runner.execute._forkserver import reaped
+
     for module in PRELOAD:
         __import__(module)
     assert threading.active_count() == 1, "importing started a thread: forking would not be safe"
@@ -130,16 +132,9 @@ def serve(path: str) -> None:
             continue
         if r in ready:
             os.read(r, 4096)
-            while True:
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
+            for pid, code in reaped():
                 conn = conns.pop(pid, None)
                 if conn is not None:
-                    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
                     try:
                         conn.sendall(json.dumps({"status": code}).encode() + b"\n")
                     except OSError:

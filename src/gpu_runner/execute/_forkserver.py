@@ -66,6 +66,19 @@ def _exitcode(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+def reaped():
+    """``(pid, exit code)`` of every child that has ended, reaped without waiting (CODE < 0:
+    killed by signal -CODE)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, _exitcode(status)
+
+
 def _descendants() -> list:
     """Every process below this one (from /proc; this file imports nothing but the stdlib)."""
     parent_of = {}
@@ -344,16 +357,10 @@ def main() -> None:
             continue
         if r in ready:
             os.read(r, 4096)
-            while True:  # kernels, and the orphans re-parented to us
-                try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
-                except ChildProcessError:
-                    break
-                if pid == 0:
-                    break
+            for pid, code in reaped():  # kernels, and the orphans re-parented to us
                 if pid in children:
                     children.discard(pid)
-                    _send({"exit": pid, "status": _exitcode(status)})
+                    _send({"exit": pid, "status": code})
         if 0 in ready:
             chunk = os.read(0, 65536)
             if not chunk:  # gpu-runner is done (or gone): nothing a kernel started outlives it
