@@ -124,6 +124,17 @@ def parse_status_line(text: str) -> tuple[str, str] | None:
     return found
 
 
+@dataclass
+class VmTimes:
+    """A VM's own timestamps (RFC 3339), and which operation removed it."""
+
+    zone: str | None = None
+    created_at: str | None = None
+    deleted_at: str | None = None
+    removed_by: str | None = None
+    """The operation that removed it: ``delete``, ``compute.instances.preempted``, ..."""
+
+
 class Provider(ABC):
     """One cloud: create, wait until ready, delete, list ours."""
 
@@ -174,17 +185,6 @@ class Provider(ABC):
     def hold(self, project: str, zone: str, name: str, until: float) -> bool:
         """Mark the VM held for a look until ``until`` (epoch seconds); False when it is gone."""
         return False
-
-
-@dataclass
-class VmTimes:
-    """A VM's own timestamps (RFC 3339), and which operation removed it."""
-
-    zone: str | None = None
-    created_at: str | None = None
-    deleted_at: str | None = None
-    removed_by: str | None = None
-    """The operation that removed it: ``delete``, ``compute.instances.preempted``, ..."""
 
     def wait_ready(self, project: str, zone: str, name: str, *, timeout_s: float, poll_s: float) -> Instance:
         """Wait until the VM is RUNNING; CloudError when it stops or disappears first."""
