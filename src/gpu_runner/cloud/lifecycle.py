@@ -437,28 +437,23 @@ def janitor(ctx: Context, *, max_age_s: float = DEFAULT_LIFETIME_S, margin_s: fl
                 out.kept.append(vm.name)
                 ctx.log(f"kept VM {vm.name}: held for a look until {_clock(hold_end)}")
                 continue
-            if not dry_run:
-                ctx.provider.delete(ctx.project, vm.zone, vm.name)
-            out.vms.append(vm.name)
-            live.discard(vm.name)
-            ctx.log(f"{verb} VM {vm.name} in {vm.zone} ({vm.status}): its hold for a look ended at "
-                    f"{_clock(hold_end)}")
-            continue
-        state = run_ended(run, attempt)
-        age = vm.age_s(now)
-        lifetime = (vm.max_run_duration_s or max_age_s) + margin_s
-        if state is False:
-            out.kept.append(vm.name)
-            ctx.log(f"kept VM {vm.name}: workflow run {run} (attempt {attempt}) is in progress")
-            continue
-        if state is True:
-            why = f"workflow run {run} (attempt {attempt}) has ended"
-        elif age is not None and age > lifetime:
-            why = f"{age / 3600:.1f} h old, past its {lifetime / 3600:.1f} h lifetime and margin"
+            why = f"its hold for a look ended at {_clock(hold_end)}"
         else:
-            out.kept.append(vm.name)
-            ctx.log(f"kept VM {vm.name}: no workflow run to ask about, and not past its lifetime")
-            continue
+            state = run_ended(run, attempt)
+            age = vm.age_s(now)
+            lifetime = (vm.max_run_duration_s or max_age_s) + margin_s
+            if state is False:
+                out.kept.append(vm.name)
+                ctx.log(f"kept VM {vm.name}: workflow run {run} (attempt {attempt}) is in progress")
+                continue
+            if state is True:
+                why = f"workflow run {run} (attempt {attempt}) has ended"
+            elif age is not None and age > lifetime:
+                why = f"{age / 3600:.1f} h old, past its {lifetime / 3600:.1f} h lifetime and margin"
+            else:
+                out.kept.append(vm.name)
+                ctx.log(f"kept VM {vm.name}: no workflow run to ask about, and not past its lifetime")
+                continue
         if not dry_run:
             ctx.provider.delete(ctx.project, vm.zone, vm.name)
         out.vms.append(vm.name)
