@@ -287,14 +287,6 @@ def _rmdir_when_empty(path: Path) -> None:
             time.sleep(0.01)
 
 
-def join_cgroup(path: str | None) -> None:
-    """Move this process into the cgroup ``path`` (a no-op when None or not allowed)."""
-    if path:
-        with contextlib.suppress(OSError):
-            with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                f.write(str(os.getpid()))
-
-
 class Sweeper:
     """The run's side of all this: tokens, cgroups, and the sweeps."""
 
