@@ -39,6 +39,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
@@ -91,22 +92,12 @@ def _kill(procs: list[psutil.Process], killed: set[int]) -> None:
         with contextlib.suppress(psutil.Error, OSError):
             p.send_signal(signal.SIGKILL)
         killed.add(p.pid)
-    _reap(procs)
+    _reap(p.pid for p in procs)
 
 
-def _reap(procs: list[psutil.Process]) -> None:
-    """Collect orphans re-parented to us (they are no child Python knows of: no one else waits)."""
-    me = os.getpid()
-    for p in procs:
-        try:
-            if p.ppid() != me:
-                continue
-        except psutil.Error:
-            continue
-        _wait_dead(p.pid)
-
-
-def _reap_pids(pids: set[int]) -> None:
+def _reap(pids: Iterable[int]) -> None:
+    """Collect those of ``pids`` that were re-parented to us (orphans are no child Python knows
+    of: no one else waits for them)."""
     me = os.getpid()
     for pid in pids:
         try:
@@ -252,7 +243,7 @@ def kill_cgroup(path: Path) -> int:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)
-    _reap_pids(found)
+    _reap(found)
     return len(found)
 
 
