@@ -206,16 +206,14 @@ def fork_server(pid: int | None) -> None:
     if PROFILE is None or pid is None:
         return
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        tick = os.sysconf("SC_CLK_TCK")
-        own = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-        reaped = (int(fields[13]) + int(fields[14])) / tick  # cutime, cstime
-    except (OSError, ValueError, IndexError):
+        import psutil
+
+        t = psutil.Process(pid).cpu_times()
+    except Exception:  # noqa: BLE001 - gone already
         return
     with PROFILE._lock:
-        PROFILE.kernels["fork_server_cpu_s"] += own
-        PROFILE.kernels["forked_kernels_cpu_s"] += reaped
+        PROFILE.kernels["fork_server_cpu_s"] += t.user + t.system
+        PROFILE.kernels["forked_kernels_cpu_s"] += t.children_user + t.children_system
 
 
 def clock() -> float:
