@@ -119,32 +119,32 @@ def collect(entry_dirs: Sequence[Path], *, records: Sequence[Path] = (), plan: S
     ``artifacts``: the inputs are the report job's downloads (see :func:`artifact_layout`); a
     results.json or record whose entry and try are not those its artifact's name says is ignored."""
     out = Collected(entries=[])
-    loaded: list[tuple[EntryResult, Path]] = []
-    for d in entry_dirs:
-        try:
-            r = load_entry_result(Path(d))
-        except ConfigError as e:
-            warn(str(e))
-            out.unreadable.append(str(d))
-            continue
-        if artifacts and _artifact_of(Path(d).parent) != (r.entry.id, r.entry.retry):
-            warn(f"{Path(d) / 'results.json'}: ignored: it says entry {r.entry.id} (try {r.entry.retry + 1}), its "
-                 f"artifact {Path(d).parent.name} is another's")
-            continue
-        loaded.append((r, Path(d)))
-    tries: dict[tuple[str, int], TryRecord] = {}
-    for f in records:
-        try:
-            rec = load_record(Path(f))
-        except ConfigError as e:
-            warn(str(e))
-            out.unreadable.append(str(f))
-            continue
-        if artifacts and _artifact_of(Path(f).parent) != (rec.entry_id, rec.retry):
-            warn(f"{f}: ignored: it says entry {rec.entry_id} (try {rec.retry + 1}), its artifact "
-                 f"{Path(f).parent.name} is another's")
-            continue
-        tries[(rec.entry_id, rec.retry)] = rec
+
+    def read(paths: Sequence[Path], load: Callable[[Path], Any], file_of: Callable[[Path], Path],
+             says: Callable[[Any], tuple[str, int]]) -> list[tuple[Any, Path]]:
+        """Each readable one (an entry folder, a record) with its path; with ``artifacts``, only
+        those whose artifact (the folder they are in) is their entry's and try's."""
+        kept = []
+        for p in paths:
+            try:
+                item = load(Path(p))
+            except ConfigError as e:
+                warn(str(e))
+                out.unreadable.append(str(p))
+                continue
+            eid, retry = says(item)
+            if artifacts and _artifact_of(Path(p).parent) != (eid, retry):
+                warn(f"{file_of(p)}: ignored: it says entry {eid} (try {retry + 1}), its artifact "
+                     f"{Path(p).parent.name} is another's")
+                continue
+            kept.append((item, Path(p)))
+        return kept
+
+    loaded: list[tuple[EntryResult, Path]] = read(entry_dirs, load_entry_result, lambda d: Path(d) / "results.json",
+                                                  lambda r: (r.entry.id, r.entry.retry))
+    tries: dict[tuple[str, int], TryRecord] = {
+        (rec.entry_id, rec.retry): rec
+        for rec, _f in read(records, load_record, lambda f: f, lambda rec: (rec.entry_id, rec.retry))}
 
     for r, _d in loaded:  # what a VM cost is what its stop job recorded, never what a results.json says
         r.cost = None
