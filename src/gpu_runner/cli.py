@@ -17,7 +17,7 @@ import click
 import yaml
 
 from . import __version__
-from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE, ConfigError, GpuRunnerError, InfraError
+from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, EXIT_USAGE, ConfigError, GpuRunnerError, InfraError, first_line
 
 MAX_RETRY = 2
 """Tries after the first (``retries.preempted`` is at most 2)."""
@@ -754,11 +754,6 @@ def _on_sigterm_raise_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
-
-
 @cli.command("start")
 @click.option("--matrix", "matrix_path", required=True, type=click.Path(path_type=Path), metavar="FILE",
               help="Matrix file (YAML).")
@@ -818,7 +813,7 @@ def start_cmd(matrix_path: Path, entry_id: str, retry: int, project: str | None,
         pricing = _Pricing(entry, logger)  # asks the Billing Catalog while the VM boots
         started = lifecycle.start(ctx, entry, opts)
     except GpuRunnerError as e:
-        set_outputs({"error": _first_line(e)})
+        set_outputs({"error": first_line(e)})
         raise
     except KeyboardInterrupt:
         set_outputs({"error": "cancelled"})

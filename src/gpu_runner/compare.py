@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import first_line
 from .results import RESULTS_FILE, EntryResult, NotebookResult, find_entry_dirs, load_results
 
 DEFAULT_REGRESSION = {"time_percent": 20.0, "time_min": 5.0, "memory_percent": 10.0, "memory_min_mib": 256.0}
@@ -291,16 +292,11 @@ def load_baseline(folder: Path, results: list[EntryResult], *, warn: Any = None)
             entries.append(load_results(d))
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
             if warn is not None:
-                warn(f"baseline {d / RESULTS_FILE}: not a results.json this version can read ({_first_line(e)}); "
+                warn(f"baseline {d / RESULTS_FILE}: not a results.json this version can read ({first_line(e)[:200]}); "
                      "left out of the comparison")
     if not entries:
         return unavailable(f"no readable results.json under {folder}", src)
     return compare(results, entries, source=src)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:200] if lines else type(e).__name__
 
 
 def to_dict(comp: Comparison) -> dict[str, Any]:

@@ -13,6 +13,13 @@ EXIT_USAGE = 2
 EXIT_INFRA = 3
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): for a
+    message that must stay one line."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 class GpuRunnerError(Exception):
     """Base class: a message meant for a person, and the exit code it maps to."""
 

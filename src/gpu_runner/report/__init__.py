@@ -20,7 +20,7 @@ from typing import Any
 
 from ..compare import Comparison, load_baseline
 from ..compare import to_dict as compare_to_dict
-from ..errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError
+from ..errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, first_line
 from ..files import inside, write_text_atomic
 from ..phases import phase
 from ..results import RESULTS_FILE, EntryResult, load_results, write_json_atomic  # noqa: F401
@@ -167,7 +167,7 @@ def write_entry_reports(
                 have_html = True
             except Exception as e:  # noqa: BLE001 - one broken notebook must not stop the others
                 log.warning(f"{entry_dir.name}: {nb.path}: no HTML ({ipynb_rel} is not a readable notebook: "
-                            f"{_first_line(e)})")
+                            f"{first_line(e)})")
                 if nb.files.pop("html", None) is not None:
                     changed = True
                 continue
@@ -414,8 +414,3 @@ def _still_right(rendered: Any, result: EntryResult, nb: Any, nb_dir: Path, html
     return (file_signature(nb_dir / "output.ipynb") == rendered.ipynb
             and file_signature(html_path) == rendered.html
             and parts_digest(page_parts(result, nb, back)) == rendered.parts)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__

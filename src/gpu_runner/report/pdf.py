@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..errors import first_line
 from ..files import write_bytes_atomic
 
 CHROMIUM_ENV = "GPU_RUNNER_CHROMIUM"
@@ -153,7 +154,7 @@ class PdfPrinter:
                 self.version = self._pool.submit(self._launch).result()
                 self._started = True
             except Exception as e:  # noqa: BLE001 - any launch failure means: no PDFs
-                self.unavailable_reason = f"Chromium ({self.executable}) did not start: {_first_line(e)}"
+                self.unavailable_reason = f"Chromium ({self.executable}) did not start: {first_line(e)}"
                 self._pool.submit(self._shutdown).result()
                 self._pool.shutdown(wait=True)
                 self._pool = None
@@ -177,7 +178,7 @@ class PdfPrinter:
             if NO_SANDBOX in args:
                 raise
             self.sandboxed = False
-            _warn_once(self.logger, "pdf:sandbox", f"Chromium's sandbox did not start ({_first_line(e)}); printing "
+            _warn_once(self.logger, "pdf:sandbox", f"Chromium's sandbox did not start ({first_line(e)}); printing "
                        "without it, with JavaScript off and no file or network access")
             self._browser = self._pw.chromium.launch(executable_path=self.executable, args=[*args, NO_SANDBOX],
                                                      headless=True, timeout=self.timeout_ms)
@@ -257,7 +258,7 @@ class PdfPrinter:
         except PdfError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise PdfError(f"printing {html_path.name} failed: {_first_line(e)}") from e
+            raise PdfError(f"printing {html_path.name} failed: {first_line(e)}") from e
         write_bytes_atomic(pdf_path, data)
         return pdf_path
 
@@ -385,8 +386,3 @@ def _driver_in_own_session() -> Iterator[None]:
         yield
     finally:
         undo()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
