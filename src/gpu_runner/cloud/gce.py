@@ -84,6 +84,11 @@ def _op_errors(op: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _not_found(errors: list[dict[str, Any]]) -> bool:
+    """The operation failed because the VM was already gone."""
+    return any(e["code"] == "RESOURCE_NOT_FOUND" for e in errors)
+
+
 def classify(errors: list[dict[str, Any]], zone: str, what: str) -> CloudError:
     """The error a list of Compute Engine errors ({code, message, quota}) stands for."""
     codes = [str(e.get("code") or "") for e in errors]
@@ -265,23 +270,9 @@ class GceProvider(Provider):
             return None
         return self._to_instance(inst)
 
-    def delete(self, project: str, zone: str, name: str, *, wait: bool = True) -> bool:
-        from google.api_core import exceptions as gexc
-
-        try:
-            op = self._call(self.instances.delete, f"delete {name}", request=self.compute_v1.DeleteInstanceRequest(
-                project=project, zone=zone, instance=name, request_id=str(uuid.uuid4())))
-        except gexc.NotFound:
-            return False
-        if wait:
-            op = self._wait_op(project, zone, op, f"delete {name}")
-            errors = _op_errors(op)
-            if errors and not any(e["code"] == "RESOURCE_NOT_FOUND" for e in errors):
-                raise classify(errors, zone, f"delete {name}")
-        return True
-
-    def delete_timed(self, project: str, zone: str, name: str) -> str | None:
-        """Delete and wait; the delete operation's end time (Compute Engine's clock)."""
+    def _delete(self, project: str, zone: str, name: str, *, wait: bool) -> Any | None:
+        """The delete operation, waited for when ``wait`` (an error other than the VM being gone
+        raises); None when the VM was gone before it."""
         from google.api_core import exceptions as gexc
 
         try:
@@ -289,12 +280,21 @@ class GceProvider(Provider):
                 project=project, zone=zone, instance=name, request_id=str(uuid.uuid4())))
         except gexc.NotFound:
             return None
-        op = self._wait_op(project, zone, op, f"delete {name}")
-        errors = _op_errors(op)
-        if errors:
-            if any(e["code"] == "RESOURCE_NOT_FOUND" for e in errors):
-                return None
-            raise classify(errors, zone, f"delete {name}")
+        if wait:
+            op = self._wait_op(project, zone, op, f"delete {name}")
+            errors = _op_errors(op)
+            if errors and not _not_found(errors):
+                raise classify(errors, zone, f"delete {name}")
+        return op
+
+    def delete(self, project: str, zone: str, name: str, *, wait: bool = True) -> bool:
+        return self._delete(project, zone, name, wait=wait) is not None
+
+    def delete_timed(self, project: str, zone: str, name: str) -> str | None:
+        """Delete and wait; the delete operation's end time (Compute Engine's clock)."""
+        op = self._delete(project, zone, name, wait=True)
+        if op is None or _not_found(_op_errors(op)):
+            return None
         return op.end_time or rfc3339(time.time())
 
     def list_ours(self, project: str, labels: Mapping[str, str] | None = None, *,
@@ -371,10 +371,4 @@ class GceProvider(Provider):
         return True
 
     def was_preempted(self, project: str, zones: list[str], name: str) -> bool:
-        flt = '(operationType = "compute.instances.preempted")'
-        for zone in zones:
-            pager = self._call(self.operations.list, "list operations", request=self.compute_v1.ListZoneOperationsRequest(
-                project=project, zone=zone, filter=flt))
-            if any(_last(op.target_link) == name for op in pager):
-                return True
-        return False
+        return any(self._ops_of(project, zone, name, "compute.instances.preempted") for zone in zones)
