@@ -272,10 +272,7 @@ class Executor:
                                         evalue=f"gpu-runner received {by} and exited before this notebook "
                                                "was written"),
                     )
-                if res is None:
-                    res = NotebookResult(path=spec.path, dir=spec.out_subdir, status="skipped", duration_s=0.0,
-                                         skip_reason="the run was interrupted before this notebook ran")
-                nbs.append(res)
+                nbs.append(res if res is not None else _not_run(spec))
             checks = live.checks
             result = self._entry_result(live, nbs, checks)
             result.write(live.folder.staging)
@@ -331,8 +328,7 @@ class Executor:
             try:
                 nb_results.append(await task)
             except asyncio.CancelledError:
-                nb_results.append(NotebookResult(path=spec.path, dir=spec.out_subdir, status="skipped", duration_s=0.0,
-                                                 skip_reason="the run was interrupted before this notebook ran"))
+                nb_results.append(_not_run(spec))
             finally:
                 self._tasks.discard(task)
         checks = None
@@ -779,6 +775,12 @@ def _locked(fn: Any, *args: Any, **kw: Any) -> Any:
     nothing more is written (into a staging folder it has already put in place or cleared)."""
     with WRITE_LOCK:
         return fn(*args, **kw)
+
+
+def _not_run(spec: NotebookSpec) -> NotebookResult:
+    """A notebook that the run's interruption came before."""
+    return NotebookResult(path=spec.path, dir=spec.out_subdir, status="skipped", duration_s=0.0,
+                          skip_reason="the run was interrupted before this notebook ran")
 
 
 def _name(run: EntryRun, spec: NotebookSpec) -> str:
