@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 
 from .errors import ConfigError
+from .results import RESULTS_FILE
 
 LOCK_FILE = ".gpu-runner.lock"
 STAGING_DIR = ".gpu-runner-staging"
-RESULTS_FILE = "results.json"
 
 try:
     import fcntl
