@@ -34,6 +34,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 
 from .runtime import GENERIC_PYTHONS, Interpreter, overlay_boot_command
+from .sweep import CGROUP_ENV, NOTEBOOK_ENV
 
 _PDEATHSIG_HELPER = Path(__file__).with_name("_pdeathsig.py")
 STARTUP_TIMEOUT_S = 120.0
@@ -48,7 +49,7 @@ class KernelStartError(Exception):
 _FORKSERVER = Path(__file__).with_name("_forkserver.py")
 FORKSERVER_ENV = "GPU_RUNNER_FORKSERVER"
 """Set to 0 to start every kernel as its own process from scratch."""
-PER_NOTEBOOK_ENV = frozenset({"GPU_RUNNER_ARTIFACTS_DIR", "GPU_RUNNER_NOTEBOOK", "GPU_RUNNER_CGROUP"})
+PER_NOTEBOOK_ENV = frozenset({"GPU_RUNNER_ARTIFACTS_DIR", NOTEBOOK_ENV, CGROUP_ENV})
 """Environment that differs between notebooks of one entry; everything else keys the fork server."""
 
 
