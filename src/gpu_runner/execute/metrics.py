@@ -404,6 +404,7 @@ class Sampler:
             t.peak_rss_mib = max(t.peak_rss_mib, rss, hwm or 0.0)
             t.samples += 1
             proc_mib: float | None = None
+            device_mib = 0.0
             used: list[float | None] | None = None
             util: list[float | None] | None = None
             if gpu is not None:
@@ -427,7 +428,7 @@ class Sampler:
                 peaks[0] = max(peaks[0], rss)
                 if gpu is not None:
                     peaks[1] = max(peaks[1], proc_mib or 0.0)
-                    peaks[2] = max(peaks[2], sum(x for x in (used or []) if x is not None))
+                    peaks[2] = max(peaks[2], device_mib)
             if t.timeline is not None:
                 t.timeline.add(now, rss if pids else None, proc_mib, used, util)
 
