@@ -279,14 +279,12 @@ def coalesce_streams(cell: NotebookNode) -> None:
 
     for out in cell.get("outputs", []):
         if out.get("output_type") == "stream" and merged and pieces and merged[-1].get("name") == out.get("name"):
-            t = out.get("text", "")
-            pieces.append("".join(t) if isinstance(t, list) else t)
+            pieces.append(_stream_text(out))
             continue
         close()
         merged.append(out)
         if out.get("output_type") == "stream":
-            t = out.get("text", "")
-            pieces.append("".join(t) if isinstance(t, list) else t)
+            pieces.append(_stream_text(out))
     close()
     cell["outputs"] = merged
 
@@ -477,9 +475,7 @@ def cap_outputs(cell: NotebookNode, index: int, spill_dir: Path, limit: int = MA
     for out in cell.get("outputs", []):
         if out.get("output_type") != "stream":
             continue
-        text = out.get("text", "")
-        if isinstance(text, list):
-            text = "".join(text)
+        text = _stream_text(out)
         if len(text) <= limit:
             continue
         spill_dir.mkdir(parents=True, exist_ok=True)
