@@ -805,8 +805,7 @@ def start_cmd(matrix_path: Path, entry_id: str, retry: int, project: str | None,
         if runner_version and runner_sha256:
             opts.runner_version, opts.runner_sha256 = runner_version, runner_sha256
         if retry:
-            models = entry.gce.provisioning_models
-            opts.provisioning_models = ["STANDARD"] if "STANDARD" in models else list(models)
+            opts.provisioning_models = lifecycle.retry_models(entry.gce.provisioning_models)
             logger.info(f"retry {retry} of {entry.id} after a preemption: {' then '.join(opts.provisioning_models)}, "
                         f"as {entry.label}")
         _on_sigterm_raise_interrupt()
@@ -980,8 +979,7 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
             record.will_retry = stopped.preempted and run_result != "success" and retry < entry.retries_preempted
             if stopped.preempted:
                 if record.will_retry:
-                    models = entry.gce.provisioning_models  # type: ignore[union-attr]
-                    on = "STANDARD" if "STANDARD" in models else models[0]
+                    on = lifecycle.retry_models(entry.gce.provisioning_models)[0]  # type: ignore[union-attr]
                     logger.info(f"preempted=true: retry {retry + 1} of {entry.retries_preempted} follows, on {on}")
                 else:
                     logger.info(f"preempted=true: no retry left ({entry.retries_preempted} allowed) "

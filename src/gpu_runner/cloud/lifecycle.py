@@ -54,6 +54,11 @@ class StartOptions:
     """Override the machine's capacity ladder (a retry after a preemption asks for STANDARD)."""
 
 
+def retry_models(models: list[str]) -> list[str]:
+    """The capacity ladder of a try after a preemption: STANDARD where the machine allows it."""
+    return ["STANDARD"] if "STANDARD" in models else list(models)
+
+
 @dataclass
 class Started:
     label: str
