@@ -90,10 +90,6 @@ class HourlyPrice:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> HourlyPrice:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})  # type: ignore[arg-type]
-
     def origin(self) -> str:
         """``Cloud Billing Catalog, 2026-11-30`` / ``gpu-runner's price table of 2025-06-01``."""
         return origin(self.source, self.as_of)
