@@ -111,6 +111,12 @@ def tree_listing(root: Path) -> list[tuple[str, int]]:
     return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file())
 
 
+def purelib(python: Path) -> Path:
+    """The site-packages folder of ``python``, as it says itself."""
+    return Path(subprocess.run([str(python), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+
+
 def make_runtime(folder: Path, *, with_pip: bool = True) -> Path:
     """A virtual environment made from scratch, as a runtime image's Python would be: no
     ipykernel, a package of its own (``runtime_only``) and a stand-in ``torch``. Returns its
@@ -120,16 +126,15 @@ def make_runtime(folder: Path, *, with_pip: bool = True) -> Path:
     args = [sys.executable, "-m", "venv", str(folder)] + ([] if with_pip else ["--without-pip"])
     subprocess.run(args, check=True, capture_output=True, timeout=300)
     python = folder / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
-    pkg = Path(purelib) / RUNTIME_ONLY_PACKAGE
+    site = purelib(python)
+    pkg = site / RUNTIME_ONLY_PACKAGE
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text('__version__ = "1.2.3"\n', encoding="utf-8")
-    (Path(purelib) / "torch").mkdir()
-    (Path(purelib) / "torch" / "__init__.py").write_text(FAKE_TORCH, encoding="utf-8")
+    (site / "torch").mkdir()
+    (site / "torch" / "__init__.py").write_text(FAKE_TORCH, encoding="utf-8")
     # what importlib.metadata reads: the runtime's own packages carry their versions
     for name, version in ((RUNTIME_ONLY_PACKAGE, "1.2.3"), ("torch", "2.99.0+fake")):
-        info = Path(purelib) / f"{name}-{version}.dist-info"
+        info = site / f"{name}-{version}.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8")
     return python

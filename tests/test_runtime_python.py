@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml
 
-from conftest import RUNTIME_ONLY_PACKAGE, by_path, gpu_runner, make_nb, results, saved, tree_listing
+from conftest import RUNTIME_ONLY_PACKAGE, by_path, gpu_runner, make_nb, purelib, results, saved, tree_listing
 from gpu_runner.execute import runtime as runtimes
 
 pytestmark = pytest.mark.slow
@@ -32,10 +32,6 @@ def _outputs(out: Path, res: dict, path: str, entry: str = "local") -> dict[str,
     return dict(line.split(" ", 1) for line in text.splitlines() if line[:3] in ("EXE", "PKG", "IPY"))
 
 
-def _purelib(python: Path) -> Path:
-    return next((python.parent.parent / "lib").glob("python*/site-packages"))
-
-
 @pytest.fixture
 def env(kernel_cache: Path) -> dict[str, str]:
     return {runtimes.CACHE_ENV: str(kernel_cache), runtimes.PYTHON_ENV: ""}
@@ -43,7 +39,7 @@ def env(kernel_cache: Path) -> dict[str, str]:
 
 def test_python_flag_runs_the_notebook_in_the_runtime_through_the_overlay(nbdir, runtime_python, env):
     make_nb(nbdir, "needs.ipynb", NEEDS_RUNTIME)
-    site = _purelib(runtime_python)
+    site = purelib(runtime_python)
     before = tree_listing(site)
     p = gpu_runner("run", "needs.ipynb", "--no-pdf", "--no-checks", "--out", "out", "--python", str(runtime_python),
                    cwd=nbdir, env=env, timeout=600)
@@ -178,7 +174,7 @@ def test_a_runtime_with_its_own_kernels_keeps_them(tmp_path, nbdir, kernel_cache
         interp = runtimes.for_run(str(runtime_python), "--python", env={**os.environ, runtimes.CACHE_ENV: str(kernel_cache)})
         overlay = interp.overlay
     assert overlay is not None
-    (_purelib(python) / "kernel-machinery.pth").write_text(str(overlay) + "\n", encoding="utf-8")
+    (purelib(python) / "kernel-machinery.pth").write_text(str(overlay) + "\n", encoding="utf-8")
     kdir = rt / "share" / "jupyter" / "kernels" / "conda-env-rt-py"
     kdir.mkdir(parents=True)
     (kdir / "kernel.json").write_text(json.dumps({
