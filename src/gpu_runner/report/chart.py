@@ -21,9 +21,9 @@ from typing import Any
 from .text import fmt_duration, fmt_mib
 
 MAX_DRAWN_POINTS = 2000
+"""A timeline from gpu-runner has at most a few hundred points; more is cut, never drawn."""
 MAX_TIME_S = 30 * 86400.0
 """Times beyond this (a month) are not a notebook's: such a point is dropped."""
-"""A timeline from gpu-runner has at most a few hundred points; more is cut, never drawn."""
 MEMORY_COLOUR = "#0969da"
 RSS_COLOUR = "#8250df"
 UTIL_COLOURS = ("#bf3989", "#1a7f37", "#9a6700", "#cf222e", "#0550ae", "#6e7781", "#953800", "#116329")
