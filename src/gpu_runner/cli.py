@@ -597,6 +597,14 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
     sys.exit(report.exit_code)
 
 
+def _optional_failed(message: str, *, title: str) -> None:
+    """What an --optional command says instead of failing: a warning (a ``::warning`` in GitHub Actions)."""
+    from .github.workflow import command, in_github_actions
+
+    click.echo(command("warning", message, title=title) if in_github_actions()
+               else f"gpu-runner: warning: {message}", err=True)
+
+
 @cli.group("baseline")
 def baseline_group() -> None:
     """The previous run to compare with (`gpu-runner report --baseline`)."""
@@ -627,7 +635,7 @@ def baseline_fetch_cmd(out_dir: Path, branch: str | None, sha: str | None, workf
     GITHUB_REPOSITORY and a token that may read Actions (GPU_RUNNER_GITHUB_TOKEN or GITHUB_TOKEN).
     """
     from .github import baseline as base
-    from .github.workflow import command, in_github_actions, set_outputs
+    from .github.workflow import set_outputs
 
     if branch and sha:
         raise ConfigError("give --branch or --sha, not both")
@@ -638,9 +646,7 @@ def baseline_fetch_cmd(out_dir: Path, branch: str | None, sha: str | None, workf
     except InfraError as e:
         if not optional:
             raise
-        msg = f"no baseline: {e}; the report goes on without one"
-        click.echo(command("warning", msg, title="gpu-runner baseline") if in_github_actions()
-                   else f"gpu-runner: warning: {msg}", err=True)
+        _optional_failed(f"no baseline: {e}; the report goes on without one", title="gpu-runner baseline")
         set_outputs({"found": "false", "baseline-dir": str(out_dir), "run-id": ""})
         return
     for note in notes:
@@ -680,7 +686,7 @@ def comment_cmd(summary: Path, key: str, pr: int | None, sha: str | None, author
     """
     from .github import comments
     from .github.client import client, repository
-    from .github.workflow import command, set_outputs
+    from .github.workflow import set_outputs
 
     path = summary / "summary.md" if summary.is_dir() else summary
     if not path.is_file():
@@ -695,8 +701,7 @@ def comment_cmd(summary: Path, key: str, pr: int | None, sha: str | None, author
     except InfraError as e:
         if not optional:
             raise
-        click.echo(command("warning", str(e), title="summary comment not posted")
-                   if os.environ.get("GITHUB_ACTIONS") == "true" else f"gpu-runner: warning: {e}", err=True)
+        _optional_failed(str(e), title="summary comment not posted")
         return
     set_outputs({"comment-url": posted.url})
     click.echo(f"{posted.action} the summary comment on {target.describe()}: {posted.url}")
