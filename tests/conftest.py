@@ -70,14 +70,18 @@ def gpu_runner_command() -> tuple[list[str], dict[str, str]]:
     return lau.command(), lau.env()
 
 
+def local_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment as a user's shell has it, outside GitHub Actions (no ``GITHUB_*``),
+    with ``extra`` on top."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}, **(extra or {})}
+
+
 def gpu_runner(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """Run the real command line, as a user would, in ``cwd``: a process of its own, in the
     environment given (forked from the session's launcher, which has imported gpu-runner once)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-    full_env.update(env or {})
     cmd, extra = gpu_runner_command()
     return subprocess.run(
-        [*cmd, *args], cwd=cwd, env={**full_env, **extra}, capture_output=True, text=True, timeout=timeout,
+        [*cmd, *args], cwd=cwd, env={**local_env(env), **extra}, capture_output=True, text=True, timeout=timeout,
     )
 
 

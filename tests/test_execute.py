@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import FIXTURE_NOTEBOOKS, by_path, gpu_runner, make_nb, results, saved
+from conftest import FIXTURE_NOTEBOOKS, by_path, gpu_runner, local_env, make_nb, results, saved
 
 pytestmark = pytest.mark.slow
 
@@ -182,7 +182,7 @@ def test_a_gigabyte_of_output_streams_through_bounded_memory_and_a_bounded_file(
     make_nb(nbdir, "flood.ipynb",
             f"import sys\nchunk = 'y' * 999_999 + '\\n'\nfor _ in range({n}):\n    sys.stdout.write(chunk)\n"
             "print('END')", "print('next cell runs')")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    env = local_env()
     proc = subprocess.Popen([sys.executable, "-m", "gpu_runner", "run", "flood.ipynb", "--out", "o", "--no-pdf",
                              "--no-checks"], cwd=nbdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import gpu_runner, make_nb, results
+from conftest import gpu_runner, local_env, make_nb, results
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="POSIX")]
 
 
 def _start(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    env = local_env()
     return subprocess.Popen([sys.executable, "-m", "gpu_runner", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -131,7 +131,7 @@ def test_a_read_only_out_is_a_one_line_usage_error_before_any_notebook(nbdir):
     make_nb(nbdir, "a.ipynb", "print('ran')")
     ro = nbdir / "ro"
     ro.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    env = local_env()
     cmd = _read_only_command(ro, [sys.executable, "-m", "gpu_runner", "run", "a.ipynb", "--out", "ro/results",
                                   "--no-pdf"])
     if cmd is None:

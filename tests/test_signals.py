@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import by_path, make_nb, results, saved
+from conftest import by_path, local_env, make_nb, results, saved
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
 
@@ -27,7 +27,7 @@ HANG = [
 
 
 def _start(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    env = local_env()
     return subprocess.Popen([sys.executable, "-m", "gpu_runner", "run", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -151,9 +151,7 @@ def test_a_normal_run_leaves_no_process_behind(nbdir):
 def _group_start(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """gpu-runner leading its own process group, as a shell starts a job: a signal to the group
     reaches it and everything it started there (``timeout -s INT`` and a terminal's Ctrl-C do that)."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-    full.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "gpu_runner", "run", *args], cwd=cwd, env=full,
+    return subprocess.Popen([sys.executable, "-m", "gpu_runner", "run", *args], cwd=cwd, env=local_env(env),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -284,8 +282,7 @@ def test_daemons_in_their_own_session_are_gone_when_the_notebook_ends(nbdir, for
     make_nb(nbdir, "b_looks.ipynb", WAIT_GONE)
     r = subprocess.run([sys.executable, "-m", "gpu_runner", "run", "a_starts.ipynb", "b_looks.ipynb", "-j", "2",
                         "--out", "o", "--no-pdf", "--no-checks"], cwd=nbdir, capture_output=True, text=True,
-                       timeout=180, env={**{k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")},
-                                         "GPU_RUNNER_FORKSERVER": forkserver, "GPU_RUNNER_CGROUPS": cgroups})
+                       timeout=180, env=local_env({"GPU_RUNNER_FORKSERVER": forkserver, "GPU_RUNNER_CGROUPS": cgroups}))
     pids = json.loads((nbdir / "pids.json").read_text())
     leftovers = [psutil.Process(p) for p in (pids["d1"], pids["d2"], pids["d3"]) if psutil.pid_exists(p)]
     try:
