@@ -294,23 +294,22 @@ def stop(ctx: Context, label: str, zones: list[str] | None = None, *, hold_s: fl
                       created_at=vm.created_at, last_stop_at=vm.last_stop_at, timed_by="stop")
         out.vm = out.vm or seen
         hold_end = held_until(vm)
+        until = None  # when the hold this VM stays for ends
         if hold_end is not None and now < hold_end and not force:
-            vm.hold_until = hold_end
-            out.held, seen.held_until, seen.timed_by = vm, hold_end, "hold"
-            seen.deleted_at = rfc3339(hold_end)
-            continue
-        if hold_s and vm.hold_until is None and not force:
-            if vm.status == "RUNNING":
-                until = now + hold_s
-                if ctx.provider.hold(ctx.project, vm.zone, vm.name, until):
-                    vm.hold_until = until
-                    out.held, seen.held_until, seen.timed_by = vm, until, "hold"
-                    seen.deleted_at = rfc3339(until)
-                    continue
-                out.hold_failed = "the VM was gone before it could be held"
-            else:
+            until = hold_end
+        elif hold_s and vm.hold_until is None and not force:
+            if vm.status != "RUNNING":
                 out.hold_failed = (f"the VM is {vm.status}: it powered off before stop could hold it (its job "
                                    "ended long before stop ran)")
+            elif ctx.provider.hold(ctx.project, vm.zone, vm.name, now + hold_s):
+                until = now + hold_s
+            else:
+                out.hold_failed = "the VM was gone before it could be held"
+        if until is not None:
+            vm.hold_until = until
+            out.held, seen.held_until, seen.timed_by = vm, until, "hold"
+            seen.deleted_at = rfc3339(until)
+            continue
         if vm.status in GONE and vm.provisioning_model == "SPOT":
             out.preempted = out.preempted or ctx.provider.was_preempted(ctx.project, [vm.zone], vm.name)
         seen.deleted_at = ctx.provider.delete_timed(ctx.project, vm.zone, vm.name) or rfc3339(time.time())
