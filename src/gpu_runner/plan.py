@@ -687,7 +687,7 @@ def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str,
     label = str((event.get("label") or {}).get("name") or "")
     if action != "labeled" or label != approval_label:
         applied = approval_label in {lb.get("name") for lb in pull.get("labels") or [] if isinstance(lb, dict)}
-        if applied and action in ("synchronize", "reopened", "edited"):
+        if applied and action in ("synchronize", "reopened"):  # what the revoke job acts on
             return Gate("none", f"{waiting} again: the label was applied to older code ('{action}' event; the "
                         "workflow removes it)")
         return Gate("none", f"{waiting} (this is a '{action}' event{', of the label ' + repr(label) if label else ''})")
