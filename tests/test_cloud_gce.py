@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import gpu_runner
+from conftest import gpu_runner, local_env
 from standins.compute import ComputeStandIn
 from standins.github import GitHubStandIn
 
@@ -272,8 +272,7 @@ def test_stale_registration_of_the_same_name_is_replaced(world: World) -> None:
 
 
 def _start_in_background(world: World, *extra: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-    env.update(world.env)
+    env = local_env(world.env)
     return subprocess.Popen([sys.executable, "-m", "gpu_runner", "start", "--matrix", str(world.matrix), "--entry",
                              L4, "--poll", "0.05", *extra], cwd=world.tmp, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
