@@ -1063,7 +1063,11 @@ def janitor_cmd(max_age_s: float, margin_s: float, dry_run: bool, project: str |
 
 # -- fetch, runs, history: a workflow run's artifacts, cached, and the view across runs ----------------
 def _fetch_log(msg: str) -> None:
-    click.echo(f"gpu-runner: {msg}", err=True)
+    """Progress and warnings on stderr; in GitHub Actions never read as a workflow command (artifact
+    names and refusal reasons come from another run)."""
+    from .github.workflow import safe_log
+
+    click.echo(safe_log(f"gpu-runner: {msg}"), err=True)
 
 
 def _session_or_offline(offline: bool, repo_name: str) -> Any:

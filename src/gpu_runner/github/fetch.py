@@ -187,9 +187,8 @@ def connect(repo_name: str, env: Mapping[str, str] | None = None, log: Log | Non
     if not tok:
         raise ConfigError("no GitHub token: set GPU_RUNNER_GITHUB_TOKEN or GITHUB_TOKEN (a token that may read "
                           "Actions), or log in with `gh auth login`")
-    env.setdefault("GITHUB_TOKEN", tok)
     if not gh_client.token(env):
-        env["GITHUB_TOKEN"] = tok
+        env["GITHUB_TOKEN"] = tok  # from `gh auth token`: only in this copy of the environment
     gh = gh_client.client(env)
     return Session(repo_name=repo_name, env=env, gh=gh, repo=gh.get_repo(repo_name), log=log or (lambda _m: None))
 
@@ -426,8 +425,7 @@ def fetch_run(session: Session, run_id: int, attempt: int | None = None, *, run:
     say = progress or session.log
     if run is None:
         run = _guard(f"run {run_id}", lambda: session.repo.get_workflow_run(run_id))
-        _guard(f"run {run_id}", lambda: run.id)  # the client is lazy: this GET says whether it exists
-    meta = run_meta(run, attempt)
+    meta = _guard(f"run {run_id}", lambda: run_meta(run, attempt))  # a lazy client GETs the run here
     folder = run_folder(session, run.id, meta["attempt"])
     folder.mkdir(parents=True, exist_ok=True)
     state_path = folder / RUN_FILE
