@@ -1061,6 +1061,165 @@ def janitor_cmd(max_age_s: float, margin_s: float, dry_run: bool, project: str |
                 f"that are not this repository's")
 
 
+# -- fetch, runs, history: a workflow run's artifacts, cached, and the view across runs ----------------
+def _fetch_log(msg: str) -> None:
+    """Progress and warnings on stderr; in GitHub Actions never read as a workflow command (artifact
+    names and refusal reasons come from another run)."""
+    from .github.workflow import safe_log
+
+    click.echo(safe_log(f"gpu-runner: {msg}"), err=True)
+
+
+def _session_or_offline(offline: bool, repo_name: str) -> Any:
+    """A GitHub session, or None (the cache alone) with --offline or when no token can be had."""
+    from .github import fetch as f
+
+    if offline:
+        return None
+    try:
+        return f.connect(repo_name, log=_fetch_log)
+    except ConfigError as e:
+        _fetch_log(f"{e}; using what is cached")
+        return None
+
+
+@cli.command("fetch")
+@click.argument("run_ref", required=False, metavar="[RUN]")
+@click.option("--workflow", default=None, metavar="FILE|ID",
+              help="Without RUN: whose latest run.  [default: the workflow that calls gpu-notebooks.yml]")
+@click.option("--branch", default=None, metavar="NAME", help="Without RUN: the latest run on this branch.  "
+              "[default: the current git branch]")
+@click.option("--max-artifact-mib", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="Leave out artifacts larger than this.")
+def fetch_cmd(run_ref: str | None, workflow: str | None, branch: str | None, max_artifact_mib: int) -> None:
+    """Download a workflow run's gpu-runner artifacts, check them, merge them into one results folder,
+    make its dashboard again and print the dashboard's path.
+
+    RUN is a run id or its address (https://github.com/OWNER/REPO/actions/runs/N[/attempts/K]);
+    without it, the latest finished run on the current branch. Downloads go to the cache
+    ($GPU_RUNNER_CACHE_DIR, else ~/.cache/gpu-runner/runs); what is there already (same artifact id,
+    size and digest) is not downloaded again, so an interrupted fetch goes on where it stopped. Needs
+    a token that may read Actions: GPU_RUNNER_GITHUB_TOKEN, GITHUB_TOKEN, or `gh auth token`. Exit 0
+    when fetched, 2 for a bad RUN or a refused artifact (the rest is still merged), 3 when GitHub failed.
+    """
+    from .github import fetch as f
+
+    ref = f.parse_run_ref(run_ref) if run_ref else None
+    repo_name = f.repository(os.environ, ref)
+    session = f.connect(repo_name, log=_fetch_log)
+    if ref is None:
+        where = branch or f.current_branch()
+        if not where:
+            raise ConfigError("which run? give RUN, or --branch (this is no git checkout on a branch)")
+        runs = f.list_runs(session, workflow=workflow, branch=where, limit=1)
+        if not runs:
+            raise ConfigError(f"no finished run on the branch '{where}'")
+        ref = f.RunRef(runs[0].id)
+        _fetch_log(f"the latest run on {where}: {runs[0].html_url}")
+    got = f.fetch_run(session, ref.run_id, ref.attempt, max_artifact_bytes=max_artifact_mib * 2**20,
+                      progress=_fetch_log)
+    click.echo(str(got.dashboard))
+    if got.refused:
+        raise ConfigError(f"{len(got.refused)} artifact(s) refused and left out: " + " | ".join(got.refused[:3]))
+
+
+def _fmt_duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
+
+
+@cli.command("runs")
+@click.option("--branch", default=None, metavar="NAME", help="Only runs on this branch.  [default: every branch]")
+@click.option("--limit", type=click.IntRange(min=1, max=1000), default=20, show_default=True)
+@click.option("--workflow", default=None, metavar="FILE|ID",
+              help="Whose runs.  [default: the workflow that calls gpu-notebooks.yml]")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--offline", is_flag=True, help="Only what is cached; no GitHub API call.")
+def runs_cmd(branch: str | None, limit: int, workflow: str | None, fmt: str, offline: bool) -> None:
+    """Past runs, newest first: the verdict of each entry (passed, failed, not run), counts, duration
+    and cost. Reads the cache, fetching the runs it lacks (without a token: the cache alone)."""
+    from .github import fetch as f
+    from .history import run_summary
+
+    repo_name = f.repository(os.environ)
+    session = _session_or_offline(offline, repo_name)
+    docs = f.gather(session, f.repo_cache(os.environ, repo_name), workflow=workflow, branch=branch, limit=limit,
+                    log=_fetch_log)
+    rows = [run_summary(d) for d in docs]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no runs" + (" cached" if session is None else ""))
+        return
+    head = ("RUN", "CREATED", "BRANCH", "COMMIT", "ENTRIES", "NOTEBOOKS", "DURATION", "COST", "NOT PASSED")
+    table = [head]
+    for r in rows:
+        ec, nc = r["entry_counts"], r["notebooks"]
+        bad = [f"{eid} ({v})" for eid, v in r["entries"].items() if v != "passed"]
+        table.append((f"#{r['run_number']}" + (f".{r['attempt']}" if (r["attempt"] or 1) > 1 else ""),
+                      (r["created_at"] or "")[:16].replace("T", " "), r["head_branch"] or "",
+                      (r["head_sha"] or "")[:7],
+                      f"{ec['passed']} passed, {ec['failed']} failed, {ec['not run']} not run"
+                      + (f", {ec['unknown']} unknown" if ec["unknown"] else ""),
+                      f"{nc['passed']}/{nc['total']}", _fmt_duration(r["duration_s"]),
+                      "-" if r["cost_usd"] is None else f"${r['cost_usd']:.2f}", ", ".join(bad) or "-"))
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
+    for row in table:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+@cli.command("history")
+@click.option("--runs", "limit", type=click.IntRange(min=1, max=1000), default=20, show_default=True,
+              help="How many of the newest runs.")
+@click.option("--branch", default=None, metavar="NAME", help="Only runs on this branch.  [default: every branch]")
+@click.option("--workflow", default=None, metavar="FILE|ID",
+              help="Whose runs.  [default: the workflow that calls gpu-notebooks.yml]")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where history.html and history.json go.  [default: the repository's folder in the cache]")
+@click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=0.2, show_default=True,
+              help="A trend from this fraction up is marked (0.2: 20 % slower or more memory).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--offline", is_flag=True, help="Only what is cached; no GitHub API call.")
+def history_cmd(limit: int, branch: str | None, workflow: str | None, out_dir: Path | None, threshold: float,
+                fmt: str, offline: bool) -> None:
+    """Across the newest runs, per notebook and machine: pass rate, flaky (both outcomes on one commit,
+    or alternating), wall-time and GPU-memory trends. Writes history.html (linked from each run's
+    dashboard) and history.json, and prints the flagged cells (or the JSON)."""
+    from .github import fetch as f
+    from .history import compute
+    from .report.history import HISTORY_JSON, link_from_dashboard, write_history_page
+    from .results import write_json_atomic
+
+    repo_name = f.repository(os.environ)
+    session = _session_or_offline(offline, repo_name)
+    cache = f.repo_cache(os.environ, repo_name)
+    docs = f.gather(session, cache, workflow=workflow, branch=branch, limit=limit, log=_fetch_log)
+    if not docs:
+        raise ConfigError(f"no runs of {repo_name} cached" + (" (--offline)" if offline else "")
+                          + "; run `gpu-runner fetch` or `gpu-runner runs` first")
+    hist = compute(docs, threshold=threshold)
+    out = out_dir or cache
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / HISTORY_JSON, hist)
+    page = write_history_page(hist, out)
+    for d in docs:
+        if d.get("dashboard") and d.get("folder"):
+            link_from_dashboard(Path(d["folder"]) / d["dashboard"], page)
+    if fmt == "json":
+        click.echo(json.dumps(hist, indent=2))
+        return
+    flagged = [c for c in hist["cells"] if c["marks"]]
+    click.echo(f"{len(hist['runs'])} runs, {len(hist['cells'])} notebook x machine cells, {len(flagged)} flagged")
+    for c in flagged:
+        rate = "-" if c["pass_rate"] is None else f"{c['pass_rate'] * 100:.0f}%"
+        click.echo(f"  {c['notebook']} on {c['machine']}: {', '.join(c['marks'])} (pass rate {rate}"
+                   + (f"; {c['flaky_why']}" if c["flaky_why"] else "") + ")")
+    click.echo(str(page))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map every error to its exit code."""
     try:

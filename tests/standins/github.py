@@ -22,7 +22,9 @@ label names) is what removing an issue label acts on.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
+from collections import Counter
 from urllib.parse import quote, unquote
 import secrets
 from datetime import datetime, timezone
@@ -77,6 +79,10 @@ class GitHubStandIn(StandIn):
         self.blob_signatures: dict[str, int] = {}
         self.leaked_auth: list[str] = []
         """Authorization headers that reached the storage host (there must be none)."""
+        self.blob_failures: dict[int, int] = {}
+        """Artifact id -> how many more downloads of it the storage host answers with 503."""
+        self.blob_downloads: Counter[int] = Counter()
+        """Artifact id -> archives served whole."""
         for method, path, name, handler in [
             ("POST", R + "/generate-jitconfig", "runners.jitconfig", self.jitconfig),
             ("POST", R + "/registration-token", "runners.registration-token", self.registration_token),
@@ -272,9 +278,10 @@ class GitHubStandIn(StandIn):
             "id": r["id"], "name": "runtime-tests", "node_id": f"WFR_{r['id']}", "head_branch": r["head_branch"],
             "head_sha": r["head_sha"], "path": ".github/workflows/runtime-tests.yml", "display_title": "runtime tests",
             "run_number": r["run_number"], "event": r["event"], "status": r["status"], "conclusion": r["conclusion"],
-            "workflow_id": r["workflow_id"], "url": base, "run_attempt": 1,
+            "workflow_id": r["workflow_id"], "url": base, "run_attempt": r.get("run_attempt", 1),
+            "run_started_at": r["created_at"],
             "html_url": f"https://github.com/{self.repo}/actions/runs/{r['id']}",
-            "pull_requests": [], "created_at": r["created_at"], "updated_at": r["created_at"],
+            "pull_requests": [], "created_at": r["created_at"], "updated_at": r.get("updated_at", r["created_at"]),
             "jobs_url": f"{base}/jobs", "logs_url": f"{base}/logs", "check_suite_url": f"{base}/check-suite",
             "artifacts_url": f"{base}/artifacts", "cancel_url": f"{base}/cancel", "rerun_url": f"{base}/rerun",
             "workflow_url": f"{self.url}/repos/{self.repo}/actions/workflows/{r['workflow_id']}",
@@ -316,7 +323,8 @@ class GitHubStandIn(StandIn):
         return {"id": a["id"], "node_id": f"MDg6QXJ0aWZhY3Q{a['id']}", "name": a["name"],
                 "size_in_bytes": len(a["data"]), "url": u, "archive_download_url": f"{u}/zip",
                 "expired": a["expired"], "created_at": run["created_at"], "updated_at": run["created_at"],
-                "expires_at": "2025-01-16T00:00:00Z" if a["expired"] else "2099-01-01T00:00:00Z", "digest": None,
+                "expires_at": "2025-01-16T00:00:00Z" if a["expired"] else "2099-01-01T00:00:00Z",
+                "digest": "sha256:" + hashlib.sha256(a["data"]).hexdigest(),
                 "workflow_run": {"id": run["id"], "repository_id": 1296269, "head_repository_id": 1296269,
                                  "head_branch": run["head_branch"], "head_sha": run["head_sha"]}}
 
@@ -340,7 +348,7 @@ class GitHubStandIn(StandIn):
             a = self.artifacts.get(int(artifact_id))
         if a is None or archive_format != "zip":
             raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
-        if a["expired"]:
+        if a["expired"] or a.get("gone"):
             raise Reply(410, {"message": "Artifact has expired", "documentation_url": "https://docs.github.com/rest"})
         sig = secrets.token_urlsafe(16)
         with self.lock:
@@ -354,12 +362,50 @@ class GitHubStandIn(StandIn):
         if headers.get("Authorization"):
             self.leaked_auth.append(headers.get("Authorization"))
             raise Reply(400, {"message": "Authentication information is not given in the correct format"})
+        self._blob_outage(int(artifact_id))
         with self.lock:
             ok = self.blob_signatures.get(query.get("sig", "")) == int(artifact_id)
             data = self.artifacts[int(artifact_id)]["data"] if ok else None
         if data is None:
             raise Reply(403, {"message": "Server failed to authenticate the request"})
+        with self.lock:
+            self.blob_downloads[int(artifact_id)] += 1
         return 200, data, {"Content-Type": "application/zip"}
+
+    # -- runs with a history: attempts, durations, artifacts added one by one ----------------------
+    def add_history_run(self, *, created_at: str, duration_s: int = 600, attempt: int = 1, **kwargs: Any) -> int:
+        """A run as :meth:`add_run` makes it, created at ``created_at`` (RFC 3339), lasting
+        ``duration_s`` (``updated_at``), of attempt ``attempt`` (``run_attempt``). The workflow-run
+        object's ``run_attempt``, ``run_started_at`` and ``updated_at`` are in the published schema:
+        https://docs.github.com/rest/actions/workflow-runs#get-a-workflow-run"""
+        rid = self.add_run(**kwargs)
+        start = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        with self.lock:
+            r = self.workflow_runs[rid]
+            r["created_at"] = created_at
+            r["updated_at"] = datetime.fromtimestamp(start.timestamp() + duration_s, timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+            r["run_attempt"] = attempt
+        return rid
+
+    def add_artifact(self, run_id: int, name: str, data: bytes, *, expired: bool = False, gone: bool = False) -> int:
+        """One more artifact of a run. ``expired``: listed with ``expired: true`` and its download
+        answers 410; ``gone``: listed as not expired, yet its download answers 410 (it expired
+        between the listing and the download). GitHub: "Gets a redirect URL to download an archive
+        ... 410 Gone" (https://docs.github.com/rest/actions/artifacts#download-an-artifact)."""
+        with self.lock:
+            aid = next(self.artifact_ids)
+            self.artifacts[aid] = {"id": aid, "run_id": run_id, "name": name, "data": data, "expired": expired,
+                                   "gone": gone}
+            return aid
+
+    def _blob_outage(self, artifact_id: int) -> None:
+        """The storage host failing (503) for an artifact while ``blob_failures`` says so."""
+        with self.lock:
+            left = self.blob_failures.get(artifact_id, 0)
+            if left > 0:
+                self.blob_failures[artifact_id] = left - 1
+                raise Reply(503, {"message": "Server busy"})
 
     # -- pull-request approval -----------------------------------------------------------------
     def collaborator_permission(self, owner: str, repo: str, username: str, **_: Any) -> Any:
