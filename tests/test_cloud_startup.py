@@ -60,7 +60,7 @@ class VM:
     def __init__(self, tmp: Path, *, gpus_listed: int | None, expected: int, runner_installed: bool = True,
                  runner_exit: int = 0, service_account: str | None = None, iptables: str = "ok",
                  ip6tables: str = "ok", ipv6: bool = True, useradd: bool = True, run_sh: str | None = None,
-                 real_sleep: bool = False) -> None:
+                 real_sleep: bool = False, max_run_duration_s: int | None = None) -> None:
         self.tmp = tmp
         self.compute = ComputeStandIn().start()
         body = {"name": NAME, "machineType": f"zones/{ZONE}/machineTypes/g2-standard-8",
@@ -69,6 +69,10 @@ class VM:
         if service_account:
             body["serviceAccounts"] = [{"email": service_account,
                                         "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}]
+        if max_run_duration_s:  # as build_instance asks for it
+            body["scheduling"] = {"provisioningModel": "STANDARD", "onHostMaintenance": "TERMINATE",
+                                  "automaticRestart": False, "instanceTerminationAction": "DELETE",
+                                  "maxRunDuration": {"seconds": str(max_run_duration_s)}}
         self.compute.insert(project=PROJECT, zone=ZONE, body=body, query={})
         self.md = MetadataStandIn(self.compute, PROJECT, ZONE, NAME, service_account=service_account).start()
         self.bin = tmp / "bin"
@@ -410,3 +414,58 @@ def test_a_container_job_on_a_vm_with_a_service_account_is_refused(make_vm) -> N
     assert not (vm.calls / "run.sh.args").exists()
     assert not any(line.startswith("usermod") for line in vm.calls_log())
     assert _waits_for_stop(vm, r)
+
+
+def _until(cond, timeout_s: float = 10.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_vm_whose_stop_job_never_runs_is_deleted_at_its_max_run_duration(make_vm) -> None:
+    """The VM runs its job, its stop job never comes (a crashed workflow, GitHub down): Compute
+    Engine deletes it at its maxRunDuration, because it is still RUNNING. A VM that powered itself
+    off would have had its termination time cleared and sat TERMINATED, its disk billed, for ever
+    (https://cloud.google.com/compute/docs/instances/limit-vm-runtime: "The termination timestamp
+    is automatically cleared whenever a VM is stopped or suspended")."""
+    vm = make_vm(gpus_listed=1, expected=1, max_run_duration_s=3600)
+    assert _until(lambda: vm.compute.termination_at(NAME) is not None)  # RUNNING: its termination time is set
+    r = vm.run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    if (vm.calls / "poweroff").exists():  # a guest poweroff: Compute Engine stops the VM
+        vm.compute.power_off(NAME)
+    vm.compute.advance(3600 + 60)  # an hour later on Compute Engine's clock; nobody called stop
+    assert _until(lambda: vm.compute.count() == 0), vm.compute.instances
+    assert vm.compute.deleted == [NAME]
+    ops = [o for o in vm.compute.operations.values() if o["operationType"] == "delete"]
+    assert len(ops) == 1 and ops[0]["user"] == "system"
+
+
+def test_the_compute_stand_in_sets_and_clears_the_termination_time(make_vm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read through google-cloud-compute: set on entering RUNNING (maxRunDuration from then),
+    cleared when the VM stops, and a stopped VM is not deleted when that time passes."""
+    from google.cloud import compute_v1
+
+    from gpu_runner.cloud.base import epoch_of
+    from gpu_runner.cloud.gce import client_kwargs
+
+    vm = make_vm(gpus_listed=1, expected=1, max_run_duration_s=600)
+    monkeypatch.setenv("GPU_RUNNER_COMPUTE_EMULATOR_HOST", vm.compute.address)
+    client = compute_v1.InstancesClient(**client_kwargs())
+    assert _until(lambda: vm.compute.termination_at(NAME) is not None)
+    inst = client.get(project=PROJECT, zone=ZONE, instance=NAME)
+    assert inst.status == "RUNNING"
+    at = epoch_of(inst.resource_status.scheduling.termination_timestamp)
+    assert at == pytest.approx(vm.compute.termination_at(NAME), abs=1)
+    assert 590 <= at - epoch_of(vm.compute.now()) <= 600
+    vm.compute.power_off(NAME)
+    inst = client.get(project=PROJECT, zone=ZONE, instance=NAME)
+    assert inst.status == "TERMINATED" and not inst.resource_status.scheduling.termination_timestamp
+    vm.compute.advance(3600)
+    assert not _until(lambda: vm.compute.count() == 0, timeout_s=0.5)  # a stopped VM outlives its limit
+    assert client.get(project=PROJECT, zone=ZONE, instance=NAME).status == "TERMINATED"
