@@ -301,11 +301,11 @@ def test_the_janitor_never_keeps_a_hold_past_the_vms_own_lifetime(world: World) 
     assert swept.vms == [out["label"]] and world.compute.count() == 0
 
 
-def test_no_hold_for_a_vm_that_already_powered_off(world: World) -> None:
+def test_no_hold_for_a_vm_that_already_stopped(world: World) -> None:
     out = world.start("torch--held")
-    world.compute.power_off(out["label"])
+    world.compute.power_off(out["label"])  # a host maintenance event stopped it (onHostMaintenance: TERMINATE)
     stopped = lifecycle.stop(world.ctx(), out["label"], hold_s=1800)
-    assert stopped.held is None and stopped.deleted_vms and "powered off before stop could hold it" in (
+    assert stopped.held is None and stopped.deleted_vms and "stopped it (a host maintenance event)" in (
         stopped.hold_failed or "")
     assert world.compute.count() == 0
 
