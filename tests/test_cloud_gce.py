@@ -129,7 +129,7 @@ def test_happy_path(world: World) -> None:
     items = {i["key"]: i["value"] for i in vm["metadata"]["items"]}
     assert items["block-project-ssh-keys"] == "true" and items["startup-script"].startswith("#!/bin/bash")
     # least privilege by default: no service account (so no token on the metadata server), and
-    # the VM powers off after its job instead of deleting itself
+    # the VM waits for its stop job after its job instead of deleting itself
     assert "serviceAccounts" not in vm
     assert "\nSELF_DELETE=0\n" in items["startup-script"] and "\nRUNNER_DOCKER=0\n" in items["startup-script"]
     assert items["gpu-runner-jitconfig"] in world.gh.secrets

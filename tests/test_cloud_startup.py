@@ -1,6 +1,8 @@
 """The VM startup script: ShellCheck-clean, and run under bash with stubbed commands
-(nvidia-smi, run.sh, poweroff) against the metadata and Compute Engine stand-ins: one job then
-the VM deletes itself; no job within the idle timeout and it deletes itself all the same."""
+(nvidia-smi, run.sh, iptables, poweroff) against the metadata and Compute Engine stand-ins: one job
+then the VM deletes itself, or (the default) stays up for its stop job and never powers off; no job
+within the idle timeout and it goes all the same. The firewall rules themselves are tried for real
+in test_metadata_firewall.py."""
 
 from __future__ import annotations
 
@@ -57,7 +59,8 @@ class VM:
 
     def __init__(self, tmp: Path, *, gpus_listed: int | None, expected: int, runner_installed: bool = True,
                  runner_exit: int = 0, service_account: str | None = None, iptables: str = "ok",
-                 useradd: bool = True, run_sh: str | None = None, real_sleep: bool = False) -> None:
+                 ip6tables: str = "ok", ipv6: bool = True, useradd: bool = True, run_sh: str | None = None,
+                 real_sleep: bool = False, max_run_duration_s: int | None = None) -> None:
         self.tmp = tmp
         self.compute = ComputeStandIn().start()
         body = {"name": NAME, "machineType": f"zones/{ZONE}/machineTypes/g2-standard-8",
@@ -66,6 +69,10 @@ class VM:
         if service_account:
             body["serviceAccounts"] = [{"email": service_account,
                                         "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}]
+        if max_run_duration_s:  # as build_instance asks for it
+            body["scheduling"] = {"provisioningModel": "STANDARD", "onHostMaintenance": "TERMINATE",
+                                  "automaticRestart": False, "instanceTerminationAction": "DELETE",
+                                  "maxRunDuration": {"seconds": str(max_run_duration_s)}}
         self.compute.insert(project=PROJECT, zone=ZONE, body=body, query={})
         self.md = MetadataStandIn(self.compute, PROJECT, ZONE, NAME, service_account=service_account).start()
         self.bin = tmp / "bin"
@@ -83,10 +90,12 @@ class VM:
         self._stub("poweroff", f"touch {self.calls}/poweroff; echo poweroff >> {self.log}")
         if not real_sleep:
             self._stub("sleep", "exit 0")
-        if iptables != "missing":
-            for tool in ("iptables", "ip6tables"):
-                fail = "exit 4" if iptables == "fails" and tool == "iptables" else "exit 0"
-                self._stub(tool, f'echo "{tool} $*" >> {self.log}; {fail}')
+        for tool, how in (("iptables", iptables), ("ip6tables", ip6tables)):
+            if how != "missing":
+                self._stub(tool, f'echo "{tool} $*" >> {self.log}; ' + ("exit 4" if how == "fails" else "exit 0"))
+        self.if_inet6 = tmp / "if_inet6"  # the kernel's list of IPv6 addresses: there when it has IPv6
+        if ipv6:
+            self.if_inet6.write_text("00000000000000000000000000000001 01 80 10 80       lo\n")
         self._stub("id", f'[ "$1" = -u ] && grep -qx "$2" {self.calls}/users 2>/dev/null')
         self._stub("useradd", f'echo "useradd $*" >> {self.log}; ' + (
             f'for a; do last=$a; done; echo "$last" >> {self.calls}/users' if useradd else "exit 1"))
@@ -123,15 +132,16 @@ class VM:
         script = self.tmp / "startup.sh"
         script.write_text(render(expected_gpus=self.expected, health_tries=3, health_wait_s=0, **render_kw))
         path = f"{self.bin}:{os.environ['PATH']}"
-        if not (self.bin / "iptables").exists():  # an image without iptables: hide the real ones too
+        if not (self.bin / "iptables").exists() or not (self.bin / "ip6tables").exists():
+            # an image without iptables or ip6tables: hide the real ones too
             path = f"{self.bin}:/usr/bin:/bin"
-            assert not any(Path(d, "iptables").exists() for d in ("/usr/bin", "/bin")) or pytest.skip(
-                "iptables is installed here; cannot hide it")
+            assert not any(Path(d, t).exists() for d in ("/usr/bin", "/bin") for t in ("iptables", "ip6tables")
+                           if not (self.bin / t).exists()) or pytest.skip("iptables is installed here; cannot hide it")
         env = {"PATH": path, "HOME": str(self.tmp),
                "GPU_RUNNER_METADATA_URL": f"{self.md.url}/computeMetadata/v1",
                "GPU_RUNNER_COMPUTE_API": f"{self.compute.url}/compute/v1",
                "GPU_RUNNER_RUNNER_DIR": str(self.runner_dir),
-               "GPU_RUNNER_RUNNER_URL_BASE": f"{self.md.url}/files"}
+               "GPU_RUNNER_RUNNER_URL_BASE": f"{self.md.url}/files", "GPU_RUNNER_IF_INET6": str(self.if_inet6)}
         return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
 
     def calls_log(self) -> list[str]:
@@ -165,22 +175,37 @@ def _states(out: str) -> list[str]:
     return [line.split()[1] for line in out.splitlines() if line.startswith("gpu-runner-status:")]
 
 
+def _waits_for_stop(vm: VM, r: subprocess.CompletedProcess[str]) -> bool:
+    """The VM did not power off: it is left up, idle, for its stop job (or its maxRunDuration)."""
+    return not (vm.calls / "poweroff").exists() and _states(r.stdout)[-1] == "awaiting-delete"
+
+
 FIREWALL = [
-    "iptables -w -I DOCKER-USER -d 169.254.169.254/32 -j REJECT",
-    "iptables -w -I FORWARD -d 169.254.169.254/32 -j REJECT",
-    "iptables -w -I OUTPUT -d 169.254.169.254/32 -m owner ! --uid-owner 0 -j REJECT",
+    *(f"{tool} -w -A GPU-RUNNER-METADATA {rule}" for tool in ("iptables", "ip6tables") for rule in (
+        "-p udp --dport 53 -j RETURN", "-p tcp --dport 53 -j RETURN", "-p udp --dport 123 -j RETURN", "-j REJECT")),
+    "iptables -w -I DOCKER-USER -d 169.254.169.254/32 -j GPU-RUNNER-METADATA",
+    "iptables -w -I FORWARD -d 169.254.169.254/32 -j GPU-RUNNER-METADATA",
+    "iptables -w -I OUTPUT -d 169.254.169.254/32 -m owner ! --uid-owner 0 -j GPU-RUNNER-METADATA",
+    "ip6tables -w -I DOCKER-USER -d fd20:ce::254/128 -j GPU-RUNNER-METADATA",
+    "ip6tables -w -I FORWARD -d fd20:ce::254/128 -j GPU-RUNNER-METADATA",
+    "ip6tables -w -I OUTPUT -d fd20:ce::254/128 -m owner ! --uid-owner 0 -j GPU-RUNNER-METADATA",
 ]
 
 
-def test_by_default_the_job_runs_unprivileged_behind_the_firewall_then_the_vm_powers_off(make_vm) -> None:
+def test_by_default_the_job_runs_unprivileged_behind_the_firewall_then_the_vm_waits_for_stop(make_vm) -> None:
     """No service account (the default): nothing to delete itself with; the runner config stays in
     the metadata until stop deletes the VM; the metadata server is closed to the job before the
-    runner starts; the runner runs as gpu-runner, not root; the VM powers off after its one job."""
+    runner starts; the runner runs as gpu-runner, not root; after its one job the VM stays up for
+    its stop job: it never powers off, since Compute Engine clears a stopped VM's termination time
+    and its maxRunDuration would no longer bound it
+    (https://cloud.google.com/compute/docs/instances/limit-vm-runtime: "The termination timestamp
+    is automatically cleared whenever a VM is stopped or suspended")."""
     vm = make_vm(gpus_listed=1, expected=1)
     r = vm.run()
     assert r.returncode == 0, r.stdout + r.stderr
-    assert _states(r.stdout) == ["booting", "health-ok", "runner-starting", "job-done", "powering-off"]
-    assert parse_status_line(r.stdout) == ("powering-off", "job done")
+    assert _states(r.stdout) == ["booting", "health-ok", "runner-starting", "job-done", "awaiting-delete"]
+    assert parse_status_line(r.stdout) == (
+        "awaiting-delete", "job done; idle until its stop job deletes it (its maxRunDuration at the latest)")
     args = (vm.calls / "run.sh.args").read_text().split("\n")
     assert args[:2] == ["--jitconfig", SECRET]
     assert SECRET not in r.stdout + r.stderr
@@ -190,7 +215,7 @@ def test_by_default_the_job_runs_unprivileged_behind_the_firewall_then_the_vm_po
         assert log.index(rule) < run_at, log
     assert "useradd --create-home --shell /bin/bash gpu-runner" in log
     assert f"chown -R gpu-runner: {vm.runner_dir}" in log
-    assert log[run_at - 1] == "runuser -u gpu-runner" and log[-1] == "poweroff"
+    assert log[run_at - 1] == "runuser -u gpu-runner" and "poweroff" not in log
     assert not any(line.startswith("usermod") for line in log)  # no Docker for a job without a container
     assert vm.compute.count() == 1 and vm.compute.deleted == []
     assert vm.compute.calls["instances.setMetadata"] == 0 and vm.jit_in_metadata()
@@ -209,7 +234,7 @@ def test_an_image_that_cannot_make_the_user_runs_the_runner_as_root(make_vm) -> 
     r = vm.run()
     assert r.returncode == 0, r.stdout + r.stderr
     assert "run.sh as-root=1" in vm.calls_log()
-    assert "it runs as root" in r.stdout and (vm.calls / "poweroff").exists()
+    assert "it runs as root" in r.stdout and _waits_for_stop(vm, r)
 
 
 def test_self_delete_removes_the_config_from_the_metadata_then_deletes_the_vm(make_vm) -> None:
@@ -231,7 +256,7 @@ def test_with_a_service_account_and_no_firewall_the_runner_never_starts(make_vm)
     assert r.returncode != 0
     assert "firewall-failed" in _states(r.stdout)
     assert not (vm.calls / "run.sh.args").exists()
-    assert (vm.calls / "poweroff").exists()
+    assert _waits_for_stop(vm, r)
 
 
 def test_without_a_service_account_a_missing_firewall_is_a_warning(make_vm) -> None:
@@ -249,7 +274,7 @@ def test_wrong_gpu_count_fails_the_health_check_and_never_starts_the_runner(make
     assert "health-failed" in _states(r.stdout)
     assert "nvidia-smi lists 1 GPU(s), expected 2" in r.stdout
     assert not (vm.calls / "run.sh.args").exists()
-    assert (vm.calls / "poweroff").exists()
+    assert _waits_for_stop(vm, r)
 
 
 def test_broken_driver_fails_the_health_check(make_vm) -> None:
@@ -268,7 +293,7 @@ def test_installs_the_pinned_runner_when_the_image_has_none(make_vm) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert (vm.runner_dir / "run.sh").exists()
     assert (vm.calls / "run.sh.args").read_text().startswith("--jitconfig\n")
-    assert (vm.calls / "poweroff").exists()
+    assert _waits_for_stop(vm, r)
 
 
 def test_a_tampered_runner_download_is_refused(make_vm) -> None:
@@ -277,7 +302,7 @@ def test_a_tampered_runner_download_is_refused(make_vm) -> None:
     r = vm.run(runner_version="2.999.0", runner_sha256="0" * 64)
     assert "install-failed" in _states(r.stdout)
     assert not (vm.calls / "run.sh.args").exists()
-    assert (vm.calls / "poweroff").exists()
+    assert _waits_for_stop(vm, r)
 
 
 def test_a_reboot_after_the_job_does_not_run_another(make_vm) -> None:
@@ -291,14 +316,14 @@ def test_a_reboot_after_the_job_does_not_run_another(make_vm) -> None:
     assert vm.compute.count() == 0
 
 
-def test_powers_off_when_it_may_not_delete_itself(make_vm) -> None:
+def test_waits_for_stop_when_it_may_not_delete_itself(make_vm) -> None:
     vm = make_vm(gpus_listed=1, expected=1, service_account=SA)
     vm.compute.route("DELETE", "/compute/v1/projects/{project}/zones/{zone}/instances/{name}", "forbidden",
                      lambda **_: (403, {"error": {"code": 403, "message": "Required 'compute.instances.delete' "
                                                   "permission", "errors": [{"reason": "forbidden"}]}}))
     vm.compute.routes.insert(0, vm.compute.routes.pop())
     r = vm.run(self_delete=True)
-    assert (vm.calls / "poweroff").exists(), r.stdout + r.stderr
+    assert _waits_for_stop(vm, r), r.stdout + r.stderr
     assert "may not delete itself" in r.stdout
 
 
@@ -316,13 +341,13 @@ def test_no_job_within_the_idle_timeout_and_the_vm_deletes_itself(make_vm) -> No
     assert not (vm.calls / "poweroff").exists()
 
 
-def test_an_idle_vm_without_self_delete_powers_off_for_its_stop_job(make_vm) -> None:
+def test_an_idle_vm_without_self_delete_waits_for_its_stop_job(make_vm) -> None:
     vm = make_vm(gpus_listed=1, expected=1, run_sh="exec sleep 300", real_sleep=True)
     r = vm.run(idle_timeout_s=1, idle_poll_s=0.1)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert _states(r.stdout)[-2:] == ["idle-timeout", "powering-off"]
-    assert parse_status_line(r.stdout) == ("powering-off", "idle: no job within 1s")
-    assert (vm.calls / "poweroff").exists()
+    assert _states(r.stdout)[-2:] == ["idle-timeout", "awaiting-delete"]
+    assert parse_status_line(r.stdout)[1].startswith("idle: no job within 1s; idle until its stop job deletes it")
+    assert _waits_for_stop(vm, r)
 
 
 def test_a_runner_with_its_job_is_not_stopped_by_the_idle_timeout(make_vm) -> None:
@@ -338,12 +363,109 @@ def test_a_runner_with_its_job_is_not_stopped_by_the_idle_timeout(make_vm) -> No
     assert vm.compute.count() == 0
 
 
-def test_an_idle_vm_that_may_not_delete_itself_powers_off(make_vm) -> None:
+def test_an_idle_vm_that_may_not_delete_itself_waits_for_stop(make_vm) -> None:
     vm = make_vm(gpus_listed=1, expected=1, run_sh="exec sleep 300", real_sleep=True)
     vm.compute.route("DELETE", "/compute/v1/projects/{project}/zones/{zone}/instances/{name}", "forbidden",
                      lambda **_: (403, {"error": {"code": 403, "message": "Required 'compute.instances.delete' "
                                                   "permission", "errors": [{"reason": "forbidden"}]}}))
     vm.compute.routes.insert(0, vm.compute.routes.pop())
     r = vm.run(idle_timeout_s=1, idle_poll_s=0.1, self_delete=True)
-    assert _states(r.stdout)[-3:] == ["idle-timeout", "deleting", "powering-off"]
-    assert (vm.calls / "poweroff").exists(), r.stdout + r.stderr
+    assert _states(r.stdout)[-3:] == ["idle-timeout", "deleting", "awaiting-delete"]
+    assert _waits_for_stop(vm, r), r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("ip6tables, ipv6", [("fails", True), ("missing", True)])
+def test_with_a_service_account_the_ipv6_rules_fail_closed(make_vm, ip6tables: str, ipv6: bool) -> None:
+    """The metadata server answers on fd20:ce::254 too (IPv6-only and dual-stack VMs): where the
+    kernel has IPv6 and its rules cannot be set, the token is one request away: the runner never starts."""
+    vm = make_vm(gpus_listed=1, expected=1, service_account=SA, ip6tables=ip6tables, ipv6=ipv6)
+    r = vm.run()
+    assert r.returncode != 0
+    assert "firewall-failed" in _states(r.stdout) and "ip6tables" in r.stdout
+    assert not (vm.calls / "run.sh.args").exists()
+    assert _waits_for_stop(vm, r)
+
+
+def test_a_kernel_without_ipv6_needs_no_ipv6_rules(make_vm) -> None:
+    vm = make_vm(gpus_listed=1, expected=1, service_account=SA, ip6tables="missing", ipv6=False)
+    r = vm.run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "firewall-failed" not in _states(r.stdout) and (vm.calls / "run.sh.args").exists()
+    assert not any(line.startswith("ip6tables") for line in vm.calls_log())
+
+
+def test_without_a_service_account_failed_ipv6_rules_are_a_warning(make_vm) -> None:
+    vm = make_vm(gpus_listed=1, expected=1, ip6tables="fails")
+    r = vm.run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "could not close the metadata server" in r.stdout and (vm.calls / "run.sh.args").exists()
+
+
+def test_a_container_job_on_a_vm_with_a_service_account_is_refused(make_vm) -> None:
+    """The runner's user drives Docker, which is root on the VM (`docker run --network host` or
+    `-v /:/host` undoes any firewall): next to a service account's token that is refused before
+    the runner starts. The matrix refuses the combination already (gpu-runner check, exit 2); this
+    holds for a VM made by other means."""
+    vm = make_vm(gpus_listed=1, expected=1, service_account=SA)
+    r = vm.run(docker=True)
+    assert r.returncode != 0
+    st = parse_status_line("\n".join(line for line in r.stdout.splitlines() if "firewall-failed" in line))
+    assert st is not None and "Docker, which is root on this VM" in st[1]
+    assert not (vm.calls / "run.sh.args").exists()
+    assert not any(line.startswith("usermod") for line in vm.calls_log())
+    assert _waits_for_stop(vm, r)
+
+
+def _until(cond, timeout_s: float = 10.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_vm_whose_stop_job_never_runs_is_deleted_at_its_max_run_duration(make_vm) -> None:
+    """The VM runs its job, its stop job never comes (a crashed workflow, GitHub down): Compute
+    Engine deletes it at its maxRunDuration, because it is still RUNNING. A VM that powered itself
+    off would have had its termination time cleared and sat TERMINATED, its disk billed, for ever
+    (https://cloud.google.com/compute/docs/instances/limit-vm-runtime: "The termination timestamp
+    is automatically cleared whenever a VM is stopped or suspended")."""
+    vm = make_vm(gpus_listed=1, expected=1, max_run_duration_s=3600)
+    assert _until(lambda: vm.compute.termination_at(NAME) is not None)  # RUNNING: its termination time is set
+    r = vm.run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    if (vm.calls / "poweroff").exists():  # a guest poweroff: Compute Engine stops the VM
+        vm.compute.power_off(NAME)
+    vm.compute.advance(3600 + 60)  # an hour later on Compute Engine's clock; nobody called stop
+    assert _until(lambda: vm.compute.count() == 0), vm.compute.instances
+    assert vm.compute.deleted == [NAME]
+    ops = [o for o in vm.compute.operations.values() if o["operationType"] == "delete"]
+    assert len(ops) == 1 and ops[0]["user"] == "system"
+
+
+def test_the_compute_stand_in_sets_and_clears_the_termination_time(make_vm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read through google-cloud-compute: set on entering RUNNING (maxRunDuration from then),
+    cleared when the VM stops, and a stopped VM is not deleted when that time passes."""
+    from google.cloud import compute_v1
+
+    from gpu_runner.cloud.base import epoch_of
+    from gpu_runner.cloud.gce import client_kwargs
+
+    vm = make_vm(gpus_listed=1, expected=1, max_run_duration_s=600)
+    monkeypatch.setenv("GPU_RUNNER_COMPUTE_EMULATOR_HOST", vm.compute.address)
+    client = compute_v1.InstancesClient(**client_kwargs())
+    assert _until(lambda: vm.compute.termination_at(NAME) is not None)
+    inst = client.get(project=PROJECT, zone=ZONE, instance=NAME)
+    assert inst.status == "RUNNING"
+    at = epoch_of(inst.resource_status.scheduling.termination_timestamp)
+    assert at == pytest.approx(vm.compute.termination_at(NAME), abs=1)
+    assert 590 <= at - epoch_of(vm.compute.now()) <= 600
+    vm.compute.power_off(NAME)
+    inst = client.get(project=PROJECT, zone=ZONE, instance=NAME)
+    assert inst.status == "TERMINATED" and not inst.resource_status.scheduling.termination_timestamp
+    vm.compute.advance(3600)
+    assert not _until(lambda: vm.compute.count() == 0, timeout_s=0.5)  # a stopped VM outlives its limit
+    assert client.get(project=PROJECT, zone=ZONE, instance=NAME).status == "TERMINATED"

@@ -453,7 +453,8 @@ class GceSettings(_Model):
     """OAuth scopes for the service account (default: cloud-platform; its IAM roles decide)."""
     self_delete: bool = False
     """The VM deletes itself after its job; needs service_account, with compute.instances.delete
-    on it. Default: the VM powers off and the entry's stop job deletes it."""
+    on it. Default: the VM stays up, idle, until the entry's stop job deletes it (its
+    maxRunDuration at the latest)."""
     labels: dict[LabelKey, LabelValue] | None = None
     """GCE labels on every VM."""
 
@@ -984,7 +985,7 @@ def _rules(doc: Document, m: Matrix) -> tuple[list[Problem], list[Problem]]:
         if m.gce.service_account is None:
             if m.gce.self_delete:
                 errors.append(Problem(("gce", "self_delete"), "self_delete needs gce.service_account: a VM with no "
-                                      "service account cannot delete itself (it powers off; stop deletes it)"))
+                                      "service account cannot delete itself (stop deletes it)"))
             if m.gce.scopes is not None:
                 errors.append(Problem(("gce", "scopes"), "scopes are for gce.service_account, which is not set "
                                       "(the VMs get no service account)"))
@@ -1037,6 +1038,15 @@ def _rules(doc: Document, m: Matrix) -> tuple[list[Problem], list[Problem]]:
 
     for name, rt in m.runtimes.items():
         base = ("runtimes", name)
+        # A container job's runner drives Docker, which is root on the VM: `docker run --network
+        # host` (or -v /:/host) undoes any firewall, so the service account's token on the metadata
+        # server would be the job's. Refused, not half-closed (the threat model says so).
+        gce_machines = [n for n in (rt.machines or machines) if n in m.machines and m.machines[n].provider == "gce"]
+        if rt.container and m.gce and m.gce.service_account and gce_machines:
+            errors.append(Problem(base + ("container",), f"a container runtime cannot run on gce machines "
+                                  f"({', '.join(gce_machines)}) when gce.service_account is set: the job drives "
+                                  "Docker, which is root on the VM and reaches the service account's token; drop "
+                                  "gce.service_account (the default) or run this runtime without a container"))
         for i, ref in enumerate(rt.machines or []):
             if ref not in m.machines:
                 errors.append(_names_problem("machine", base + ("machines", i), ref, machines))

@@ -153,7 +153,7 @@ class GceSpec:
     """The matrix's own labels (gce.labels, defaults and the machine's); the start job adds
     gpu-runner, gh-repo, gh-run-id, gh-run-attempt, entry and created."""
     self_delete: bool = False
-    """The VM deletes itself after its job (needs service_account); else it powers off."""
+    """The VM deletes itself after its job (needs service_account); else it waits for stop to delete it."""
     debug_hold_s: int = 0
     """A failed entry's VM is kept this long after its job for a look (0: never); its
     maxRunDuration is ``max_run_duration_s`` plus this."""

@@ -16,8 +16,14 @@ Failure knobs (attributes, settable while it runs):
 * ``boot_s``: seconds from insert to RUNNING.
 * :meth:`preempt`: Compute Engine takes a Spot VM back (it is deleted, a
   ``compute.instances.preempted`` operation is recorded).
-* :meth:`power_off`: the VM shuts itself down (TERMINATED, ``lastStopTimestamp`` set), as the
-  startup script does after its job.
+* :meth:`power_off`: the VM stops (TERMINATED, ``lastStopTimestamp`` set): a guest ``poweroff``,
+  or a host maintenance event for a VM with ``onHostMaintenance: TERMINATE``; its termination
+  time is cleared.
+* maxRunDuration: a VM entering RUNNING gets ``resourceStatus.scheduling.terminationTimestamp``
+  (now + ``scheduling.maxRunDuration``); once the stand-in's clock passes it while RUNNING, its
+  ``instanceTerminationAction`` is applied (DELETE: the VM is deleted and a ``delete`` operation
+  by ``system`` recorded; STOP: TERMINATED). A stopped VM's termination time is cleared, so a
+  powered-off VM is never deleted by it.
 * ``clock_offset_s``: the stand-in's clock runs this far ahead of the real one (its timestamps:
   ``creationTimestamp``, operations' times), so a VM can be made to live for hours in a test;
   :meth:`advance` moves it.
@@ -106,8 +112,9 @@ class ComputeStandIn(StandIn):
     def _ticker(self) -> None:
         while not self._stop_ticker.wait(0.02):
             with self.lock:
-                for inst in list(self.instances.values()):
+                for key, inst in list(self.instances.items()):
                     self._tick(inst)
+                    self._end_of_run_duration(key, inst)
 
     def _tick(self, inst: dict[str, Any]) -> None:
         age = time.monotonic() - inst["_born"]
@@ -115,6 +122,7 @@ class ComputeStandIn(StandIn):
             inst["status"] = "STAGING"
         if inst["status"] == "STAGING" and age >= self.boot_s:
             inst["status"] = "RUNNING"
+            self._start_run_duration(inst)
             self._boot(inst)
 
     def _boot(self, inst: dict[str, Any]) -> None:
@@ -157,6 +165,53 @@ class ComputeStandIn(StandIn):
             inst = next(i for k, i in self.instances.items() if k[2] == name)
             inst["status"] = "TERMINATED"
             inst["lastStopTimestamp"] = self.now()
+            self._clear_run_duration(inst)
+            self._disconnect(inst)
+
+    # -- maxRunDuration ----------------------------------------------------------------------
+    # https://cloud.google.com/compute/docs/instances/limit-vm-runtime: "A VM's termination
+    # timestamp (terminationTimestamp) is a read-only field that represents the planned time for
+    # automatic termination and is automatically defined by Compute Engine whenever a VM has a time
+    # limit and enters the RUNNING state. The termination timestamp is automatically cleared
+    # whenever a VM is stopped or suspended." The discovery document puts it at
+    # Instance.resourceStatus.scheduling.terminationTimestamp (Scheduling.terminationTime is the
+    # input for a fixed time, not this output). The operation a DELETE at the termination time
+    # leaves is not documented there; the stand-in records a `delete` by `system`.
+    def _start_run_duration(self, inst: dict[str, Any]) -> None:
+        mrd = inst.get("scheduling", {}).get("maxRunDuration")
+        if not mrd:
+            return
+        seconds = float(mrd.get("seconds", 0) or 0) + float(mrd.get("nanos", 0) or 0) / 1e9
+        inst["_terminate_at"] = time.time() + self.clock_offset_s + seconds
+        inst.setdefault("resourceStatus", {}).setdefault("scheduling", {})["terminationTimestamp"] = _now_rfc3339(
+            self.clock_offset_s + seconds)
+
+    @staticmethod
+    def _clear_run_duration(inst: dict[str, Any]) -> None:
+        inst.pop("_terminate_at", None)
+        inst.get("resourceStatus", {}).get("scheduling", {}).pop("terminationTimestamp", None)
+
+    def termination_at(self, name: str) -> float | None:
+        """When (the stand-in's clock, epoch seconds) Compute Engine ends this VM, if it will."""
+        with self.lock:
+            inst = next((i for k, i in self.instances.items() if k[2] == name), None)
+            return None if inst is None else inst.get("_terminate_at")
+
+    def _end_of_run_duration(self, key: tuple[str, str, str], inst: dict[str, Any]) -> None:
+        at = inst.get("_terminate_at")
+        if at is None or inst["status"] != "RUNNING" or time.time() + self.clock_offset_s < at:
+            return
+        # the enum's default, per the discovery document: "STOP ... default action"
+        action = inst.get("scheduling", {}).get("instanceTerminationAction", "STOP")
+        if action == "DELETE":
+            del self.instances[key]
+            self.deleted.append(inst["name"])
+            self._disconnect(inst)
+            self._operation(key[0], key[1], "delete", inst, user="system")
+        else:
+            inst["status"] = "TERMINATED"
+            inst["lastStopTimestamp"] = self.now()
+            self._clear_run_duration(inst)
             self._disconnect(inst)
 
     def _disconnect(self, inst: dict[str, Any]) -> None:

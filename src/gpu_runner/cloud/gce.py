@@ -205,7 +205,10 @@ class GceProvider(Provider):
             on_host_maintenance="TERMINATE",
             automatic_restart=False,
             instance_termination_action="DELETE",
-            # a failed entry's VM may be held for a look after its job: its hard lifetime covers that too
+            # Compute Engine deletes the VM at (time it entered RUNNING) + maxRunDuration, but clears
+            # that time when the VM stops (cloud.google.com/compute/docs/instances/limit-vm-runtime):
+            # so the VM never powers itself off (startup.sh). A failed entry's VM may be held for a
+            # look after its job: its hard lifetime covers that too.
             max_run_duration=c.Duration(seconds=int(s.max_run_duration_s) + int(getattr(s, "debug_hold_s", 0) or 0)))
         inst = c.Instance(
             name=req.name,

@@ -299,8 +299,8 @@ def stop(ctx: Context, label: str, zones: list[str] | None = None, *, hold_s: fl
             until = hold_end
         elif hold_s and vm.hold_until is None and not force:
             if vm.status != "RUNNING":
-                out.hold_failed = (f"the VM is {vm.status}: it powered off before stop could hold it (its job "
-                                   "ended long before stop ran)")
+                out.hold_failed = (f"the VM is {vm.status}: Compute Engine stopped it (a host maintenance event) "
+                                   "before stop could hold it")
             elif ctx.provider.hold(ctx.project, vm.zone, vm.name, now + hold_s):
                 until = now + hold_s
             else:

@@ -12,7 +12,7 @@ RUNNER_SHA256 = "ba46ba7ce3a4d7236b16fbe44419fb453bc08f866b24f04d549ec89f1722a29
 HEALTH_TRIES = 30
 HEALTH_WAIT_S = 10
 HOLD_GRACE_S = 900
-"""With a debug hold: how long after its job the VM waits for stop to say "hold" before it powers off."""
+"""With a debug hold: how long after its job the VM waits for stop to say "hold" (then it only waits to be deleted)."""
 HOLD_POLL_S = 10
 IDLE_TIMEOUT_S = 15 * 60
 IDLE_POLL_S = 5
@@ -30,12 +30,13 @@ def render(*, expected_gpus: int, runner_version: str = RUNNER_VERSION, runner_s
     """The startup script with its settings filled in (shell-quoted).
 
     ``self_delete``: the VM deletes itself after its job (it needs a service account that may);
-    else it powers off and the entry's stop job deletes it. ``docker``: the job runs in a
-    container, so the runner's user may use Docker. ``hold_s`` (a debug hold): after its job the
-    VM waits up to ``hold_grace_s`` for stop to mark it held (metadata ``gpu-runner-hold``), and
-    if it does, stays up until then, at most ``hold_s`` after the job, before it goes.
-    ``idle_timeout_s``: a runner that has not been given its job within this is stopped and the VM
-    goes as after a job."""
+    else it stays up, idle, until the entry's stop job deletes it, or Compute Engine at its
+    maxRunDuration: it never powers itself off, because a stopped VM's termination time is
+    cleared. ``docker``: the job runs in a container, so the runner's user may use Docker (which
+    the script refuses on a VM with a service account). ``hold_s`` (a debug hold): after its job
+    the VM waits up to ``hold_grace_s`` for stop to mark it held (metadata ``gpu-runner-hold``),
+    and says when the hold ends, at most ``hold_s`` after the job. ``idle_timeout_s``: a runner
+    that has not been given its job within this is stopped, and the VM waits as after a job."""
     values = {
         "HOLD_S": str(max(0, int(hold_s))),
         "HOLD_GRACE_S": str(max(0, min(int(hold_grace_s), int(hold_s)))) if hold_s else "0",

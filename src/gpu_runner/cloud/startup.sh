@@ -3,19 +3,24 @@
 #
 # 1. reads the runner's just-in-time config from instance metadata, then removes it from the
 #    metadata (only when the VM has a service account that may call setMetadata);
-# 2. closes the metadata server to the job: its containers, and every user but root on the VM
-#    (the VM's service-account token, if it has one, is served there);
+# 2. closes the metadata server's HTTP endpoint to the job: its containers, and every user but root
+#    on the VM (the VM's service-account token, if it has one, is served there). The same address
+#    is the VM's DNS resolver and NTP server: those stay open to everyone. A container job on a
+#    VM with a service account is refused (Docker is root on the VM: no firewall holds it);
 # 3. checks the GPUs (nvidia-smi lists the expected count), retrying while the driver installs;
 # 4. uses the runner on the image, or installs the pinned runner release (checksum verified);
 # 5. runs one job with `run.sh --jitconfig` as the unprivileged user gpu-runner (root only where
-#    the image cannot make that user), then powers the VM off: the entry's stop job deletes it.
-#    With self_delete (a service account that may delete it) it deletes itself instead.
+#    the image cannot make that user). Then the VM stays up, idle, until the entry's stop job
+#    deletes it (seconds later), or at the latest Compute Engine at its maxRunDuration. It never
+#    powers itself off: a stopped VM's termination time is cleared, so nothing but a janitor would
+#    ever delete it. With self_delete (a service account that may delete it) it deletes itself.
 # 6. with a debug hold (HOLD_S > 0): after the job, waits up to HOLD_GRACE_S for the entry's stop
 #    job to mark the VM held (metadata gpu-runner-hold=<epoch>, set only when the entry failed);
 #    if it does, the VM stays up for a look until then, never more than HOLD_S after its job, and
-#    then goes as in 5. The VM's maxRunDuration and the janitor end an overdue hold too.
+#    then says so and waits as in 5: the janitor deletes it once its hold has ended, its
+#    maxRunDuration (which covers the hold) at the latest.
 # 7. a runner that has not been given a job within IDLE_TIMEOUT_S (its run job was skipped or
-#    cancelled) is stopped, and the VM goes as in 5 all the same, saying why.
+#    cancelled) is stopped (so it can never take a job later), and the VM waits as in 5.
 #
 # Progress goes to the serial console as `gpu-runner-status: STATE DETAIL` lines (and to the
 # guest attribute gpu-runner/status); `gpu-runner start` polls them to fail fast.
@@ -39,11 +44,13 @@ HOLD_KEY=gpu-runner-hold
 RUNNER_USER=gpu-runner
 METADATA_V4=169.254.169.254
 METADATA_V6=fd20:ce::254
+METADATA_CHAIN=GPU-RUNNER-METADATA
 
 MD="${GPU_RUNNER_METADATA_URL:-http://metadata.google.internal/computeMetadata/v1}"
 API="${GPU_RUNNER_COMPUTE_API:-https://compute.googleapis.com/compute/v1}"
 RUNNER_DIR="${GPU_RUNNER_RUNNER_DIR:-/opt/actions-runner}"
 RUNNER_URL_BASE="${GPU_RUNNER_RUNNER_URL_BASE:-https://github.com/actions/runner/releases/download}"
+IF_INET6="${GPU_RUNNER_IF_INET6:-/proc/net/if_inet6}"
 HEALTH_DETAIL=""
 
 md() {
@@ -66,7 +73,7 @@ has_identity() {  # whether the VM has a service account (and so a token on the 
   md instance/service-accounts/default/email >/dev/null 2>&1
 }
 
-finish() {  # WHY: deletes this VM (self_delete) or powers it off for the entry's stop job to delete
+finish() {  # WHY: deletes this VM (self_delete), else leaves it up, idle, for the entry's stop job
   local tok
   if [ "$SELF_DELETE" -eq 1 ]; then
     status deleting "$1"
@@ -74,22 +81,32 @@ finish() {  # WHY: deletes this VM (self_delete) or powers it off for the entry'
       curl -sSf -o /dev/null -X DELETE -H "Authorization: Bearer $tok" "$SELF"; then
       return 0
     fi
-    echo "gpu-runner: this VM may not delete itself; powering off (gpu-runner stop or the janitor deletes it)"
+    echo "gpu-runner: this VM may not delete itself"
   fi
-  status powering-off "$1"
-  poweroff
+  # Never `poweroff`: Compute Engine clears a stopped VM's termination time, so a powered-off VM
+  # would outlive its maxRunDuration (its disk billed) until someone deleted it.
+  status awaiting-delete "$1; idle until its stop job deletes it (its maxRunDuration at the latest)"
 }
 
-guard_metadata() {  # the job's containers and every user but root lose the metadata server
-  command -v iptables >/dev/null 2>&1 || return 1
-  iptables -w -N DOCKER-USER >/dev/null 2>&1 || true # Docker's chain for rules of our own; kept as is
-  iptables -w -I DOCKER-USER -d "$METADATA_V4/32" -j REJECT &&
-    iptables -w -I FORWARD -d "$METADATA_V4/32" -j REJECT &&
-    iptables -w -I OUTPUT -d "$METADATA_V4/32" -m owner ! --uid-owner 0 -j REJECT || return 1
-  if command -v ip6tables >/dev/null 2>&1; then # the IPv6 address of the metadata server, where there is one
-    ip6tables -w -I FORWARD -d "$METADATA_V6/128" -j REJECT >/dev/null 2>&1 || true
-    ip6tables -w -I OUTPUT -d "$METADATA_V6/128" -m owner ! --uid-owner 0 -j REJECT >/dev/null 2>&1 || true
-  fi
+metadata_rules() {  # TOOL ADDRESS: close the metadata server at ADDRESS but for its DNS and NTP
+  local t=$1 addr=$2
+  # one chain of ours: DNS (udp and tcp 53) and NTP (udp 123) pass, anything else is refused
+  # (the HTTP endpoint, whichever port), for the sources the three rules below send into it
+  "$t" -w -N "$METADATA_CHAIN" >/dev/null 2>&1 || "$t" -w -F "$METADATA_CHAIN" || return 1
+  "$t" -w -A "$METADATA_CHAIN" -p udp --dport 53 -j RETURN &&
+    "$t" -w -A "$METADATA_CHAIN" -p tcp --dport 53 -j RETURN &&
+    "$t" -w -A "$METADATA_CHAIN" -p udp --dport 123 -j RETURN &&
+    "$t" -w -A "$METADATA_CHAIN" -j REJECT || return 1
+  "$t" -w -N DOCKER-USER >/dev/null 2>&1 || true # Docker's chain for rules of our own; kept as is
+  "$t" -w -I DOCKER-USER -d "$addr" -j "$METADATA_CHAIN" &&
+    "$t" -w -I FORWARD -d "$addr" -j "$METADATA_CHAIN" &&
+    "$t" -w -I OUTPUT -d "$addr" -m owner ! --uid-owner 0 -j "$METADATA_CHAIN"
+}
+
+guard_metadata() {  # the job's containers and every user but root lose the metadata server (IPv4 and IPv6)
+  command -v iptables >/dev/null 2>&1 && metadata_rules iptables "$METADATA_V4/32" || return 1
+  [ -e "$IF_INET6" ] || return 0 # a kernel without IPv6 reaches no IPv6 address
+  command -v ip6tables >/dev/null 2>&1 && metadata_rules ip6tables "$METADATA_V6/128"
 }
 
 runner_user() {  # the unprivileged user the runner runs as, where the image allows one
@@ -232,10 +249,15 @@ main() {
     echo "gpu-runner: runner config stays in the instance metadata until this VM is deleted"
   fi
 
+  if [ "$RUNNER_DOCKER" -eq 1 ] && has_identity; then
+    status firewall-failed "a container job drives Docker, which is root on this VM, so no firewall keeps it from the service account's token: refused (give this machine no service account)"
+    finish "container job on a VM with a service account"
+    return 1
+  fi
   if guard_metadata; then
-    echo "gpu-runner: the metadata server is closed to the job (containers and users other than root)"
+    echo "gpu-runner: the metadata server is closed to the job (containers and users other than root; DNS and NTP stay open)"
   elif has_identity; then
-    status firewall-failed "could not close the metadata server (and its service-account token) to the job"
+    status firewall-failed "could not close the metadata server (and its service-account token) to the job (iptables, or ip6tables where the kernel has IPv6)"
     finish "firewall failed"
     return 1
   else
