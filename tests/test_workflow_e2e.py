@@ -134,20 +134,21 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
     assert set(run_jobs) == {"ubuntu-latest", "gpu-runner-5150-1-smoke--l4"}
     assert run_jobs["gpu-runner-5150-1-smoke--l4"]["image"] == "python:3.12-slim"
     assert "--gpus all" in run_jobs["gpu-runner-5150-1-smoke--l4"]["options"]
-    assert "--gpus" not in run_jobs["ubuntu-latest"]["options"]
+    # no GPU, no container_options: the image alone, never an empty options string (older runners refuse it)
+    assert run_jobs["ubuntu-latest"] == {"runs_on": "ubuntu-latest", "image": "python:3.12-slim"}
 
     # artifacts: one per entry (no top-level reports in them), the try's record, then the merged report
     arts = sorted(p.name for p in world.artifacts.iterdir())
-    assert arts == ["gpu-runner-report", "gpu-runner-smoke--here", "gpu-runner-smoke--l4",
-                    "gpu-runner-smoke--l4.record", "gpu-runner-summary"]
+    assert arts == ["gpu-runner-report", "gpu-runner-smoke--here.attempt-1", "gpu-runner-smoke--l4.attempt-1",
+                    "gpu-runner-smoke--l4.attempt-1.record", "gpu-runner-summary"]
     assert [p.name for p in (world.artifacts / "gpu-runner-summary").iterdir()] == ["summary.md"]
-    entry_art = world.artifacts / "gpu-runner-smoke--l4"
+    entry_art = world.artifacts / "gpu-runner-smoke--l4.attempt-1"
     assert [p.name for p in entry_art.iterdir()] == ["smoke--l4"]
     res_l4 = json.loads((entry_art / "smoke--l4" / "results.json").read_text())
     # it ran on the entry's own runner (RUNNER_NAME is its label)
     assert res_l4["status"] == "passed" and res_l4["entry"]["ran_locally"] is False
     assert (entry_art / "smoke--l4" / "notebooks" / "smoke" / "output.ipynb").is_file()  # no notebooks/notebooks
-    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.record" / "gpu-runner-try.json").read_text())
+    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1.record" / "gpu-runner-try.json").read_text())
     assert record["entry_id"] == "smoke--l4" and record["start"] == "success" and record["run"] == "success"
     assert record["provisioning_model"] == "SPOT" and record["zone"] == "us-central1-a"
     # what the VM cost: timed by stop, priced by start (the table here), in the record and the reports
@@ -155,7 +156,7 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
     assert vm["name"] == "gpu-runner-5150-1-smoke--l4" and vm["timed_by"] == "stop" and vm["price_source"] == "table"
     assert vm["usd"] == pytest.approx(vm["usd_per_hour"] * vm["lifetime_s"] / 3600, abs=2e-5) and vm["usd"] > 0
     report = world.artifacts / "gpu-runner-report"
-    l4_cost = json.loads((report / "gpu-runner-smoke--l4" / "smoke--l4" / "results.json").read_text())["cost"]
+    l4_cost = json.loads((report / "gpu-runner-smoke--l4.attempt-1" / "smoke--l4" / "results.json").read_text())["cost"]
     assert l4_cost["usd"] == vm["usd"] and [v["name"] for v in l4_cost["vms"]] == [vm["name"]]
     assert "### What it cost" in (report / "summary.md").read_text()
     assert "### What this run may cost" in _jobs(r, "plan")[0].summary  # the plan's prices and worst case
@@ -313,7 +314,7 @@ def test_an_approved_fork_runs_exactly_the_labelled_commit_as_the_base_branch_pl
     assert {j.container["runs_on"] for j in runs} == {"ubuntu-latest", "gpu-runner-5150-1-smoke--l4"}
     assert all("--privileged" not in (j.container.get("options") or "") for j in runs)
     for entry in ("smoke--here", "smoke--l4"):
-        nb = world.artifacts / f"gpu-runner-{entry}" / entry / "notebooks" / "smoke" / "output.ipynb"
+        nb = world.artifacts / f"gpu-runner-{entry}.attempt-1" / entry / "notebooks" / "smoke" / "output.ipynb"
         assert "the head commit ran" in nb.read_text()
     # the jobs that hold secrets, and the plan, read the base branch
     assert all(j.checkouts == [""] for j in r.jobs if j.name in ("plan", "start", "stop"))
@@ -384,7 +385,7 @@ def test_results_the_report_refuses_post_no_comment(world: World) -> None:
         data = json.loads(p.read_text())
         data["status"] = '<img src=x onerror="alert(1)">'
         p.write_text(json.dumps(data))
-    (world.artifacts / "gpu-runner-smoke--l4" / "summary.md").write_text("cc @org/team: all passed\n")
+    (world.artifacts / "gpu-runner-smoke--l4.attempt-1" / "summary.md").write_text("cc @org/team: all passed\n")
     for name in ("gpu-runner-report", "gpu-runner-summary"):
         import shutil
 
@@ -490,9 +491,9 @@ def test_a_preempted_entry_is_retried_once_on_standard_and_passes(world: World) 
     world.assert_clean()
 
     # the preempted try's partial results: kept in their own artifact, marked, not counted
-    partial = json.loads((world.artifacts / "gpu-runner-smoke--l4" / "smoke--l4" / "results.json").read_text())
+    partial = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1" / "smoke--l4" / "results.json").read_text())
     assert partial["entry"]["retry"] == 0 and partial["status"] == "failed" and partial["interrupted"] is True
-    final = json.loads((world.artifacts / "gpu-runner-smoke--l4.retry-1" / "smoke--l4" / "results.json").read_text())
+    final = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1.retry-1" / "smoke--l4" / "results.json").read_text())
     assert final["entry"]["retry"] == 1 and final["status"] == "passed"
     assert final["entry"]["label"] == "gpu-runner-5150-1r1-smoke--l4"
     report = world.artifacts / "gpu-runner-report"
@@ -510,7 +511,7 @@ def test_a_preempted_entry_is_retried_once_on_standard_and_passes(world: World) 
     body = next(iter(world.gh.comments.values()))["body"]
     assert "preempted, passed on the retry (STANDARD)" in body
     # both tries' VMs are paid for: the entry's cost is their sum
-    cost = json.loads((report / "gpu-runner-smoke--l4.retry-1" / "smoke--l4" / "results.json").read_text())["cost"]
+    cost = json.loads((report / "gpu-runner-smoke--l4.attempt-1.retry-1" / "smoke--l4" / "results.json").read_text())["cost"]
     assert [(v["name"], v["provisioning_model"]) for v in cost["vms"]] == [
         (first, "SPOT"), ("gpu-runner-5150-1r1-smoke--l4", "STANDARD")]
     assert cost["usd"] == pytest.approx(sum(v["usd"] for v in cost["vms"])) and all(v["usd"] for v in cost["vms"])
@@ -530,7 +531,7 @@ def test_a_cancelled_run_still_deletes_every_vm(world: World) -> None:
         ("entry smoke--l4 / start", "success"), ("entry smoke--l4 / run", "cancelled"),
         ("entry smoke--l4 / stop", "success")], _texts(r)
     assert res["report"]["result"] == "skipped"
-    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.record" / "gpu-runner-try.json").read_text())
+    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1.record" / "gpu-runner-try.json").read_text())
     assert record["run"] == "cancelled" and record["will_retry"] is False
     world.assert_clean()
 
@@ -669,8 +670,11 @@ def test_the_tries_of_an_entry_are_the_same_jobs() -> None:
         first = normal(jobs[kind], 0)
         for n in (1, 2):
             assert normal(jobs[f"{kind}-retry-{n}"], n) == first, f"{kind}-retry-{n} differs from {kind}"
-    assert jobs["start-retry-1"]["if"] == "needs.stop.outputs.retry == 'true'"
-    assert jobs["start-retry-2"]["if"] == "needs.stop-retry-1.outputs.retry == 'true'"
+    # GitHub's success() is over every ancestor: a preempted run failed, so a retry asks for !cancelled()
+    assert jobs["start-retry-1"]["if"] == ("${{ !cancelled() && needs.stop.result == 'success' && "
+                                           "needs.stop.outputs.retry == 'true' }}")
+    assert jobs["start-retry-2"]["if"] == ("${{ !cancelled() && needs.stop-retry-1.result == 'success' && "
+                                           "needs.stop-retry-1.outputs.retry == 'true' }}")
 
 
 def test_run_entry_on_its_own_vm_holds_the_machine_to_its_gpu_count(world: World) -> None:
@@ -713,7 +717,7 @@ def test_the_run_job_installs_gpu_runner_for_real_and_tests_the_jobs_own_python(
     assert (site / "gpu_runner" / "__init__.py").is_file()
     # the GPU VM gets what running notebooks needs: no cloud client, no browser driver, no GitHub client
     assert not [p.name for p in site.iterdir() if p.name in ("playwright", "google", "github", "tenacity")]
-    art = world.artifacts / "gpu-runner-smoke--here" / "smoke--here"
+    art = world.artifacts / "gpu-runner-smoke--here.attempt-1" / "smoke--here"
     facts = json.loads((art / "results.json").read_text())["facts"]
     assert facts["python_executable"] == str(job_bin / "python3") and facts["python_source"] == "GPU_RUNNER_PYTHON"
     nb = next(art.rglob("output.ipynb"))
@@ -744,7 +748,7 @@ def test_a_failed_entry_is_held_for_a_look_and_a_passing_one_is_not(world: World
     body = next(iter(world.gh.comments.values()))["body"]
     assert "gcloud compute ssh" not in body and "gcloud compute ssh" not in _jobs(r, "report")[0].summary
     assert "held for a look until" in body  # the cost table says the VM is held, not how to reach it
-    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.record" / "gpu-runner-try.json").read_text())
+    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1.record" / "gpu-runner-try.json").read_text())
     assert record["vm"]["timed_by"] == "hold" and record["vm"]["held_until"]
 
     # done looking: stop --force deletes it
