@@ -768,3 +768,77 @@ def test_a_failed_entry_is_held_for_a_look_and_a_passing_one_is_not(world: World
     assert res["report"]["result"] == "success", _texts(r)
     assert "gcloud" not in _jobs(r, "stop")[0].summary
     world.assert_clean()
+
+
+BROKEN_UNTIL_FIXED = """\
+import os, pathlib
+assert not pathlib.Path(os.environ["TEST_FLAG"]).exists(), "broken until the fix lands"
+"""
+
+
+def test_re_running_the_failed_jobs_runs_a_failed_and_a_stocked_out_entry_again(world: World) -> None:
+    """Attempt 1: the l4 entry's notebook fails, no zone has an A100. The fault is removed and a
+    person clicks "Re-run failed jobs": attempt 2 runs only the failed jobs and those that depend on
+    them; the jobs not run again keep their results and outputs (the plan, l4's start, whose VM
+    attempt 1's stop deleted), and the earlier attempt's artifacts are still there.
+
+    GitHub: "When you re-run failed jobs or a specific job, GitHub also re-runs the jobs that depend on
+    them. Jobs that aren't included keep their outputs from the previous attempt, which the newly run
+    jobs can use" (https://docs.github.com/en/actions/managing-workflow-runs/re-running-workflows-and-jobs);
+    GITHUB_RUN_ATTEMPT is the attempt; artifact names are unique per run, every attempt included
+    (https://github.com/actions/upload-artifact/issues/478). So l4's run may not wait for attempt 1's
+    label (no VM will register it): it is skipped, stop says a fresh try follows, and the next try's
+    start makes a VM of attempt 2; the a100 entry's failed start runs again. Both pass, the report
+    reads attempt 2's artifacts for both and says it left attempt 1's out, and nothing is left."""
+    (world.ws / "matrix.yml").write_text(THREE)
+    flag = world.ws.parent / "broken"
+    flag.write_text("the fault")
+    world.env["TEST_FLAG"] = str(flag)
+    make_nb(world.ws / "notebooks", "smoke.ipynb", BROKEN_UNTIL_FIXED, "print('smoke ok')")
+    world.compute.stockout_machine_types = {"a2-highgpu-1g"}
+    first = world.runner("push", {"after": SHA}, machine="l4 a100")
+    res = first.run_workflow()
+    assert [(j.tag, j.result) for j in first.jobs if j.name != "plan"] == [
+        ("entry smoke--l4 / start", "success"), ("entry smoke--l4 / run", "failure"),
+        ("entry smoke--l4 / stop", "success"),
+        ("entry smoke--a100 / start", "failure"), ("entry smoke--a100 / stop", "success"),
+        ("report", "failure"), ("comment", "success")], _texts(first)
+    assert res["report"]["outputs"]["failed"] != "0" and res["report"]["outputs"]["not-run"] == "1"
+    world.assert_clean()
+
+    flag.unlink()  # the fault is gone; capacity is back
+    world.compute.stockout_machine_types = set()
+    world.env["GITHUB_RUN_ATTEMPT"] = "2"
+    again = world.runner("push", {"after": SHA}, machine="l4 a100").rerun_failed_of(first)
+    res = again.run_workflow()
+    assert [(j.tag, j.result) for j in again.jobs] == [
+        ("entry smoke--l4 / stop", "success"),
+        ("entry smoke--l4 / start-retry-1", "success"), ("entry smoke--l4 / run-retry-1", "success"),
+        ("entry smoke--l4 / stop-retry-1", "success"),
+        ("entry smoke--a100 / start", "success"), ("entry smoke--a100 / run", "success"),
+        ("entry smoke--a100 / stop", "success"), ("report", "success"), ("comment", "success")], _texts(again)
+    # kept from attempt 1: the plan and l4's start (its outputs too); l4's run was skipped, not queued
+    assert again.outcomes["plan"] == first.outcomes["plan"]
+    assert again.outcomes["entry smoke--l4 / start"]["outputs"]["attempt"] == "1"
+    assert again.outcomes["entry smoke--l4 / run"]["result"] == "skipped"
+    assert _jobs(again, "stop")[0].outputs["retry"] == "true"
+    runs_on = {j.tag: j.container["runs_on"] for j in again.jobs if j.name.startswith("run")}
+    assert runs_on == {"entry smoke--l4 / run-retry-1": "gpu-runner-5150-2r1-smoke--l4",
+                       "entry smoke--a100 / run": "gpu-runner-5150-2-smoke--a100"}
+    world.assert_clean()
+
+    # both attempts' artifacts are there, each under its own name
+    arts = sorted(p.name for p in world.artifacts.iterdir())
+    assert "gpu-runner-smoke--l4.attempt-1" in arts and "gpu-runner-smoke--l4.attempt-2.retry-1" in arts
+    assert "gpu-runner-smoke--a100.attempt-1.record" in arts and "gpu-runner-smoke--a100.attempt-2" in arts
+    assert "gpu-runner-smoke--l4.attempt-2.record" not in arts  # the try attempt 1 started: no record of attempt 2
+    out = res["report"]["outputs"]
+    assert out["failed"] == "0" and out["not-run"] == "0" and int(out["passed"]) >= 2, _texts(again)
+    summary = (world.artifacts / "gpu-runner-report" / "summary.md").read_text()
+    assert "all 2 entries passed" in summary and "broken until the fix" not in summary
+    report_step = next(s for s in _jobs(again, "report")[0].steps if s.command == "gpu-runner report")
+    for entry in ("smoke--l4", "smoke--a100"):
+        assert f"{entry}: reported from attempt 2 of this run (re-run); the results and records of attempt 1 " \
+               "are left out" in report_step.output
+    body = next(iter(world.gh.comments.values()))["body"]
+    assert "broken until the fix" not in body and "no capacity" not in body
