@@ -842,3 +842,113 @@ def test_re_running_the_failed_jobs_runs_a_failed_and_a_stocked_out_entry_again(
                "are left out" in report_step.output
     body = next(iter(world.gh.comments.values()))["body"]
     assert "broken until the fix" not in body and "no capacity" not in body
+
+
+class _PrivateGit:
+    """A private repository over smart HTTP (``git http-backend``): every request needs the token
+    as GitHub takes it from actions/checkout (``AUTHORIZATION: basic base64(x-access-token:TOKEN)``),
+    else 401 (what github.com answers for a private repository)."""
+
+    def __init__(self, root: Path, token: str) -> None:
+        import base64
+        import http.server
+        import subprocess
+        import threading
+
+        want = "basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        self.denied = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_a: object) -> None:
+                pass
+
+            def _serve(self) -> None:
+                if (self.headers.get("Authorization") or "").lower() != want.lower():
+                    outer.denied += 1
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
+                    self.end_headers()
+                    return
+                path, _, query = self.path.partition("?")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                env = {"GIT_PROJECT_ROOT": str(root), "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path,
+                       "QUERY_STRING": query, "REQUEST_METHOD": self.command,
+                       "CONTENT_TYPE": self.headers.get("Content-Type", ""), "PATH": os.environ["PATH"],
+                       "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""), "REMOTE_ADDR": "127.0.0.1"}
+                out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True).stdout
+                head, _, payload = out.partition(b"\r\n\r\n")
+                status = 200
+                headers = []
+                for line in head.decode().split("\r\n"):
+                    k, _, v = line.partition(": ")
+                    if k.lower() == "status":
+                        status = int(v.split()[0])
+                    elif k:
+                        headers.append((k, v))
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _serve
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_changed_only_on_a_private_repository_fetches_the_base_with_the_jobs_token(world: World,
+                                                                                  tmp_path: Path) -> None:
+    """The plan job's checkout keeps no credentials (persist-credentials: false) and holds only the
+    event's commit (a shallow clone), so the base commit must be fetched; on a private repository
+    that needs the job's token. The action passes it for that one fetch (never written to
+    .git/config): the push touched only README.md, so nothing is planned. Without the token the fetch
+    fails, and the warning says so and why before planning everything."""
+    import subprocess
+
+    def git(*args: str, cwd: Path = world.ws) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.test", *args], cwd=cwd,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    src = tmp_path / "src"
+    shutil_copytree(world.ws, src)
+    git("init", "-q", "-b", "main", cwd=src)
+    git("add", "matrix.yml", "notebooks", cwd=src)
+    git("commit", "-qm", "runtime", cwd=src)
+    before = git("rev-parse", "HEAD", cwd=src)
+    (src / "README.md").write_text("docs\n")
+    git("add", "README.md", cwd=src)
+    git("commit", "-qm", "docs", cwd=src)
+    after = git("rev-parse", "HEAD", cwd=src)
+    bare = tmp_path / "served" / "runtime.git"
+    git("clone", "-q", "--bare", str(src), str(bare), cwd=tmp_path)
+    git("config", "uploadpack.allowAnySHA1InWant", "true", cwd=bare)
+    git("config", "http.receivepack", "false", cwd=bare)
+    shutil_rmtree(world.ws)
+    git("clone", "-q", "--depth", "1", f"file://{bare}", str(world.ws), cwd=tmp_path)  # what checkout leaves
+    served = _PrivateGit(bare.parent, "test-token")
+    try:
+        git("remote", "set-url", "origin", f"{served.url}/runtime.git")
+        world.env["GITHUB_SERVER_URL"] = served.url
+        r = world.runner("push", {"after": after, "before": before}, **{"changed-only": True})
+        job = r.run_job("plan", {}, None)
+        text = "\n".join(s.output for s in job.steps)
+        assert job.outputs["has-work"] == "false", text
+        assert "planning every runtime" not in text and "test-token" not in text.replace("::add-mask::test-token", "")
+        assert "extraheader" not in (world.ws / ".git" / "config").read_text()
+
+        world.env["GITHUB_TOKEN"] = "wrong-token"  # the job's token cannot read it: said, with the reason
+        r = world.runner("push", {"after": after, "before": before}, **{"changed-only": True})
+        job = r.run_job("plan", {}, None)
+        text = "\n".join(s.output for s in job.steps)
+        assert job.outputs["has-work"] == "true"
+        assert f"changed-only: cannot list the changed files against {before} (git fetch of {before} failed:" in text
+        assert served.denied >= 1
+    finally:
+        served.close()
