@@ -20,12 +20,19 @@ GITHUB_EVENT_PATH). Matrix jobs run once per item. What it does not run, it stan
   into the private environment, and ``actions/cache`` restores ``Runner.pip_cache`` (the warm
   cache of a repeat run). ``Runner.job_env`` changes a job's machine (its ``PATH``: which
   ``python3`` the job has).
-* ``container:`` is evaluated and recorded, not started.
+* ``container:`` is evaluated, checked and recorded, not started.
 * ``uses: ./.github/workflows/X.yml`` (a job that calls a reusable workflow, in a matrix or not):
   the called workflow's jobs run, each as its own machine, with the inputs and secrets the call
   passes (only those it declares), the caller's ``github`` context, and its outputs mapped back.
 * A job on a self-hosted label needs a runner online with it (``runner_online``); it can be
   preempted or the run cancelled while a step runs (``preempt``, ``cancel``).
+* A job's status functions look at every ancestor job (its ``needs``, transitively; a called
+  workflow's jobs also at those of the job that calls it), as GitHub documents (see ``condition``).
+* "Re-run failed jobs" (``Runner.rerun_failed_of``): the next attempt runs the failed jobs and those
+  that need them; the others keep their results and outputs; artifacts of earlier attempts stay, and
+  an upload of a name the run already has fails (409) unless it overwrites.
+* ``container:`` is checked as the runner checks it (``Runner.container_of``), and the callers'
+  ``concurrency:`` is played with GitHub's queueing rule (``concurrency_of``, ``ConcurrencyQueue``).
 """
 
 from __future__ import annotations
