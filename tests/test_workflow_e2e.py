@@ -952,3 +952,28 @@ def test_changed_only_on_a_private_repository_fetches_the_base_with_the_jobs_tok
         assert served.denied >= 1
     finally:
         served.close()
+
+
+def test_stop_deletes_the_vm_its_start_made_in_an_earlier_attempt(world: World, tmp_path: Path) -> None:
+    """A re-run attempt keeps the start jobs it does not run again, with their outputs: when attempt 1's
+    stop failed, attempt 2's stop must delete the VM and runner attempt 1's start made, whose label is
+    start's output (GITHUB_RUN_ATTEMPT is 2 now, so a label stop computed itself names nothing)."""
+    from conftest import gpu_runner
+
+    out = tmp_path / "start-output"
+    out.write_text("")
+    started = gpu_runner("start", "--matrix", "matrix.yml", "--entry", "smoke--l4", "--poll", "0.05s", cwd=world.ws,
+                         env={**world.env, "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": ""})
+    assert started.returncode == 0, started.stdout + started.stderr
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert outputs["label"] == "gpu-runner-5150-1-smoke--l4" and world.compute.count() == 1
+    stop = gpu_runner("stop", "--matrix", "matrix.yml", "--entry", "smoke--l4", "--start-result", "success",
+                      "--start-outputs", json.dumps({"label": outputs["label"], "zone": outputs["zone"]}),
+                      "--run-result", "skipped", cwd=world.ws,
+                      env={**world.env, "GITHUB_RUN_ATTEMPT": "2", "GITHUB_OUTPUT": "", "GITHUB_STEP_SUMMARY": ""})
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    world.assert_clean()
+    bad = gpu_runner("stop", "--matrix", "matrix.yml", "--entry", "smoke--l4", "--start-outputs",
+                     json.dumps({"label": "some-vm-of-someone-else"}), cwd=world.ws,
+                     env={**world.env, "GITHUB_OUTPUT": "", "GITHUB_STEP_SUMMARY": ""})
+    assert bad.returncode == 2 and "is not one start makes" in bad.stdout + bad.stderr
