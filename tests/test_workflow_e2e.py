@@ -134,20 +134,21 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
     assert set(run_jobs) == {"ubuntu-latest", "gpu-runner-5150-1-smoke--l4"}
     assert run_jobs["gpu-runner-5150-1-smoke--l4"]["image"] == "python:3.12-slim"
     assert "--gpus all" in run_jobs["gpu-runner-5150-1-smoke--l4"]["options"]
-    assert "--gpus" not in run_jobs["ubuntu-latest"]["options"]
+    # no GPU, no container_options: the image alone, never an empty options string (older runners refuse it)
+    assert run_jobs["ubuntu-latest"] == {"runs_on": "ubuntu-latest", "image": "python:3.12-slim"}
 
     # artifacts: one per entry (no top-level reports in them), the try's record, then the merged report
     arts = sorted(p.name for p in world.artifacts.iterdir())
-    assert arts == ["gpu-runner-report", "gpu-runner-smoke--here", "gpu-runner-smoke--l4",
-                    "gpu-runner-smoke--l4.record", "gpu-runner-summary"]
+    assert arts == ["gpu-runner-report", "gpu-runner-smoke--here.attempt-1", "gpu-runner-smoke--l4.attempt-1",
+                    "gpu-runner-smoke--l4.attempt-1.record", "gpu-runner-summary"]
     assert [p.name for p in (world.artifacts / "gpu-runner-summary").iterdir()] == ["summary.md"]
-    entry_art = world.artifacts / "gpu-runner-smoke--l4"
+    entry_art = world.artifacts / "gpu-runner-smoke--l4.attempt-1"
     assert [p.name for p in entry_art.iterdir()] == ["smoke--l4"]
     res_l4 = json.loads((entry_art / "smoke--l4" / "results.json").read_text())
     # it ran on the entry's own runner (RUNNER_NAME is its label)
     assert res_l4["status"] == "passed" and res_l4["entry"]["ran_locally"] is False
     assert (entry_art / "smoke--l4" / "notebooks" / "smoke" / "output.ipynb").is_file()  # no notebooks/notebooks
-    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.record" / "gpu-runner-try.json").read_text())
+    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1.record" / "gpu-runner-try.json").read_text())
     assert record["entry_id"] == "smoke--l4" and record["start"] == "success" and record["run"] == "success"
     assert record["provisioning_model"] == "SPOT" and record["zone"] == "us-central1-a"
     # what the VM cost: timed by stop, priced by start (the table here), in the record and the reports
@@ -155,7 +156,7 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
     assert vm["name"] == "gpu-runner-5150-1-smoke--l4" and vm["timed_by"] == "stop" and vm["price_source"] == "table"
     assert vm["usd"] == pytest.approx(vm["usd_per_hour"] * vm["lifetime_s"] / 3600, abs=2e-5) and vm["usd"] > 0
     report = world.artifacts / "gpu-runner-report"
-    l4_cost = json.loads((report / "gpu-runner-smoke--l4" / "smoke--l4" / "results.json").read_text())["cost"]
+    l4_cost = json.loads((report / "gpu-runner-smoke--l4.attempt-1" / "smoke--l4" / "results.json").read_text())["cost"]
     assert l4_cost["usd"] == vm["usd"] and [v["name"] for v in l4_cost["vms"]] == [vm["name"]]
     assert "### What it cost" in (report / "summary.md").read_text()
     assert "### What this run may cost" in _jobs(r, "plan")[0].summary  # the plan's prices and worst case
@@ -313,7 +314,7 @@ def test_an_approved_fork_runs_exactly_the_labelled_commit_as_the_base_branch_pl
     assert {j.container["runs_on"] for j in runs} == {"ubuntu-latest", "gpu-runner-5150-1-smoke--l4"}
     assert all("--privileged" not in (j.container.get("options") or "") for j in runs)
     for entry in ("smoke--here", "smoke--l4"):
-        nb = world.artifacts / f"gpu-runner-{entry}" / entry / "notebooks" / "smoke" / "output.ipynb"
+        nb = world.artifacts / f"gpu-runner-{entry}.attempt-1" / entry / "notebooks" / "smoke" / "output.ipynb"
         assert "the head commit ran" in nb.read_text()
     # the jobs that hold secrets, and the plan, read the base branch
     assert all(j.checkouts == [""] for j in r.jobs if j.name in ("plan", "start", "stop"))
@@ -384,7 +385,7 @@ def test_results_the_report_refuses_post_no_comment(world: World) -> None:
         data = json.loads(p.read_text())
         data["status"] = '<img src=x onerror="alert(1)">'
         p.write_text(json.dumps(data))
-    (world.artifacts / "gpu-runner-smoke--l4" / "summary.md").write_text("cc @org/team: all passed\n")
+    (world.artifacts / "gpu-runner-smoke--l4.attempt-1" / "summary.md").write_text("cc @org/team: all passed\n")
     for name in ("gpu-runner-report", "gpu-runner-summary"):
         import shutil
 
@@ -490,9 +491,9 @@ def test_a_preempted_entry_is_retried_once_on_standard_and_passes(world: World) 
     world.assert_clean()
 
     # the preempted try's partial results: kept in their own artifact, marked, not counted
-    partial = json.loads((world.artifacts / "gpu-runner-smoke--l4" / "smoke--l4" / "results.json").read_text())
+    partial = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1" / "smoke--l4" / "results.json").read_text())
     assert partial["entry"]["retry"] == 0 and partial["status"] == "failed" and partial["interrupted"] is True
-    final = json.loads((world.artifacts / "gpu-runner-smoke--l4.retry-1" / "smoke--l4" / "results.json").read_text())
+    final = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1.retry-1" / "smoke--l4" / "results.json").read_text())
     assert final["entry"]["retry"] == 1 and final["status"] == "passed"
     assert final["entry"]["label"] == "gpu-runner-5150-1r1-smoke--l4"
     report = world.artifacts / "gpu-runner-report"
@@ -510,7 +511,7 @@ def test_a_preempted_entry_is_retried_once_on_standard_and_passes(world: World) 
     body = next(iter(world.gh.comments.values()))["body"]
     assert "preempted, passed on the retry (STANDARD)" in body
     # both tries' VMs are paid for: the entry's cost is their sum
-    cost = json.loads((report / "gpu-runner-smoke--l4.retry-1" / "smoke--l4" / "results.json").read_text())["cost"]
+    cost = json.loads((report / "gpu-runner-smoke--l4.attempt-1.retry-1" / "smoke--l4" / "results.json").read_text())["cost"]
     assert [(v["name"], v["provisioning_model"]) for v in cost["vms"]] == [
         (first, "SPOT"), ("gpu-runner-5150-1r1-smoke--l4", "STANDARD")]
     assert cost["usd"] == pytest.approx(sum(v["usd"] for v in cost["vms"])) and all(v["usd"] for v in cost["vms"])
@@ -530,7 +531,7 @@ def test_a_cancelled_run_still_deletes_every_vm(world: World) -> None:
         ("entry smoke--l4 / start", "success"), ("entry smoke--l4 / run", "cancelled"),
         ("entry smoke--l4 / stop", "success")], _texts(r)
     assert res["report"]["result"] == "skipped"
-    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.record" / "gpu-runner-try.json").read_text())
+    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1.record" / "gpu-runner-try.json").read_text())
     assert record["run"] == "cancelled" and record["will_retry"] is False
     world.assert_clean()
 
@@ -669,8 +670,11 @@ def test_the_tries_of_an_entry_are_the_same_jobs() -> None:
         first = normal(jobs[kind], 0)
         for n in (1, 2):
             assert normal(jobs[f"{kind}-retry-{n}"], n) == first, f"{kind}-retry-{n} differs from {kind}"
-    assert jobs["start-retry-1"]["if"] == "needs.stop.outputs.retry == 'true'"
-    assert jobs["start-retry-2"]["if"] == "needs.stop-retry-1.outputs.retry == 'true'"
+    # GitHub's success() is over every ancestor: a preempted run failed, so a retry asks for !cancelled()
+    assert jobs["start-retry-1"]["if"] == ("${{ !cancelled() && needs.stop.result == 'success' && "
+                                           "needs.stop.outputs.retry == 'true' }}")
+    assert jobs["start-retry-2"]["if"] == ("${{ !cancelled() && needs.stop-retry-1.result == 'success' && "
+                                           "needs.stop-retry-1.outputs.retry == 'true' }}")
 
 
 def test_run_entry_on_its_own_vm_holds_the_machine_to_its_gpu_count(world: World) -> None:
@@ -713,7 +717,7 @@ def test_the_run_job_installs_gpu_runner_for_real_and_tests_the_jobs_own_python(
     assert (site / "gpu_runner" / "__init__.py").is_file()
     # the GPU VM gets what running notebooks needs: no cloud client, no browser driver, no GitHub client
     assert not [p.name for p in site.iterdir() if p.name in ("playwright", "google", "github", "tenacity")]
-    art = world.artifacts / "gpu-runner-smoke--here" / "smoke--here"
+    art = world.artifacts / "gpu-runner-smoke--here.attempt-1" / "smoke--here"
     facts = json.loads((art / "results.json").read_text())["facts"]
     assert facts["python_executable"] == str(job_bin / "python3") and facts["python_source"] == "GPU_RUNNER_PYTHON"
     nb = next(art.rglob("output.ipynb"))
@@ -744,7 +748,7 @@ def test_a_failed_entry_is_held_for_a_look_and_a_passing_one_is_not(world: World
     body = next(iter(world.gh.comments.values()))["body"]
     assert "gcloud compute ssh" not in body and "gcloud compute ssh" not in _jobs(r, "report")[0].summary
     assert "held for a look until" in body  # the cost table says the VM is held, not how to reach it
-    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.record" / "gpu-runner-try.json").read_text())
+    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1.record" / "gpu-runner-try.json").read_text())
     assert record["vm"]["timed_by"] == "hold" and record["vm"]["held_until"]
 
     # done looking: stop --force deletes it
@@ -764,3 +768,212 @@ def test_a_failed_entry_is_held_for_a_look_and_a_passing_one_is_not(world: World
     assert res["report"]["result"] == "success", _texts(r)
     assert "gcloud" not in _jobs(r, "stop")[0].summary
     world.assert_clean()
+
+
+BROKEN_UNTIL_FIXED = """\
+import os, pathlib
+assert not pathlib.Path(os.environ["TEST_FLAG"]).exists(), "broken until the fix lands"
+"""
+
+
+def test_re_running_the_failed_jobs_runs_a_failed_and_a_stocked_out_entry_again(world: World) -> None:
+    """Attempt 1: the l4 entry's notebook fails, no zone has an A100. The fault is removed and a
+    person clicks "Re-run failed jobs": attempt 2 runs only the failed jobs and those that depend on
+    them; the jobs not run again keep their results and outputs (the plan, l4's start, whose VM
+    attempt 1's stop deleted), and the earlier attempt's artifacts are still there.
+
+    GitHub: "When you re-run failed jobs or a specific job, GitHub also re-runs the jobs that depend on
+    them. Jobs that aren't included keep their outputs from the previous attempt, which the newly run
+    jobs can use" (https://docs.github.com/en/actions/managing-workflow-runs/re-running-workflows-and-jobs);
+    GITHUB_RUN_ATTEMPT is the attempt; artifact names are unique per run, every attempt included
+    (https://github.com/actions/upload-artifact/issues/478). So l4's run may not wait for attempt 1's
+    label (no VM will register it): it is skipped, stop says a fresh try follows, and the next try's
+    start makes a VM of attempt 2; the a100 entry's failed start runs again. Both pass, the report
+    reads attempt 2's artifacts for both and says it left attempt 1's out, and nothing is left."""
+    (world.ws / "matrix.yml").write_text(THREE)
+    flag = world.ws.parent / "broken"
+    flag.write_text("the fault")
+    world.env["TEST_FLAG"] = str(flag)
+    make_nb(world.ws / "notebooks", "smoke.ipynb", BROKEN_UNTIL_FIXED, "print('smoke ok')")
+    world.compute.stockout_machine_types = {"a2-highgpu-1g"}
+    first = world.runner("push", {"after": SHA}, machine="l4 a100")
+    res = first.run_workflow()
+    assert [(j.tag, j.result) for j in first.jobs if j.name != "plan"] == [
+        ("entry smoke--l4 / start", "success"), ("entry smoke--l4 / run", "failure"),
+        ("entry smoke--l4 / stop", "success"),
+        ("entry smoke--a100 / start", "failure"), ("entry smoke--a100 / stop", "success"),
+        ("report", "failure"), ("comment", "success")], _texts(first)
+    assert res["report"]["outputs"]["failed"] != "0" and res["report"]["outputs"]["not-run"] == "1"
+    world.assert_clean()
+
+    flag.unlink()  # the fault is gone; capacity is back
+    world.compute.stockout_machine_types = set()
+    world.env["GITHUB_RUN_ATTEMPT"] = "2"
+    again = world.runner("push", {"after": SHA}, machine="l4 a100").rerun_failed_of(first)
+    res = again.run_workflow()
+    assert [(j.tag, j.result) for j in again.jobs] == [
+        ("entry smoke--l4 / stop", "success"),
+        ("entry smoke--l4 / start-retry-1", "success"), ("entry smoke--l4 / run-retry-1", "success"),
+        ("entry smoke--l4 / stop-retry-1", "success"),
+        ("entry smoke--a100 / start", "success"), ("entry smoke--a100 / run", "success"),
+        ("entry smoke--a100 / stop", "success"), ("report", "success"), ("comment", "success")], _texts(again)
+    # kept from attempt 1: the plan and l4's start (its outputs too); l4's run was skipped, not queued
+    assert again.outcomes["plan"] == first.outcomes["plan"]
+    assert again.outcomes["entry smoke--l4 / start"]["outputs"]["attempt"] == "1"
+    assert again.outcomes["entry smoke--l4 / run"]["result"] == "skipped"
+    assert _jobs(again, "stop")[0].outputs["retry"] == "true"
+    runs_on = {j.tag: j.container["runs_on"] for j in again.jobs if j.name.startswith("run")}
+    assert runs_on == {"entry smoke--l4 / run-retry-1": "gpu-runner-5150-2r1-smoke--l4",
+                       "entry smoke--a100 / run": "gpu-runner-5150-2-smoke--a100"}
+    world.assert_clean()
+
+    # both attempts' artifacts are there, each under its own name
+    arts = sorted(p.name for p in world.artifacts.iterdir())
+    assert "gpu-runner-smoke--l4.attempt-1" in arts and "gpu-runner-smoke--l4.attempt-2.retry-1" in arts
+    assert "gpu-runner-smoke--a100.attempt-1.record" in arts and "gpu-runner-smoke--a100.attempt-2" in arts
+    assert "gpu-runner-smoke--l4.attempt-2.record" not in arts  # the try attempt 1 started: no record of attempt 2
+    out = res["report"]["outputs"]
+    assert out["failed"] == "0" and out["not-run"] == "0" and int(out["passed"]) >= 2, _texts(again)
+    summary = (world.artifacts / "gpu-runner-report" / "summary.md").read_text()
+    assert "all 2 entries passed" in summary and "broken until the fix" not in summary
+    report_step = next(s for s in _jobs(again, "report")[0].steps if s.command == "gpu-runner report")
+    for entry in ("smoke--l4", "smoke--a100"):
+        assert f"{entry}: reported from attempt 2 of this run (re-run); the results and records of attempt 1 " \
+               "are left out" in report_step.output
+    body = next(iter(world.gh.comments.values()))["body"]
+    assert "broken until the fix" not in body and "no capacity" not in body
+
+
+class _PrivateGit:
+    """A private repository over smart HTTP (``git http-backend``): every request needs the token
+    as GitHub takes it from actions/checkout (``AUTHORIZATION: basic base64(x-access-token:TOKEN)``),
+    else 401 (what github.com answers for a private repository)."""
+
+    def __init__(self, root: Path, token: str) -> None:
+        import base64
+        import http.server
+        import subprocess
+        import threading
+
+        want = "basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        self.denied = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_a: object) -> None:
+                pass
+
+            def _serve(self) -> None:
+                if (self.headers.get("Authorization") or "").lower() != want.lower():
+                    outer.denied += 1
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="GitHub"')
+                    self.end_headers()
+                    return
+                path, _, query = self.path.partition("?")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                env = {"GIT_PROJECT_ROOT": str(root), "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path,
+                       "QUERY_STRING": query, "REQUEST_METHOD": self.command,
+                       "CONTENT_TYPE": self.headers.get("Content-Type", ""), "PATH": os.environ["PATH"],
+                       "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""), "REMOTE_ADDR": "127.0.0.1"}
+                out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True).stdout
+                head, _, payload = out.partition(b"\r\n\r\n")
+                status = 200
+                headers = []
+                for line in head.decode().split("\r\n"):
+                    k, _, v = line.partition(": ")
+                    if k.lower() == "status":
+                        status = int(v.split()[0])
+                    elif k:
+                        headers.append((k, v))
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _serve
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_changed_only_on_a_private_repository_fetches_the_base_with_the_jobs_token(world: World,
+                                                                                  tmp_path: Path) -> None:
+    """The plan job's checkout keeps no credentials (persist-credentials: false) and holds only the
+    event's commit (a shallow clone), so the base commit must be fetched; on a private repository
+    that needs the job's token. The action passes it for that one fetch (never written to
+    .git/config): the push touched only README.md, so nothing is planned. Without the token the fetch
+    fails, and the warning says so and why before planning everything."""
+    import subprocess
+
+    def git(*args: str, cwd: Path = world.ws) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.test", *args], cwd=cwd,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    src = tmp_path / "src"
+    shutil_copytree(world.ws, src)
+    git("init", "-q", "-b", "main", cwd=src)
+    git("add", "matrix.yml", "notebooks", cwd=src)
+    git("commit", "-qm", "runtime", cwd=src)
+    before = git("rev-parse", "HEAD", cwd=src)
+    (src / "README.md").write_text("docs\n")
+    git("add", "README.md", cwd=src)
+    git("commit", "-qm", "docs", cwd=src)
+    after = git("rev-parse", "HEAD", cwd=src)
+    bare = tmp_path / "served" / "runtime.git"
+    git("clone", "-q", "--bare", str(src), str(bare), cwd=tmp_path)
+    git("config", "uploadpack.allowAnySHA1InWant", "true", cwd=bare)
+    git("config", "http.receivepack", "false", cwd=bare)
+    shutil_rmtree(world.ws)
+    git("clone", "-q", "--depth", "1", f"file://{bare}", str(world.ws), cwd=tmp_path)  # what checkout leaves
+    served = _PrivateGit(bare.parent, "test-token")
+    try:
+        git("remote", "set-url", "origin", f"{served.url}/runtime.git")
+        world.env["GITHUB_SERVER_URL"] = served.url
+        r = world.runner("push", {"after": after, "before": before}, **{"changed-only": True})
+        job = r.run_job("plan", {}, None)
+        text = "\n".join(s.output for s in job.steps)
+        assert job.outputs["has-work"] == "false", text
+        assert "planning every runtime" not in text and "test-token" not in text.replace("::add-mask::test-token", "")
+        assert "extraheader" not in (world.ws / ".git" / "config").read_text()
+
+        world.env["GITHUB_TOKEN"] = "wrong-token"  # the job's token cannot read it: said, with the reason
+        r = world.runner("push", {"after": after, "before": before}, **{"changed-only": True})
+        job = r.run_job("plan", {}, None)
+        text = "\n".join(s.output for s in job.steps)
+        assert job.outputs["has-work"] == "true"
+        assert f"changed-only: cannot list the changed files against {before} (git fetch of {before} failed:" in text
+        assert served.denied >= 1
+    finally:
+        served.close()
+
+
+def test_stop_deletes_the_vm_its_start_made_in_an_earlier_attempt(world: World, tmp_path: Path) -> None:
+    """A re-run attempt keeps the start jobs it does not run again, with their outputs: when attempt 1's
+    stop failed, attempt 2's stop must delete the VM and runner attempt 1's start made, whose label is
+    start's output (GITHUB_RUN_ATTEMPT is 2 now, so a label stop computed itself names nothing)."""
+    from conftest import gpu_runner
+
+    out = tmp_path / "start-output"
+    out.write_text("")
+    started = gpu_runner("start", "--matrix", "matrix.yml", "--entry", "smoke--l4", "--poll", "0.05s", cwd=world.ws,
+                         env={**world.env, "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": ""})
+    assert started.returncode == 0, started.stdout + started.stderr
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert outputs["label"] == "gpu-runner-5150-1-smoke--l4" and world.compute.count() == 1
+    stop = gpu_runner("stop", "--matrix", "matrix.yml", "--entry", "smoke--l4", "--start-result", "success",
+                      "--start-outputs", json.dumps({"label": outputs["label"], "zone": outputs["zone"]}),
+                      "--run-result", "skipped", cwd=world.ws,
+                      env={**world.env, "GITHUB_RUN_ATTEMPT": "2", "GITHUB_OUTPUT": "", "GITHUB_STEP_SUMMARY": ""})
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    world.assert_clean()
+    bad = gpu_runner("stop", "--matrix", "matrix.yml", "--entry", "smoke--l4", "--start-outputs",
+                     json.dumps({"label": "some-vm-of-someone-else"}), cwd=world.ws,
+                     env={**world.env, "GITHUB_OUTPUT": "", "GITHUB_STEP_SUMMARY": ""})
+    assert bad.returncode == 2 and "is not one start makes" in bad.stdout + bad.stderr

@@ -20,12 +20,19 @@ GITHUB_EVENT_PATH). Matrix jobs run once per item. What it does not run, it stan
   into the private environment, and ``actions/cache`` restores ``Runner.pip_cache`` (the warm
   cache of a repeat run). ``Runner.job_env`` changes a job's machine (its ``PATH``: which
   ``python3`` the job has).
-* ``container:`` is evaluated and recorded, not started.
+* ``container:`` is evaluated, checked and recorded, not started.
 * ``uses: ./.github/workflows/X.yml`` (a job that calls a reusable workflow, in a matrix or not):
   the called workflow's jobs run, each as its own machine, with the inputs and secrets the call
   passes (only those it declares), the caller's ``github`` context, and its outputs mapped back.
 * A job on a self-hosted label needs a runner online with it (``runner_online``); it can be
   preempted or the run cancelled while a step runs (``preempt``, ``cancel``).
+* A job's status functions look at every ancestor job (its ``needs``, transitively; a called
+  workflow's jobs also at those of the job that calls it), as GitHub documents (see ``condition``).
+* "Re-run failed jobs" (``Runner.rerun_failed_of``): the next attempt runs the failed jobs and those
+  that need them; the others keep their results and outputs; artifacts of earlier attempts stay, and
+  an upload of a name the run already has fails (409) unless it overwrites.
+* ``container:`` is checked as the runner checks it (``Runner.container_of``), and the callers'
+  ``concurrency:`` is played with GitHub's queueing rule (``concurrency_of``, ``ConcurrencyQueue``).
 """
 
 from __future__ import annotations
@@ -190,8 +197,9 @@ class Expr:
             return json.loads(args[0])
         if n == "tojson":
             return json.dumps(args[0])
-        if n == "format":
-            return re.sub(r"\{(\d+)\}", lambda m: _to_str(args[1 + int(m.group(1))]), args[0])
+        if n == "format":  # {N} is an argument; {{ and }} are braces ("Escape curly braces using double braces")
+            return re.sub(r"\{\{|\}\}|\{(\d+)\}", lambda m: m.group(0)[0] if m.group(1) is None
+                          else _to_str(args[1 + int(m.group(1))]), args[0])
         if n == "contains":
             hay, needle = args
             if isinstance(hay, list):
@@ -205,8 +213,9 @@ class Expr:
             return self.status.get("cancelled", False)
         if n == "failure":
             return self.status.get("failed", False)
-        if n == "success":
-            return not self.status.get("failed", False) and not self.status.get("cancelled", False)
+        if n == "success":  # a job: every ancestor succeeded (a skipped or failed one makes it false)
+            return not (self.status.get("failed", False) or self.status.get("cancelled", False)
+                        or self.status.get("blocked", False))
         raise ValueError(f"function {name}() is not supported here")
 
 
@@ -230,7 +239,15 @@ def evaluate(value: Any, ctx: dict[str, Any], status: dict[str, bool] | None = N
 
 
 def condition(text: Any, ctx: dict[str, Any], status: dict[str, bool]) -> bool:
-    """A job's or step's ``if:`` (implicitly ``success() && (...)`` without a status function)."""
+    """A job's or step's ``if:`` (implicitly ``success() && (...)`` without a status function).
+
+    ``status`` for a job is over its whole chain of ``needs``, as GitHub documents: ``failed``
+    when any ANCESTOR job (direct or transitive need) failed ("If you have a chain of dependent
+    jobs, failure() returns true if any ancestor job fails",
+    https://docs.github.com/en/actions/reference/workflows-and-actions/expressions#failure),
+    ``blocked`` when any ancestor did not succeed (skipped, failed, cancelled: success() is then
+    false, so a job whose ``if:`` has no status function is skipped even when its direct needs
+    succeeded, https://github.com/actions/runner/issues/2205), ``cancelled`` when the run was."""
     if text is None:
         return Expr("success()", ctx, status).parse()
     src = str(text)
@@ -304,6 +321,12 @@ class Call:
     inputs: dict[str, Any]
     secrets: dict[str, str]
     prefix: str = ""
+    ancestors: list[str] = field(default_factory=list)
+    """The results of the calling job's ancestors: a called workflow's jobs count them among their
+    own (the stricter reading: a called job's success() is false when a job before its caller
+    did not succeed, the caller having run only because its ``if:`` said always() or !cancelled())."""
+    forced: bool = False
+    """A re-run attempt re-runs every job of this call (the calling job's needs were re-run)."""
 
 
 @dataclass
@@ -351,6 +374,18 @@ class Runner:
     refs: dict[str, Path] = field(default_factory=dict)
     """ref -> a folder with that commit's files: a checkout of the repository at that ``ref``
     gives the job those files instead of the event's default commit (the workspace as given)."""
+    previous: dict[str, dict[str, Any]] | None = None
+    """A re-run attempt ("Re-run failed jobs", see :meth:`rerun_failed_of`): the earlier attempt's
+    outcome of every job by tag. A job that failed or was cancelled there is run again, and so is
+    every job that needs one run again (GitHub: "When you re-run failed jobs or a specific job,
+    GitHub also re-runs the jobs that depend on them. Jobs that aren't included keep their outputs
+    from the previous attempt, which the newly run jobs can use",
+    https://docs.github.com/en/actions/managing-workflow-runs/re-running-workflows-and-jobs);
+    every other job keeps its result and outputs and does not run."""
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """tag -> {result, outputs} of every job of this attempt (kept ones, skipped ones included)."""
+    rerun: set[str] = field(default_factory=set)
+    """The tags of the jobs this attempt ran again (a re-run attempt)."""
 
     def __post_init__(self) -> None:
         self.workflow = self.load(self.workflow_path)
@@ -425,7 +460,7 @@ class Runner:
                                "runner": {"temp": str(jobdir / "temp"), "os": "Linux", "arch": "X64"},
                                "env": {}, "strategy": {}, "job": {}}
         status = {"failed": False, "cancelled": False}
-        container = evaluate(job.get("container"), ctx) if job.get("container") else None
+        container = self.container_of(tag, evaluate(job["container"], ctx)) if "container" in job else None
         runs_on = evaluate(job.get("runs-on"), ctx)
         assert runs_on, f"{tag}: runs-on is empty"
         self_hosted = not HOSTED.match(str(runs_on))
@@ -466,7 +501,7 @@ class Runner:
             elif uses.startswith("actions/upload-artifact@"):
                 ok, outputs = self.upload(with_)
                 why = None
-                rec = StepRecord(tag, label, "success" if ok else "failure")
+                rec = StepRecord(tag, label, "success" if ok else "failure", outputs.pop("error", ""))
             elif uses.startswith("actions/download-artifact@"):
                 self.download(with_)
                 rec, why = StepRecord(tag, label, "success"), None
@@ -501,6 +536,28 @@ class Runner:
                        checkouts=checkouts)
         self.jobs.append(jr)
         return jr
+
+    @staticmethod
+    def container_of(tag: str, value: Any) -> dict[str, Any] | None:
+        """The job's ``container:`` as the runner takes it, or an AssertionError where GitHub refuses it.
+
+        A string is the image, and an empty one means no container ("container: ''" is taken as
+        none, https://github.com/actions/languageservices/pull/323). A mapping needs a non-empty
+        ``image`` (``{image: ''}`` is refused, same source), and ``options``, when present, a non-empty
+        string: runners before https://github.com/actions/runner/pull/4208 ("Allow empty container
+        options") validate it as non-empty-string and refuse the job."""
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            return {"image": value}
+        assert isinstance(value, dict), f"{tag}: container is neither an image nor a mapping: {value!r}"
+        image = value.get("image")
+        assert isinstance(image, str) and image.strip(), f"{tag}: container.image is empty: GitHub refuses the job"
+        if "options" in value:
+            opts = value["options"]
+            assert isinstance(opts, str) and opts.strip(), (f"{tag}: container.options is empty ({opts!r}): older "
+                                                            "runners refuse the job")
+        return dict(value)
 
     def checkout(self, with_: dict[str, Any], checkouts: list[str]) -> None:
         """actions/checkout: the gpu-runner checkout (``path: .gpu-runner``) is this repository; the
@@ -632,7 +689,9 @@ class Runner:
         dest = self.artifacts / name
         if _truthy(with_.get("overwrite")):
             shutil.rmtree(dest, ignore_errors=True)
-        assert not dest.exists(), f"artifact {name} uploaded twice"
+        if dest.exists():  # names are unique per run, every attempt included (upload-artifact v4)
+            return False, {"error": "Failed to CreateArtifact: Received non-retryable error: Failed request: (409) "
+                                    "Conflict: an artifact with this name already exists on the workflow run"}
         found = False
         for inc in include:
             src = (self.workspace / inc).resolve()
@@ -674,40 +733,98 @@ class Runner:
         results["_jobs"] = per_name
         return results
 
+    def rerun_failed_of(self, earlier: Runner) -> Runner:
+        """Make this runner the next attempt of ``earlier``'s run, as "Re-run failed jobs" makes it:
+        GITHUB_RUN_ATTEMPT one higher, the same run id, the earlier attempt's artifacts still there
+        (artifact names are unique per run, not per attempt: an upload of a name an earlier attempt
+        used fails unless it overwrites, https://github.com/actions/upload-artifact#overwriting-an-artifact,
+        https://github.com/actions/upload-artifact/issues/478), and only failed jobs and their
+        dependents run (see ``previous``)."""
+        assert self.base_env["GITHUB_RUN_ID"] == earlier.base_env["GITHUB_RUN_ID"], "a re-run keeps the run id"
+        assert int(self.base_env["GITHUB_RUN_ATTEMPT"]) == int(earlier.base_env["GITHUB_RUN_ATTEMPT"]) + 1, \
+            "a re-run is the next attempt"
+        assert self.artifacts == earlier.artifacts, "the artifacts of earlier attempts are the run's"
+        self.previous = {**(earlier.previous or {}), **earlier.outcomes}
+        self.artifact_ids = dict(earlier.artifact_ids)
+        return self
+
+    @staticmethod
+    def _needs_of(job: dict[str, Any]) -> list[str]:
+        needs = job.get("needs", [])
+        return [needs] if isinstance(needs, str) else list(needs)
+
+    def _ancestors(self, jobs: dict[str, Any], name: str) -> list[str]:
+        """Every job ``name`` needs, directly or through the jobs it needs (same workflow file)."""
+        seen: list[str] = []
+        todo = self._needs_of(jobs[name])
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.append(n)
+                todo += self._needs_of(jobs[n])
+        return seen
+
+    def _again(self, tag: str, needs_list: list[str], call: Call) -> bool:
+        """Whether a re-run attempt runs this job again (always, outside a re-run)."""
+        if self.previous is None or call.forced:
+            return True
+        before = self.previous.get(tag)
+        if before is None or before["result"] in ("failure", "cancelled"):
+            return True
+        return any(call.prefix + n in self.rerun for n in needs_list)
+
     def run_call(self, call: Call) -> dict[str, Any]:
         """One workflow's jobs in dependency order; a matrix job's (or a called workflow's) result is
-        failure when any item failed, cancelled when the run was cancelled."""
+        failure when any item failed, cancelled when the run was cancelled. In a re-run attempt the
+        jobs not run again keep the earlier attempt's result and outputs."""
         results: dict[str, Any] = {}
         jobs = call.doc["jobs"]
         for name, job in jobs.items():
-            needs_list = job.get("needs", [])
-            needs_list = [needs_list] if isinstance(needs_list, str) else needs_list
+            needs_list = self._needs_of(job)
             assert all(n in results for n in needs_list), f"{call.prefix}{name}: needs a later job ({needs_list})"
             needs = {n: results[n] for n in needs_list}
-            status = {"failed": any(results[n]["result"] in ("failure", "cancelled") for n in needs_list),
+            tag = call.prefix + name
+            if not self._again(tag, needs_list, call) and self.previous is not None and "uses" not in job \
+                    and not job.get("strategy"):
+                results[name] = self.outcomes[tag] = dict(self.previous[tag])
+                continue
+            seen = [results[a]["result"] for a in self._ancestors(jobs, name)] + call.ancestors
+            status = {"failed": "failure" in seen, "blocked": any(r != "success" for r in seen),
                       "cancelled": self.cancelled}
-            if any(results[n]["result"] == "skipped" for n in needs_list) and not re.search(
-                    r"always\(\)|cancelled\(\)", str(job.get("if", ""))):
-                status["failed"] = True  # a skipped need skips this job unless it asks for always()
             ctx = {"github": self.github_ctx(), "inputs": call.inputs, "needs": needs}
             if not condition(job.get("if"), ctx, status):
-                results[name] = {"result": "skipped", "outputs": {}}
+                results[name] = self.outcomes[tag] = {"result": "skipped", "outputs": {}}
+                if self.previous is not None:
+                    self.rerun.add(tag)
                 continue
             items = self.job_items(name, needs, call)
-            if "uses" in job:
-                outs = [self.run_uses(name, job, needs, item, call) for item in items]
-            else:
-                outs = [(r.result, r.outputs) for r in (self.run_job(name, needs, item, call) for item in items)]
+            forced = self.previous is not None and (call.forced or any(call.prefix + n in self.rerun
+                                                                        for n in needs_list))
+            outs: list[tuple[str, dict[str, str]]] = []
+            for item in items:
+                itag = tag + (f" {item['id']}" if item else "")
+                if "uses" in job:
+                    outs.append(self.run_uses(name, job, needs, item, call, seen, forced))
+                elif item is not None and not self._again(itag, needs_list, call) and self.previous is not None:
+                    outs.append((self.previous[itag]["result"], self.previous[itag]["outputs"]))
+                else:
+                    jr = self.run_job(name, needs, item, call)
+                    outs.append((jr.result, jr.outputs))
+                    if self.previous is not None:
+                        self.rerun.add(itag)
+                self.outcomes[itag] = {"result": outs[-1][0], "outputs": outs[-1][1]}
+                if itag in self.rerun:
+                    self.rerun.add(tag)
             rs = [o[0] for o in outs]
             result = ("failure" if "failure" in rs else "cancelled" if "cancelled" in rs else "success")
             outputs: dict[str, str] = {}
             for _r, o in outs:  # a matrix: the last item that sets a value wins (GitHub's rule)
                 outputs.update({k: v for k, v in o.items() if v != ""})
-            results[name] = {"result": result, "outputs": outputs}
+            results[name] = self.outcomes[tag] = {"result": result, "outputs": outputs}
         return results
 
     def run_uses(self, name: str, job: dict[str, Any], needs: dict[str, Any], item: dict[str, Any] | None,
-                 call: Call) -> tuple[str, dict[str, str]]:
+                 call: Call, ancestors: list[str] | None = None, forced: bool = False) -> tuple[str, dict[str, str]]:
         """A job that calls a local reusable workflow: its jobs run as their own machines."""
         uses = job["uses"]
         assert uses.startswith("./.github/workflows/"), f"{name}: only local reusable workflows: {uses}"
@@ -720,12 +837,77 @@ class Runner:
             k: _to_str(v) for k, v in evaluate(secrets_spec, ctx).items()}
         declared = doc["on"]["workflow_call"].get("secrets", {})
         assert set(secrets) <= set(declared), f"{name}: secrets the called workflow does not declare"
+        prefix = call.prefix + (f"{name} {item['id']} / " if item else f"{name} / ")
         sub = Call(doc, self.declared_inputs(doc, given), {k: v for k, v in secrets.items() if v},
-                   prefix=call.prefix + (f"{name} {item['id']} / " if item else f"{name} / "))
+                   prefix=prefix, ancestors=list(ancestors or []), forced=forced)
         results = self.run_call(sub)
+        if any(t.startswith(prefix) for t in self.rerun):
+            self.rerun.add(prefix[:-3])
         rs = [r["result"] for r in results.values()]
         result = "failure" if "failure" in rs else "cancelled" if "cancelled" in rs else "success"
         jctx = {"github": self.github_ctx(), "inputs": sub.inputs, "jobs": results}
         outputs = {k: _to_str(evaluate(v["value"], jctx))
                    for k, v in doc["on"]["workflow_call"].get("outputs", {}).items()}
         return result, outputs
+
+
+# --------------------------------------------------------------------------------------
+# Concurrency of the calling workflow
+# --------------------------------------------------------------------------------------
+
+
+def concurrency_of(doc: dict[str, Any], github: dict[str, Any]) -> tuple[str, bool] | None:
+    """A calling workflow's ``concurrency:`` for one event: (group, cancel-in-progress), None without one."""
+    spec = doc.get("concurrency")
+    if spec is None:
+        return None
+    ctx = {"github": github, "inputs": github.get("event", {}).get("inputs", {}), "vars": {}}
+    if isinstance(spec, str):
+        return _to_str(evaluate(spec, ctx)), False
+    group = _to_str(evaluate(spec["group"], ctx)).strip()
+    assert group, "concurrency.group evaluates to nothing"
+    return group, _truthy(evaluate(spec.get("cancel-in-progress", False), ctx))
+
+
+@dataclass
+class ConcurrencyQueue:
+    """GitHub's queueing of workflow runs that share a concurrency group: at most one running and one
+    pending run per group; a new run in a group that has one running waits as the pending one and
+    CANCELS the run pending before it, whatever cancel-in-progress says; cancel-in-progress also
+    cancels the running one ("When a concurrent job or workflow is queued, if another job or workflow
+    using the same concurrency group in the repository is in progress, the queued job or workflow will
+    be pending. Any existing pending job or workflow in the same concurrency group, if it exists, will
+    be canceled and the new queued job or workflow will take its place",
+    https://docs.github.com/en/actions/writing-workflows/choosing-what-your-workflow-does/control-the-concurrency-of-workflows-and-jobs)."""
+
+    running: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, str] = field(default_factory=dict)
+    cancelled: list[str] = field(default_factory=list)
+    """Runs cancelled before they ran (replaced while pending) or while they ran."""
+    started: list[str] = field(default_factory=list)
+
+    def arrive(self, run: str, concurrency: tuple[str, bool] | None) -> None:
+        if concurrency is None:
+            self.started.append(run)
+            return
+        group, cancel_in_progress = concurrency
+        if group in self.pending:
+            self.cancelled.append(self.pending.pop(group))
+        if group not in self.running:
+            self.running[group] = run
+            self.started.append(run)
+        elif cancel_in_progress:
+            self.cancelled.append(self.running[group])
+            self.running[group] = run
+            self.started.append(run)
+        else:
+            self.pending[group] = run
+
+    def finish_all(self) -> None:
+        """Every running run ends; the pending ones start (and end)."""
+        while self.running:
+            for group in list(self.running):
+                del self.running[group]
+                if group in self.pending:
+                    self.running[group] = self.pending.pop(group)
+                    self.started.append(self.running[group])

@@ -19,6 +19,25 @@ flag() {  # VALUE INPUT-NAME: succeeds for true, fails for false, exits 2 otherw
   esac
 }
 
+fetched=""
+fetch() {  # COMMIT: fetch it from origin with the job's token, which checkout did not keep
+  # (persist-credentials: false): the header reaches git through the environment of this one
+  # command (GIT_CONFIG_*: never on a command line, never written to .git/config), as checkout
+  # sends it, scoped to the GitHub server. On failure, $fetched says why in one line.
+  local err
+  err=$(
+    export GIT_TERMINAL_PROMPT=0
+    if [ -n "${GPU_RUNNER_GITHUB_TOKEN:-}" ]; then
+      basic=$(printf 'x-access-token:%s' "$GPU_RUNNER_GITHUB_TOKEN" | base64 | tr -d '\n')
+      export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0="http.${GITHUB_SERVER_URL:-https://github.com}/.extraheader"
+      export GIT_CONFIG_VALUE_0="AUTHORIZATION: basic $basic"
+    fi
+    git fetch --no-tags --depth=1 origin "$1" 2>&1 >/dev/null
+  ) && return 0
+  fetched="git fetch of $1 failed: $(printf '%s\n' "$err" | grep -v '^\s*$' | tail -n 1)"
+  return 1
+}
+
 project=()
 if [ -n "${INPUT_GCP_PROJECT:-}" ]; then
   project=(--project "$INPUT_GCP_PROJECT")
@@ -39,18 +58,19 @@ case "$INPUT_MODE" in
       elif [ -n "${GPU_RUNNER_EVENT_BASE:-}" ] && [ "${GPU_RUNNER_EVENT_BASE//0/}" != "" ]; then
         changed="${RUNNER_TEMP:-/tmp}/gpu-runner/changed-files.txt"
         mkdir -p "$(dirname "$changed")"
-        git fetch --no-tags --depth=1 origin "$GPU_RUNNER_EVENT_BASE" >/dev/null 2>&1 || true
+        why=""
+        fetch "$GPU_RUNNER_EVENT_BASE" || why=$fetched
         against=HEAD
         # a pull request whose code is not trusted here (pull_request_target, a fork's pull_request)
         # is planned from the base branch: its changes are those of its head commit, only listed
         if [ -n "${GPU_RUNNER_EVENT_HEAD:-}" ] && ! git merge-base --is-ancestor "$GPU_RUNNER_EVENT_HEAD" HEAD 2>/dev/null; then
-          git fetch --no-tags --depth=1 origin "$GPU_RUNNER_EVENT_HEAD" >/dev/null 2>&1 || true
+          fetch "$GPU_RUNNER_EVENT_HEAD" || why=${why:-$fetched}
           against=$GPU_RUNNER_EVENT_HEAD
         fi
-        if git diff --name-only "$GPU_RUNNER_EVENT_BASE" "$against" >"$changed"; then
+        if git diff --name-only "$GPU_RUNNER_EVENT_BASE" "$against" >"$changed" 2>/dev/null; then
           args+=(--changed-files "$changed")
         else
-          echo "::warning title=gpu-runner::cannot list the changed files against $GPU_RUNNER_EVENT_BASE; planning every runtime"
+          echo "::warning title=gpu-runner::changed-only: cannot list the changed files against $GPU_RUNNER_EVENT_BASE${why:+ ($why)}; planning every runtime"
         fi
       else
         echo "gpu-runner: no base commit in this event: planning every runtime"

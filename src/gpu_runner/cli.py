@@ -880,6 +880,16 @@ def _start_outputs(text: str | None) -> dict[str, Any]:
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 
+def _started_label(text: str) -> str:
+    """The label start wrote (its output), checked: a name gpu-runner made, nothing else."""
+    from .config import GCE_NAME_RE
+    from .plan import LABEL_PREFIX
+
+    if not GCE_NAME_RE.match(text) or not text.startswith(f"{LABEL_PREFIX}-"):
+        raise click.BadParameter(f"label {text!r} is not one start makes", param_hint="--start-outputs")
+    return text
+
+
 _JOB_RESULTS = click.Choice(["success", "failure", "cancelled", "skipped", ""])
 
 
@@ -959,6 +969,11 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
     started = _start_outputs(start_outputs)
     entry = (find_entry(matrix_path, entry_id, retry=retry)
              if matrix_path is not None and entry_id is not None else None)
+    if entry is not None and not entry.is_local and label is None and started.get("label"):
+        # the VM is the one start made, in whichever attempt of the run it ran (a re-run keeps the
+        # start jobs it does not run again, and their labels)
+        label = _started_label(started["label"])
+        entry.label = label
     logger = _runner_logger()
     record = TryRecord(entry_id=entry.id, retry=retry, label=entry.label if not entry.is_local else None,
                        start=start_result, run=run_result, error=started.get("error") or None,

@@ -471,9 +471,12 @@ class TryRecord:
         return path
 
 
-ARTIFACT_RE = re.compile(r"^gpu-runner-(?P<id>[a-z0-9-]+?)(?:\.retry-(?P<retry>[1-9]))?(?P<record>\.record)?$")
-"""The artifacts of an entry's try in a workflow run: ``gpu-runner-<id>`` (the first try's
-results), ``gpu-runner-<id>.retry-<N>`` (a retry's), each with ``.record`` for the try's record.
+ARTIFACT_RE = re.compile(r"^gpu-runner-(?P<id>[a-z0-9-]+?)(?:\.attempt-(?P<attempt>[1-9][0-9]{0,3}))?"
+                         r"(?:\.retry-(?P<retry>[1-9]))?(?P<record>\.record)?$")
+"""The artifacts of an entry's try in a workflow run: ``gpu-runner-<id>.attempt-<A>`` (the first try's
+results in attempt A of the run), ``gpu-runner-<id>.attempt-<A>.retry-<N>`` (a retry's), each with
+``.record`` for the try's record. Artifact names are unique per run, every attempt included, so a
+re-run attempt's names carry its number; a name without ``.attempt-<A>`` (an older version's) is attempt 1.
 ``gpu-runner-report`` (the merged report) and ``gpu-runner-summary`` (the summary for the comment
 job) are not an entry's: no entry id is ``report`` or ``summary`` (an id is ``<runtime>--<machine>``,
 or 40 characters when cut)."""
@@ -485,6 +488,12 @@ def parse_artifact_name(name: str) -> tuple[str, int, bool] | None:
     if m is None or m.group("id") in ("report", "summary"):
         return None
     return m.group("id"), int(m.group("retry") or 0), bool(m.group("record"))
+
+
+def artifact_attempt(name: str) -> int:
+    """The run attempt an entry's artifact belongs to (1 for a name without one)."""
+    m = ARTIFACT_RE.match(name)
+    return int(m.group("attempt")) if m is not None and m.group("attempt") else 1
 
 
 def find_try_records(root: str | os.PathLike[str]) -> list[Path]:

@@ -10,7 +10,12 @@ the plan (the plan job's matrix JSON) this module decides, per entry:
 * an entry whose last try has no results, or was preempted too, is ``not_run`` with the reason
   the records give ("no capacity for ...", "runner never came online", "cancelled",
   "preempted twice");
-* an entry of the plan with neither results nor records is ``not_run`` too.
+* an entry of the plan with neither results nor records is ``not_run`` too;
+* "Re-run failed jobs" makes a new attempt of the same workflow run, whose artifacts sit beside
+  the earlier attempts' (their names carry the attempt, ``gpu-runner-<id>.attempt-<A>...``): an
+  entry's results and records are those of the latest attempt that has any of its artifacts, and
+  the report says which earlier attempts' it left out. An entry no job of the re-run touched keeps
+  its earlier attempt's.
 
 Without a plan and without records (``gpu-runner run``, or ``report`` on a local results
 folder) every entry folder is shown as it is, in the order given.
@@ -32,6 +37,7 @@ from ..results import (
     EntryResult,
     TryInfo,
     TryRecord,
+    artifact_attempt,
     load_results,
     not_run_result,
     parse_artifact_name,
@@ -142,9 +148,10 @@ def collect(entry_dirs: Sequence[Path], *, records: Sequence[Path] = (), plan: S
 
     loaded: list[tuple[EntryResult, Path]] = read(entry_dirs, load_entry_result, lambda d: Path(d) / "results.json",
                                                   lambda r: (r.entry.id, r.entry.retry))
-    tries: dict[tuple[str, int], TryRecord] = {
-        (rec.entry_id, rec.retry): rec
-        for rec, _f in read(records, load_record, lambda f: f, lambda rec: (rec.entry_id, rec.retry))}
+    read_records = read(records, load_record, lambda f: f, lambda rec: (rec.entry_id, rec.retry))
+    if artifacts:
+        loaded, read_records = _latest_attempt(loaded, read_records, warn)
+    tries: dict[tuple[str, int], TryRecord] = {(rec.entry_id, rec.retry): rec for rec, _f in read_records}
 
     for r, _d in loaded:  # what a VM cost is what its stop job recorded, never what a results.json says
         r.cost = None
@@ -208,6 +215,30 @@ def collect(entry_dirs: Sequence[Path], *, records: Sequence[Path] = (), plan: S
     return out
 
 
+def _latest_attempt(loaded: list[tuple[EntryResult, Path]], records: list[tuple[TryRecord, Path]],
+                    warn: Callable[[str], None]) -> tuple[list[tuple[EntryResult, Path]], list[tuple[TryRecord, Path]]]:
+    """Per entry, only the results and records of the latest run attempt that has any (each one's
+    attempt is its artifact's, the folder it was downloaded into); says which attempts it left out."""
+    def attempt(path: Path) -> int:
+        return artifact_attempt(path.parent.name)
+
+    latest: dict[str, int] = {}
+    for r, d in loaded:
+        latest[r.entry.id] = max(latest.get(r.entry.id, 0), attempt(d))
+    for rec, f in records:
+        latest[rec.entry_id] = max(latest.get(rec.entry_id, 0), attempt(f))
+    left: dict[str, set[int]] = {}
+    for eid, a in [(r.entry.id, attempt(d)) for r, d in loaded] + [(rec.entry_id, attempt(f)) for rec, f in records]:
+        if a < latest[eid]:
+            left.setdefault(eid, set()).add(a)
+    for eid, old in left.items():
+        earlier = ", ".join(str(a) for a in sorted(old))
+        warn(f"{eid}: reported from attempt {latest[eid]} of this run (re-run); the results and records of "
+             f"attempt{'s' if len(old) > 1 else ''} {earlier} are left out")
+    return ([(r, d) for r, d in loaded if attempt(d) == latest[r.entry.id]],
+            [(rec, f) for rec, f in records if attempt(f) == latest[rec.entry_id]])
+
+
 def load_record(path: Path) -> TryRecord:
     """A try's record (``gpu-runner-try.json``); one that is not valid is a ConfigError naming it."""
     try:
@@ -223,8 +254,8 @@ def load_record(path: Path) -> TryRecord:
 def artifact_layout(entry_dirs: Sequence[Path], records: Sequence[Path], *, roots: Sequence[Path],
                     plan: Sequence[dict[str, Any]]) -> tuple[list[Path], list[Path], list[str]]:
     """What the report job may trust of its downloads (one folder per artifact): a results.json
-    only at ``<root>/gpu-runner-<id>[.retry-N]/<id>/results.json`` and a record only at
-    ``<root>/gpu-runner-<id>[.retry-N].record/gpu-runner-try.json``, for an entry of the plan.
+    only at ``<root>/gpu-runner-<id>[.attempt-A][.retry-N]/<id>/results.json`` and a record only at
+    ``<root>/gpu-runner-<id>[.attempt-A][.retry-N].record/gpu-runner-try.json``, for an entry of the plan.
     The code under test writes what its run job uploads, so a file anywhere else (another
     entry's name, a record inside a results artifact) speaks for nothing. Returns the entry
     folders and records kept, and why each other one was ignored."""
