@@ -17,7 +17,19 @@ import json
 import sys
 from pathlib import Path
 
-from extract_fixtures import FIXTURES, _refs, _strip
+from extract_fixtures import FIXTURES, _refs
+
+
+def _strip(o):
+    """Text (descriptions, summaries, examples) dropped; a property that is itself named
+    "description" (a schema, not text) kept."""
+    if isinstance(o, dict):
+        return {k: _strip(v) for k, v in o.items()
+                if not (k in ("description", "enumDescriptions", "summary") and not isinstance(v, dict))
+                and k not in ("examples", "example", "externalDocs")}
+    if isinstance(o, list):
+        return [_strip(x) for x in o]
+    return o
 
 COMPUTE_ROOTS = ["MachineType", "AcceleratorType", "Image", "Region", "Project", "RouterList"]
 COMPUTE_METHODS = {"machineTypes": ["get"], "acceleratorTypes": ["get"], "images": ["get", "getFromFamily"],
