@@ -309,3 +309,37 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
     r = gpu_runner("doctor", "--max-parallel", "0", cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+@pytest.fixture
+def flow(tmp_path: Path) -> Iterator[Any]:
+    from test_workflow_e2e import World as WorkflowWorld
+
+    w = WorkflowWorld(tmp_path)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def test_the_reusable_workflow_runs_doctor_before_any_vm_on_dispatch(flow: Any) -> None:
+    """workflow_dispatch with the input doctor left empty: the doctor job runs after plan, and
+    the entries wait for it; a ✗ (here: no approval label) skips every entry, so no VM starts."""
+    from test_workflow_e2e import SHA, _texts
+
+    flow.gh.repo_labels.clear()
+    r = flow.runner("workflow_dispatch", {"ref": "refs/heads/main", "after": SHA})
+    res = r.run_workflow()
+    assert res["doctor"]["result"] == "failure" and res["entry"]["result"] == "skipped", _texts(r)
+    assert flow.compute.calls["instances.insert"] == 0
+    doctor = "\n".join(s.output for s in next(j for j in r.jobs if j.name == "doctor").steps)
+    assert "✗ approval label" in doctor and "gh label create" in doctor
+
+
+def test_a_ready_project_passes_the_workflows_doctor_and_the_entries_run(flow: Any) -> None:
+    from test_workflow_e2e import SHA, _texts
+
+    r = flow.runner("workflow_dispatch", {"ref": "refs/heads/main", "after": SHA})
+    res = r.run_workflow()
+    assert res["doctor"]["result"] == "success" and res["entry"]["result"] == "success", _texts(r)
+    assert flow.compute.calls["instances.insert"] == 1

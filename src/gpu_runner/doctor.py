@@ -12,7 +12,7 @@ The Compute Engine calls go through google-cloud-compute (``GPU_RUNNER_COMPUTE_E
 points them at a test server); the permission test through google-cloud-resource-manager's
 ``projects.testIamPermissions`` (Compute Engine has no project-level permission test: its
 ``testIamPermissions`` methods each need an existing resource), pointed at a test server by
-``GPU_RUNNER_RESOURCEMANAGER_EMULATOR_HOST``; GitHub through PyGithub.
+``GPU_RUNNER_RESOURCEMANAGER_EMULATOR_HOST`` (else the Compute Engine one); GitHub through PyGithub.
 """
 
 from __future__ import annotations
@@ -289,7 +289,11 @@ def permission_findings(project: str, specs: Iterable[Any]) -> list[Finding]:
     if any(s.service_account for s in specs):
         wanted += SERVICE_ACCOUNT_PERMISSIONS
     try:
-        crm = resourcemanager_v3.ProjectsClient(**_client_kwargs(RESOURCEMANAGER_EMULATOR_ENV))
+        from .cloud.gce import EMULATOR_ENV
+
+        # a test server for Compute Engine serves Resource Manager too, unless one is named for it
+        env = RESOURCEMANAGER_EMULATOR_ENV if os.environ.get(RESOURCEMANAGER_EMULATOR_ENV) else EMULATOR_ENV
+        crm = resourcemanager_v3.ProjectsClient(**_client_kwargs(env))
         got = crm.test_iam_permissions(request={"resource": f"projects/{project}", "permissions": wanted},
                                        timeout=60.0)
     except gexc.GoogleAPICallError as e:
