@@ -116,8 +116,7 @@ class Report:
         return EXIT_OK
 
     def to_json(self, *, allow_unknown: bool = False) -> dict[str, Any]:
-        return {"ok": self.exit_code(allow_unknown=True) == EXIT_OK and not any(
-                    f.status == UNKNOWN for f in self.findings),
+        return {"ok": all(f.status == PASS for f in self.findings),
                 "exit_code": self.exit_code(allow_unknown=allow_unknown),
                 "checks": [{**asdict(f), "symbol": f.symbol} for f in self.findings]}
 
@@ -164,10 +163,11 @@ def quota_metric(accelerator_type: str, model: str) -> str | None:
     return metric if model == "STANDARD" else f"PREEMPTIBLE_{metric}"
 
 
-def gpu_demand(entries: Sequence[Any], max_parallel: int) -> tuple[dict[tuple[str, str], int], int]:
+def gpu_demand(entries: Sequence[Any], max_parallel: int) -> tuple[dict[tuple[str, str], tuple[int, int]], int]:
     """What the matrix may hold at once: per (region, quota metric), and in all regions. At most
     ``max_parallel`` entries run at once, the ones with the most GPUs the worst case; an entry may
-    land in any region of its zones, on any provisioning model of its ladder."""
+    land in any region of its zones, on any provisioning model of its ladder. Per key: (GPUs at
+    once, GPUs of the largest single entry)."""
     per: dict[tuple[str, str], list[int]] = defaultdict(list)
     every: list[int] = []
     for e in entries:
@@ -185,7 +185,7 @@ def gpu_demand(entries: Sequence[Any], max_parallel: int) -> tuple[dict[tuple[st
     def top(counts: list[int]) -> int:
         return sum(sorted(counts, reverse=True)[:max_parallel])
 
-    return {k: top(v) for k, v in sorted(per.items())}, top(every)
+    return {k: (top(v), max(v)) for k, v in sorted(per.items())}, top(every)
 
 
 def family_findings(machine: str, spec: Any) -> list[Finding]:
@@ -390,7 +390,7 @@ def _quota(quotas: Iterable[Any], metric: str) -> tuple[float, float] | None:
 def quota_findings(gce: Gce, entries: Sequence[Any], max_parallel: int) -> list[Finding]:
     per, total = gpu_demand(entries, max_parallel)
     out: list[Finding] = []
-    for (region, metric), need in per.items():
+    for (region, metric), (need, one) in per.items():
         subject = f"{region} {metric}"
         try:
             reg = gce.region(region)
@@ -406,11 +406,12 @@ def quota_findings(gce: Gce, entries: Sequence[Any], max_parallel: int) -> list[
         limit, usage = got
         spot = metric.startswith("PREEMPTIBLE_")
         if limit < need:
-            alternative = " or set spot: never" if spot else ""
+            others = [f"lower max-parallel (to fit {limit:g})"] if one <= limit else []
+            others += ["set spot: never"] if spot else []
             out.append(Finding(FAIL, "GPU quota", subject, f"limit {limit:g}, the matrix may hold {need} at once "
                                f"(max-parallel {max_parallel})",
-                               f"ask for {metric} of at least {need} in {region} (IAM & Admin > Quotas), or lower "
-                               f"max-parallel{alternative}"))
+                               f"ask for {metric} of at least {need} in {region} (IAM & Admin > Quotas)"
+                               + "".join(f", or {o}" for o in others)))
         else:
             busy = f", {usage:g} in use now" if usage else ""
             out.append(Finding(PASS, "GPU quota", subject, f"limit {limit:g} ≥ {need} at once{busy}"))
