@@ -222,6 +222,19 @@ def test_a_missing_iam_permission(world: World) -> None:
     assert bad["fix"] == "grant it roles/compute.instanceAdmin.v1 on test-project"
 
 
+def test_act_as_granted_elsewhere_is_not_a_failure(world: World) -> None:
+    """iam.serviceAccounts.actAs may be granted on the service account rather than the project:
+    missing at the project it is ?, not ✗."""
+    world.matrix.write_text(MATRIX.replace("  region: us-central1\n", "  region: us-central1\n  service_account: "
+                                           "vm@test-project.iam.gserviceaccount.com\n"))
+    world.compute.denied_permissions.add("iam.serviceAccounts.actAs")
+    code, checks = world.findings()
+    assert code == 3 and [(c["check"], c["status"]) for c in failed(checks)] == [("permissions", "unknown")]
+    world.compute.denied_permissions.add("compute.instances.setServiceAccount")
+    assert only_failure(world, "permissions")["fix"].endswith("and roles/iam.serviceAccountUser on the VMs' "
+                                                              "service account")
+
+
 @pytest.mark.parametrize("machine,extra,check,fix", [
     ("a3-ultragpu-8g", "    spot: only\n", "boot disk", "set disk: {type: hyperdisk-balanced} on machine big"),
     ("a4-highgpu-8g", "    spot: preferred\n    disk: {type: hyperdisk-balanced}\n", "machine family",

@@ -300,6 +300,10 @@ def permission_findings(project: str, specs: Iterable[Any]) -> list[Finding]:
         return [Finding(UNKNOWN, "permissions", project, f"projects.testIamPermissions: {e.code} {e.message}",
                         "enable the Cloud Resource Manager API on the project to let doctor test permissions")]
     missing = [p for p in wanted if p not in set(got.permissions)]
+    if missing == ["iam.serviceAccounts.actAs"]:  # may be granted on the service account itself
+        return [Finding(UNKNOWN, "permissions", project, "iam.serviceAccounts.actAs is not granted on the project; "
+                        "it may be on the VMs' service account itself, which doctor does not ask",
+                        "grant the launcher roles/iam.serviceAccountUser on the VMs' service account")]
     if missing:
         return [Finding(FAIL, "permissions", project, f"the launcher lacks {', '.join(missing)}",
                         f"grant it roles/compute.instanceAdmin.v1 on {project}"
