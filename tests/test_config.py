@@ -412,7 +412,7 @@ def test_boot_image_family_or_name(tmp_path: Path) -> None:
     assert error_of(tmp_path, text) == "m.yml:4:17: machines.vm.boot_image: give family or name, not both"
     assert config.BootImage(project="p", name="img").source_image == "projects/p/global/images/img"
     assert config.BootImage().source_image == ("projects/deeplearning-platform-release/global/images/family/"
-                                               "common-cu124-debian-11-py310")
+                                               + config.DEFAULT_BOOT_IMAGE_FAMILY)
 
 
 def test_names_that_slug_alike_are_refused(tmp_path: Path) -> None:

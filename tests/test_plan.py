@@ -95,7 +95,7 @@ def test_example_expands_to_its_entries() -> None:
     assert l4.gce.zones == ["us-central1-a", "us-central1-b", "us-central1-c", "us-central1-f"]  # region letters
     assert l4.gce.provisioning_models == ["SPOT", "STANDARD"]
     assert l4.gce.source_image == ("projects/deeplearning-platform-release/global/images/family/"
-                                   "common-cu124-debian-11-py310")
+                                   + config.DEFAULT_BOOT_IMAGE_FAMILY)
     assert l4.gce.labels == {"team": "ml-platform"} and l4.gce.project == "my-gpu-project"
     assert l4.env == {"PYTHONUNBUFFERED": "1", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     assert l4.timeout_s == 1800 and l4.cell_timeout_s == 600

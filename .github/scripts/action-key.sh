@@ -26,7 +26,7 @@ base="${RUNNER_TEMP:-/tmp}/gpu-runner"
 # What each mode uses beyond running and reporting notebooks (pyproject.toml's extras). The run
 # job on a GPU VM installs no cloud client and no browser driver.
 case "${GPU_RUNNER_MODE:-}" in
-  start | stop | janitor) extras="gce,github" ;;
+  start | stop | janitor | doctor) extras="gce,github" ;;
   comment | baseline) extras="github" ;;
   report) extras="pdf,github" ;;
   *) extras="" ;;

@@ -139,12 +139,18 @@ case "$INPUT_MODE" in
     fi
     args=(revoke-approval "$INPUT_FORK_GATE")
     ;;
+  doctor)
+    # read-only checks of the project and repository before any VM starts; what it cannot check
+    # (a token that may not read a setting) is shown in the job summary and does not fail the job
+    args=(doctor --matrix "$INPUT_MATRIX" --allow-unknown "${project[@]}")
+    if [ -n "${INPUT_FORK_GATE:-}" ]; then args+=(--approval-label "$INPUT_FORK_GATE"); fi
+    ;;
   janitor)
     args=(janitor --max-age "${INPUT_MAX_AGE:-3h}" "${project[@]}")
     if flag "${INPUT_DRY_RUN:-false}" dry-run; then args+=(--dry-run); fi
     ;;
   *)
-    echo "::error title=gpu-runner::input 'mode' must be plan, start, run, check, stop, baseline, report, comment, revoke-approval or janitor; got '$INPUT_MODE'"
+    echo "::error title=gpu-runner::input 'mode' must be plan, doctor, start, run, check, stop, baseline, report, comment, revoke-approval or janitor; got '$INPUT_MODE'"
     exit 2
     ;;
 esac

@@ -1235,6 +1235,49 @@ def history_cmd(limit: int, branch: str | None, workflow: str | None, out_dir: P
     click.echo(str(page))
 
 
+@cli.command("doctor")
+@click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Check every GCE machine of this matrix file (without: credentials, permissions, the default "
+                   "image and GitHub only).")
+@click.option("--project", default=None, metavar="PROJECT",
+              help="GCP project.  [default: the matrix file's gce.project, else GOOGLE_CLOUD_PROJECT]")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=8, show_default=True,
+              envvar="GPU_RUNNER_MAX_PARALLEL",
+              help="Entries that may run at once (the workflow's max-parallel): the GPU quota they need.  "
+                   "[env: GPU_RUNNER_MAX_PARALLEL]")
+@click.option("--approval-label", default="gpu-runner:approved", show_default=True, metavar="LABEL",
+              help="The label that approves a pull request from a fork; it must exist.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table: one line per check (✓ / ✗ / ?) with the fix under each that fails; json: for machines.")
+@click.option("--allow-unknown", is_flag=True,
+              help="What could not be checked (?) does not fail the command (exit 0 unless something is ✗).")
+def doctor_cmd(matrix_path: Path | None, project: str | None, max_parallel: int, approval_label: str, fmt: str,
+               allow_unknown: bool) -> None:
+    """Prove the GCP project and the GitHub repository are ready, before the first GPU minute.
+
+    Asks, read-only: the credentials and the launcher's permissions; for each GCE machine of the
+    matrix whether its zones offer its machine type and GPUs, whether its boot image family
+    resolves and is current, the limits of its machine family, and a way out to GitHub (an
+    external IP or Cloud NAT); the GPU quota per region (on-demand and preemptible) and in all
+    regions against what --max-parallel entries hold at once; on GitHub, that the token
+    administers runners, the runner release resolves, fork pull requests wait for approval, the
+    default workflow token only reads and the approval label exists. Exit 0 when all hold, 1 when
+    something does not (✗), 3 when something could not be checked (?) and nothing failed, 2 on
+    a usage or matrix error. In GitHub Actions the table also goes to the job summary.
+    """
+    from .doctor import diagnose
+    from .github.workflow import append_step_summary, safe_log
+
+    report = diagnose(matrix_path, project=project, max_parallel=max_parallel, approval_label=approval_label)
+    if fmt == "json":
+        click.echo(json.dumps(report.to_json(allow_unknown=allow_unknown), indent=2, ensure_ascii=False))
+    else:
+        click.echo(safe_log(report.table()))
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        append_step_summary(report.markdown())
+    sys.exit(report.exit_code(allow_unknown=allow_unknown))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map every error to its exit code."""
     try:

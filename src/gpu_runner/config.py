@@ -68,8 +68,13 @@ from .execute.spec import BUILTIN_CHECKS  # noqa: E402 - defined beside what run
 DEFAULT_CHECKS: tuple[str, ...] = BUILTIN_CHECKS
 
 DEFAULT_BOOT_IMAGE_PROJECT = "deeplearning-platform-release"
-DEFAULT_BOOT_IMAGE_FAMILY = "common-cu124-debian-11-py310"
-"""A Deep Learning VM family with NVIDIA drivers, CUDA and Docker installed."""
+DEFAULT_BOOT_IMAGE_FAMILY = "common-cu128-ubuntu-2204-nvidia-570"
+"""The one place the default boot image is named: a current Deep Learning VM family (Ubuntu 22.04,
+CUDA 12.8, NVIDIA driver 570, Docker), whose driver runs every GPU gpu-runner knows, Blackwell (B200)
+included. The Debian 11 families (``common-cu124-debian-11-py310``...) are deprecated.
+See https://cloud.google.com/deep-learning-vm/docs/images (the families) and
+https://cloud.google.com/deep-learning-vm/docs/release-notes; ``gpu-runner doctor`` says when the
+family in use is deprecated (``images.getFromFamily``, its ``deprecated.state``)."""
 DEFAULT_DISK_SIZE_GB = 100
 DEFAULT_DISK_TYPE = "pd-balanced"
 DEFAULT_MAX_RUN_DURATION_S = 2 * 3600.0
@@ -232,7 +237,7 @@ class BootImage(_Model):
     project: NonEmpty = DEFAULT_BOOT_IMAGE_PROJECT
     """Project that holds the image."""
     family: NonEmpty | None = None
-    """Image family, e.g. common-cu124-debian-11-py310."""
+    """Image family: the newest image in it is used (default: a current Deep Learning VM family)."""
     name: NonEmpty | None = None
     """One image by name (instead of a family)."""
 

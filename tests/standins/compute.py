@@ -29,6 +29,9 @@ Failure knobs (attributes, settable while it runs):
   :meth:`advance` moves it.
 
 ``inserted`` lists (name, zone, provisioning model) of every VM created.
+
+What ``gpu-runner doctor`` reads (machine and accelerator types, images, regions and the project
+with their quotas, routers, and Resource Manager's testIamPermissions) and its knobs: compute_doctor.py.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import time
 import uuid
 from typing import Any
 
+from .compute_doctor import DoctorRoutes
 from .http import Reply, StandIn
 from .schemas import compute_validator, problems
 
@@ -59,7 +63,7 @@ def _now_rfc3339(offset_s: float = 0.0) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}-00:00"
 
 
-class ComputeStandIn(StandIn):
+class ComputeStandIn(DoctorRoutes, StandIn):
     def __init__(self, *, github: Any = None, boot_s: float = 0.0, host_url: str | None = None,
                  validate_responses: bool = True) -> None:
         super().__init__()
@@ -98,6 +102,7 @@ class ComputeStandIn(StandIn):
             ("GET", p + "/zones/{zone}/operations", "zoneOperations.list", self.op_list),
         ]:
             self.route(method, path, name, handler)
+        self._doctor_setup()  # what gpu-runner doctor reads (compute_doctor.py)
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> ComputeStandIn:

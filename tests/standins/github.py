@@ -33,6 +33,7 @@ from typing import Any
 
 import jsonschema
 
+from .github_doctor import DoctorGitHubRoutes
 from .http import Reply, StandIn
 from .schemas import github_validator, problems
 
@@ -51,7 +52,7 @@ COMMIT_COMMENT_PATCH = jsonschema.Draft7Validator(
     {"type": "object", "properties": {"body": {"type": "string"}}, "required": ["body"], "additionalProperties": False})
 
 
-class GitHubStandIn(StandIn):
+class GitHubStandIn(DoctorGitHubRoutes, StandIn):
     def __init__(self, *, token: str = "test-token", repo: str = "octo-org/runtime") -> None:
         super().__init__()
         self.token = token
@@ -109,6 +110,7 @@ class GitHubStandIn(StandIn):
              self.remove_label),
         ]:
             self.route(method, path, name, handler)
+        self._doctor_setup()  # what gpu-runner doctor reads (github_doctor.py)
 
     # -- knobs and auth -----------------------------------------------------------------
     def before(self, method: str, name: str, headers: Any) -> None:
@@ -117,6 +119,7 @@ class GitHubStandIn(StandIn):
         auth = headers.get("Authorization") or ""
         if auth not in (f"token {self.token}", f"Bearer {self.token}"):
             raise Reply(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
+        self._doctor_before(name)
         with self.lock:
             if self.throttle:
                 status, after = self.throttle.pop(0)
