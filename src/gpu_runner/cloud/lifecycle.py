@@ -25,7 +25,9 @@ from .base import (
     CapacityError,
     Instance,
     Provider,
+    QuotaError,
     VmRequest,
+    ZoneNotOfferedError,
     gce_label_value,
     parse_status_line,
     rfc3339,
@@ -114,19 +116,75 @@ def zones_text(zones: list[str]) -> str:
                                   for z in zones[1:])])
 
 
+def _region_of(zone: str) -> str:
+    return zone.rsplit("-", 1)[0]
+
+
 def _ladder(ctx: Context, req: VmRequest, spec: Any, models: list[str]) -> Instance:
+    """Create the VM on the first rung that takes it: for each provisioning model in order, each
+    zone in order.
+
+    * No capacity (a stockout): the next zone.
+    * The zone does not offer the machine type or accelerator: that zone is skipped for every model.
+    * A regional quota: the rest of that region is skipped, for that model alone when the quota is
+      the model's own (``PREEMPTIBLE_*``: Spot VMs count against it where the project has it),
+      else for every model (both count against it).
+    * A global quota (``GPUS_ALL_REGIONS``): no zone can help; the ladder stops.
+    """
     if not spec.zones:
         raise ConfigError(f"machine of entry {req.name}: no zones to create the VM in (set zones:)")
+    not_offered: dict[str, str] = {}
+    """zone -> why: the zone does not offer what the VM needs."""
+    barred: dict[tuple[str, str], QuotaError] = {}
+    """(region, model) -> the quota that bars it."""
+    stockouts = 0
     for model in models:
         for zone in spec.zones:
+            region = _region_of(zone)
+            if zone in not_offered or (region, model) in barred:
+                continue
             ctx.log(f"creating VM {req.name}: {spec.machine_type} ({model}) in {zone}")
             try:
                 return ctx.provider.create(req, zone, model)
             except CapacityError as e:
+                stockouts += 1
                 ctx.log(f"no capacity: {e}; trying the next {'zone' if zone != spec.zones[-1] else 'rung'}")
-    hint = "" if "STANDARD" in models else "; allow STANDARD (spot: preferred),"
-    raise InfraError(f"no capacity for {spec.machine_type} in {zones_text(spec.zones)} ({', '.join(models)})\n"
-                     f"Add zones to the machine{hint} or retry later.")
+            except ZoneNotOfferedError as e:
+                not_offered[zone] = str(e)
+                ctx.log(f"{e}; skipping {zone}")
+            except QuotaError as e:
+                if e.is_global:
+                    raise QuotaError(f"no VM for {spec.machine_type}: {e}", metric=e.metric, region=None,
+                                     limit=e.limit) from None
+                bars = [model] if e.preemptible else list(models)
+                for m in bars:
+                    barred.setdefault((e.region or region, m), e)
+                ctx.log(f"{e}; skipping the rest of {e.region} for {', '.join(bars)}")
+    raise _no_vm(spec, models, stockouts, not_offered, barred)
+
+
+def _no_vm(spec: Any, models: list[str], stockouts: int, not_offered: dict[str, str],
+           barred: dict[tuple[str, str], QuotaError]) -> InfraError:
+    """Why no rung of the ladder made the VM: the first line says it whole (it becomes the entry's
+    reason), the lines after it what to do."""
+    where = f"{spec.machine_type} in {zones_text(spec.zones)} ({', '.join(models)})"
+    quotas = list(dict.fromkeys(str(q) for q in barred.values()))
+    if not quotas and not not_offered:
+        hint = "" if "STANDARD" in models else "; allow STANDARD (spot: preferred),"
+        return InfraError(f"no capacity for {where}\nAdd zones to the machine{hint} or retry later.")
+    if len(quotas) == 1 and not stockouts and not not_offered:
+        q = next(iter(barred.values()))
+        return QuotaError(f"no VM for {where}: {quotas[0]}", metric=q.metric, region=q.region, limit=q.limit)
+    parts = []
+    for q in dict.fromkeys((q.metric, q.region) for q in barred.values()):
+        parts.append(f"quota {q[0]} exceeded in region {q[1]}")
+    if not_offered:
+        parts.append(f"not offered in {', '.join(not_offered)}")
+    if stockouts:
+        parts.append("no capacity in the other zones" if parts else "no capacity")
+    details = quotas + list(not_offered.values())
+    return InfraError(f"no VM for {where}: {'; '.join(parts)}\n" + "\n".join(details) +
+                      "\nAdd zones that offer the machine to it, or retry later.")
 
 
 def _wait_online(ctx: Context, inst: Instance, runner_id: int, opts: StartOptions) -> None:
