@@ -145,6 +145,86 @@ def test_happy_path(world: World) -> None:
     world.assert_clean()
 
 
+def _script(world: World, entry: str = L4) -> str:
+    vm = world.compute.instances[("test-project", "us-central1-a", world.label(entry))]
+    return next(i["value"] for i in vm["metadata"]["items"] if i["key"] == "startup-script")
+
+
+def test_the_vm_installs_the_current_runner_release_with_its_published_checksum(world: World) -> None:
+    """GitHub refuses to register a runner older than 2.329.0 and gives jobs only to one that
+    installed each release within 30 days of its publication
+    (https://github.com/orgs/community/discussions/194762), so start asks for the latest release
+    of actions/runner (GET /repos/actions/runner/releases/latest, through PyGithub) and renders
+    its version and the sha256 of actions-runner-linux-x64-<version>.tar.gz into the script."""
+    world.gh.runner_release = {"version": "2.331.0", "sha256": "ab" * 32, "digest": True, "body_sha256": "ab" * 32}
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    script = _script(world)
+    assert "\nRUNNER_VERSION=2.331.0\n" in script and f"\nRUNNER_SHA256={'ab' * 32}\n" in script
+    assert world.gh.calls["releases.latest"] == 1
+    assert "runner 2.331.0 (the latest release of actions/runner" in r.stdout
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+@pytest.mark.parametrize("digest, body", [(False, "cd" * 32), (True, None)])
+def test_the_checksum_comes_from_the_asset_digest_or_the_release_notes(world: World, digest: bool,
+                                                                       body: str | None) -> None:
+    """Older releases have no asset digest (null in the Release Asset schema): the notes' checksum
+    (<!-- BEGIN SHA linux-x64 -->...<!-- END SHA linux-x64 -->) is used."""
+    world.gh.runner_release = {"version": "2.330.0", "sha256": "cd" * 32, "digest": digest, "body_sha256": body}
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"\nRUNNER_SHA256={'cd' * 32}\n" in _script(world)
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+@pytest.mark.parametrize("body, needle", [("ef" * 32, "differs from its asset's digest"),
+                                          (None, "publishes no sha256")])
+def test_a_release_without_a_trustworthy_checksum_is_refused(world: World, body: str | None, needle: str) -> None:
+    world.gh.runner_release = {"version": "2.330.0", "sha256": "cd" * 32, "digest": body is not None,
+                               "body_sha256": body}
+    r = world.start()
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert needle in r.stderr and world.compute.calls["instances.insert"] == 0
+    world.assert_clean()
+
+
+def test_a_pinned_runner_is_used_as_given(world: World) -> None:
+    """Air-gapped images: --runner-version/--runner-sha256 (or GPU_RUNNER_RUNNER_VERSION/_SHA256,
+    or the matrix's gce.runner) pin the release; GitHub is not asked for one."""
+    r = world.start(L4, GPU_RUNNER_RUNNER_VERSION="2.329.0", GPU_RUNNER_RUNNER_SHA256="12" * 32)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "\nRUNNER_VERSION=2.329.0\n" in _script(world) and world.gh.calls["releases.latest"] == 0
+    assert world.stop().returncode == 0
+    world.matrix.write_text(MATRIX.replace("  labels: {team: ml}\n", "  labels: {team: ml}\n  runner: {version: 2.330.1, "
+                                           f"sha256: '{'34' * 32}'}}\n"))
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"\nRUNNER_VERSION=2.330.1\nRUNNER_SHA256={'34' * 32}\n" in _script(world)
+    assert world.gh.calls["releases.latest"] == 0
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+@pytest.mark.parametrize("how", ["option", "matrix"])
+def test_a_pin_github_would_refuse_is_one_line_and_exit_2(world: World, how: str) -> None:
+    """2.321.0 is older than 2.329.0, the oldest runner GitHub lets register: it would never come
+    online, so start refuses it before registering anything."""
+    if how == "option":
+        r = world.start(L4, "--runner-version", "2.321.0", "--runner-sha256", "ab" * 32)
+    else:
+        world.matrix.write_text(MATRIX.replace("  labels: {team: ml}\n", "  labels: {team: ml}\n  runner: "
+                                               f"{{version: 2.321.0, sha256: {'ab' * 32}}}\n"))
+        r = world.start()
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "2.321.0 is older than 2.329.0" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert world.gh.total_calls() == 0 and world.compute.total_calls() == 0
+    world.assert_clean()
+
+
 def test_a_named_service_account_and_self_delete_reach_the_vm(world: World) -> None:
     world.matrix.write_text(MATRIX.replace("  labels: {team: ml}\n", "  labels: {team: ml}\n  service_account: "
                                            "vm@test-project.iam.gserviceaccount.com\n  self_delete: true\n"))

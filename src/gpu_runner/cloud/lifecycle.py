@@ -32,7 +32,7 @@ from .base import (
     parse_status_line,
     rfc3339,
 )
-from .startup import HEALTH_TRIES, HEALTH_WAIT_S, RUNNER_SHA256, RUNNER_VERSION, render
+from .startup import HEALTH_TRIES, HEALTH_WAIT_S, render
 
 JIT_METADATA_KEY = "gpu-runner-jitconfig"
 RUNNER_PREFIX = "gpu-runner-"
@@ -48,8 +48,9 @@ class StartOptions:
     """How long to wait for GitHub to list the runner online after the VM was created."""
     poll_s: float = 5.0
     runner_group_id: int = 1
-    runner_version: str = RUNNER_VERSION
-    runner_sha256: str = RUNNER_SHA256
+    runner: Any = None
+    """A pinned runner release (:class:`gpu_runner.github.releases.RunnerRelease`); None: the
+    current release, asked of GitHub when the entry starts (or GPU_RUNNER_RUNNER_VERSION)."""
     health_tries: int = HEALTH_TRIES
     health_wait_s: float = HEALTH_WAIT_S
     provisioning_models: list[str] | None = None
@@ -229,21 +230,26 @@ def start(ctx: Context, entry: Any, opts: StartOptions | None = None) -> Started
     opts = opts or StartOptions()
     spec = entry.gce
     label = entry.label
+    from ..github.releases import resolve_runner_release
+
     ctx.log(f"registering just-in-time runner {label} in {ctx.repo} (label {label})")
     jit = ctx.runners.create_jit(label, [label], runner_group_id=opts.runner_group_id)
     ctx.mask(jit.encoded_jit_config)
-    script = render(expected_gpus=entry.gpu_count, runner_version=opts.runner_version,
-                    runner_sha256=opts.runner_sha256, health_tries=opts.health_tries,
-                    health_wait_s=opts.health_wait_s, self_delete=bool(getattr(spec, "self_delete", False)),
-                    docker=bool(entry.container), hold_s=int(getattr(spec, "debug_hold_s", 0) or 0),
-                    idle_timeout_s=spec.idle_timeout_s)
-    metadata = {"startup-script": script, JIT_METADATA_KEY: jit.encoded_jit_config,
-                "block-project-ssh-keys": "true", "enable-guest-attributes": "TRUE"}
-    if entry.gpu_count:
-        metadata["install-nvidia-driver"] = "True"  # Deep Learning VM images install it on first boot
-    req = VmRequest(name=label, project=ctx.project, spec=spec, labels=vm_labels(ctx, entry), metadata=metadata)
     done = False
     try:
+        # the current runner release (or the pin): GitHub gives jobs only to a current runner
+        release = resolve_runner_release(getattr(ctx.runners, "gh", None), pin=opts.runner)
+        ctx.log(f"runner {release.version} ({release.source}; sha256 {release.sha256[:12]}...)")
+        script = render(expected_gpus=entry.gpu_count, runner_version=release.version,
+                        runner_sha256=release.sha256, health_tries=opts.health_tries,
+                        health_wait_s=opts.health_wait_s, self_delete=bool(getattr(spec, "self_delete", False)),
+                        docker=bool(entry.container), hold_s=int(getattr(spec, "debug_hold_s", 0) or 0),
+                        idle_timeout_s=spec.idle_timeout_s)
+        metadata = {"startup-script": script, JIT_METADATA_KEY: jit.encoded_jit_config,
+                    "block-project-ssh-keys": "true", "enable-guest-attributes": "TRUE"}
+        if entry.gpu_count:
+            metadata["install-nvidia-driver"] = "True"  # Deep Learning VM images install it on first boot
+        req = VmRequest(name=label, project=ctx.project, spec=spec, labels=vm_labels(ctx, entry), metadata=metadata)
         inst = _ladder(ctx, req, spec, list(opts.provisioning_models or spec.provisioning_models))
         ctx.log(f"VM {label} created in {inst.zone} ({inst.provisioning_model})")
         _wait_online(ctx, inst, jit.runner.id, opts)
