@@ -145,6 +145,86 @@ def test_happy_path(world: World) -> None:
     world.assert_clean()
 
 
+def _script(world: World, entry: str = L4) -> str:
+    vm = world.compute.instances[("test-project", "us-central1-a", world.label(entry))]
+    return next(i["value"] for i in vm["metadata"]["items"] if i["key"] == "startup-script")
+
+
+def test_the_vm_installs_the_current_runner_release_with_its_published_checksum(world: World) -> None:
+    """GitHub refuses to register a runner older than 2.329.0 and gives jobs only to one that
+    installed each release within 30 days of its publication
+    (https://github.com/orgs/community/discussions/194762), so start asks for the latest release
+    of actions/runner (GET /repos/actions/runner/releases/latest, through PyGithub) and renders
+    its version and the sha256 of actions-runner-linux-x64-<version>.tar.gz into the script."""
+    world.gh.runner_release = {"version": "2.331.0", "sha256": "ab" * 32, "digest": True, "body_sha256": "ab" * 32}
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    script = _script(world)
+    assert "\nRUNNER_VERSION=2.331.0\n" in script and f"\nRUNNER_SHA256={'ab' * 32}\n" in script
+    assert world.gh.calls["releases.latest"] == 1
+    assert "runner 2.331.0 (the latest release of actions/runner" in r.stdout
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+@pytest.mark.parametrize("digest, body", [(False, "cd" * 32), (True, None)])
+def test_the_checksum_comes_from_the_asset_digest_or_the_release_notes(world: World, digest: bool,
+                                                                       body: str | None) -> None:
+    """Older releases have no asset digest (null in the Release Asset schema): the notes' checksum
+    (<!-- BEGIN SHA linux-x64 -->...<!-- END SHA linux-x64 -->) is used."""
+    world.gh.runner_release = {"version": "2.330.0", "sha256": "cd" * 32, "digest": digest, "body_sha256": body}
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"\nRUNNER_SHA256={'cd' * 32}\n" in _script(world)
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+@pytest.mark.parametrize("body, needle", [("ef" * 32, "differs from its asset's digest"),
+                                          (None, "publishes no sha256")])
+def test_a_release_without_a_trustworthy_checksum_is_refused(world: World, body: str | None, needle: str) -> None:
+    world.gh.runner_release = {"version": "2.330.0", "sha256": "cd" * 32, "digest": body is not None,
+                               "body_sha256": body}
+    r = world.start()
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert needle in r.stderr and world.compute.calls["instances.insert"] == 0
+    world.assert_clean()
+
+
+def test_a_pinned_runner_is_used_as_given(world: World) -> None:
+    """Air-gapped images: --runner-version/--runner-sha256 (or GPU_RUNNER_RUNNER_VERSION/_SHA256,
+    or the matrix's gce.runner) pin the release; GitHub is not asked for one."""
+    r = world.start(L4, GPU_RUNNER_RUNNER_VERSION="2.329.0", GPU_RUNNER_RUNNER_SHA256="12" * 32)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "\nRUNNER_VERSION=2.329.0\n" in _script(world) and world.gh.calls["releases.latest"] == 0
+    assert world.stop().returncode == 0
+    world.matrix.write_text(MATRIX.replace("  labels: {team: ml}\n", "  labels: {team: ml}\n  runner: {version: 2.330.1, "
+                                           f"sha256: '{'34' * 32}'}}\n"))
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"\nRUNNER_VERSION=2.330.1\nRUNNER_SHA256={'34' * 32}\n" in _script(world)
+    assert world.gh.calls["releases.latest"] == 0
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+@pytest.mark.parametrize("how", ["option", "matrix"])
+def test_a_pin_github_would_refuse_is_one_line_and_exit_2(world: World, how: str) -> None:
+    """2.321.0 is older than 2.329.0, the oldest runner GitHub lets register: it would never come
+    online, so start refuses it before registering anything."""
+    if how == "option":
+        r = world.start(L4, "--runner-version", "2.321.0", "--runner-sha256", "ab" * 32)
+    else:
+        world.matrix.write_text(MATRIX.replace("  labels: {team: ml}\n", "  labels: {team: ml}\n  runner: "
+                                               f"{{version: 2.321.0, sha256: {'ab' * 32}}}\n"))
+        r = world.start()
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "2.321.0 is older than 2.329.0" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert world.gh.total_calls() == 0 and world.compute.total_calls() == 0
+    world.assert_clean()
+
+
 def test_a_named_service_account_and_self_delete_reach_the_vm(world: World) -> None:
     world.matrix.write_text(MATRIX.replace("  labels: {team: ml}\n", "  labels: {team: ml}\n  service_account: "
                                            "vm@test-project.iam.gserviceaccount.com\n  self_delete: true\n"))
@@ -202,12 +282,138 @@ def test_spot_only_with_no_capacity_fails_and_leaves_nothing(world: World) -> No
     assert world.stop("torch--a100").returncode == 0
 
 
-def test_quota_exceeded_stops_at_once_naming_quota_and_region(world: World) -> None:
-    world.compute.quota = ("NVIDIA_L4_GPUS", "us-central1")
+TWO_REGIONS = MATRIX.replace("    machine_type: g2-standard-8\n",
+                              "    machine_type: g2-standard-8\n    zones: [us-central1-a, us-central1-b, europe-west4-a]\n")
+
+
+def test_a_regional_quota_skips_the_rest_of_its_region_not_the_ladder(world: World) -> None:
+    """QUOTA_EXCEEDED on the insert operation, ``Quota 'NVIDIA_L4_GPUS' exceeded.  Limit: 0.0 in
+    region us-central1.``: the quota counts in its region only ("Allocation quotas ... your project
+    has access to", per region: https://cloud.google.com/compute/resource-usage), so another zone of
+    us-central1 cannot help and europe-west4 can. No preemptible quota here, so the Spot VM counted
+    against the standard quota, and STANDARD in us-central1 is not tried either."""
+    world.matrix.write_text(TWO_REGIONS)
+    world.compute.quota_limits = {("NVIDIA_L4_GPUS", "us-central1"): 0}
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert world.outputs_dict()["zone"] == "europe-west4-a"
+    assert world.outputs_dict()["provisioning-model"] == "SPOT"
+    assert [(z, m) for _n, z, m in world.compute.inserted] == [("europe-west4-a", "SPOT")]
+    assert world.compute.calls["instances.insert"] == 2  # us-central1-a, then europe-west4-a
+    assert "quota NVIDIA_L4_GPUS exceeded in region us-central1 (limit 0)" in r.stdout
+    assert "skipping the rest of us-central1 for SPOT, STANDARD" in r.stdout
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+def test_a_quota_in_every_zone_of_the_ladder_fails_in_one_line_naming_quota_region_and_fix(world: World) -> None:
+    world.compute.quota_limits = {("NVIDIA_L4_GPUS", "us-central1"): 0}
     r = world.start()
     assert r.returncode == 3, r.stdout + r.stderr
-    assert "quota" in r.stderr and "NVIDIA_L4_GPUS" in r.stderr and "us-central1" in r.stderr
-    assert world.compute.calls["instances.insert"] == 1  # no other zone of the region is tried
+    assert world.compute.calls["instances.insert"] == 1  # one region: its other zones cannot help
+    error = world.outputs_dict()["error"]
+    assert error.startswith("no VM for g2-standard-8 in us-central1-a, -b, -c (SPOT, STANDARD): quota "
+                            "NVIDIA_L4_GPUS exceeded in region us-central1 (limit 0): ask for more"), error
+    assert "IAM & Admin > Quotas" in error and "Traceback" not in r.stderr
+    world.assert_clean()
+
+
+def test_spot_has_a_quota_of_its_own_and_standard_is_tried_in_the_same_region(world: World) -> None:
+    """Where the project has preemptible quota, Spot VMs count against it instead of the standard
+    quota ("To prevent Spot VMs from consuming your quotas for standard VMs' CPUs, GPUs, and disks,
+    consider requesting preemptible quota for Spot VMs":
+    https://cloud.google.com/compute/docs/instances/create-use-spot). Its exhaustion
+    (PREEMPTIBLE_NVIDIA_L4_GPUS) bars SPOT in the region, not STANDARD."""
+    world.compute.quota_limits = {("PREEMPTIBLE_NVIDIA_L4_GPUS", "us-central1"): 1}
+    assert world.start(L4, GITHUB_RUN_ID="1000").returncode == 0  # takes the one preemptible L4
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert world.outputs_dict()["provisioning-model"] == "STANDARD"
+    assert world.outputs_dict()["zone"] == "us-central1-a"
+    assert "quota PREEMPTIBLE_NVIDIA_L4_GPUS exceeded in region us-central1 (limit 1)" in r.stdout
+    assert "or allow STANDARD" in r.stdout and "skipping the rest of us-central1 for SPOT\n" in r.stdout
+    assert world.compute.calls["instances.insert"] == 3  # run 1000's; SPOT in -a; STANDARD in -a
+    assert world.stop().returncode == 0 and world.stop(L4, GITHUB_RUN_ID="1000").returncode == 0
+    world.assert_clean()
+
+
+def test_gpus_all_regions_is_global_and_stops_the_ladder(world: World) -> None:
+    """``Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: 0.0 globally.`` (gcloud's words, e.g.
+    https://github.com/fastai/course-v3/pull/165): it counts GPUs in every region, so no zone of
+    any region helps, whatever the provisioning model."""
+    world.matrix.write_text(TWO_REGIONS)
+    world.compute.quota_limits = {("GPUS_ALL_REGIONS", None): 0}
+    r = world.start()
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert world.compute.calls["instances.insert"] == 1
+    error = world.outputs_dict()["error"]
+    assert "quota GPUS_ALL_REGIONS exceeded globally (limit 0)" in error and "in region" not in error
+    assert "IAM & Admin > Quotas" in error
+    world.assert_clean()
+
+
+@pytest.mark.parametrize("reason", ["rateLimitExceeded", "userRateLimitExceeded"])
+def test_403_rate_limits_are_retried_with_backoff(world: World, reason: str) -> None:
+    """Compute Engine refuses a request over a rate quota with 403, reason rateLimitExceeded:
+    "wait a minute then try your request again" (https://cloud.google.com/compute/api-quota).
+    A 403 for a missing permission stays final (test_a_wrong_token...)."""
+    world.compute.throttle = [(403, None, reason), (403, None, reason)]
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count(f"403 {reason}, retrying") == 2
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+def test_a_403_rate_limit_that_never_ends_says_so(world: World) -> None:
+    world.compute.throttle = [(403, None)] * 50
+    r = world.start()
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "Rate Limit Exceeded" in r.stderr and "rate quota" in r.stderr and "roles/" not in r.stderr
+    world.compute.throttle = []
+    world.assert_clean()
+
+
+def test_a_zone_that_does_not_offer_the_machine_type_is_skipped_for_every_model(world: World) -> None:
+    """instances.insert answers 400 invalid: ``Invalid value for field 'resource.machineType':
+    'zones/us-central1-f/machineTypes/g2-standard-8'. Machine type with name 'g2-standard-8' does
+    not exist in zone 'us-central1-f'.`` (as reported in
+    https://github.com/gruntwork-io/terratest/issues/1132): the zone is skipped, on every rung."""
+    from standins.compute import OFFERED
+
+    world.matrix.write_text(MATRIX.replace("    machine_type: g2-standard-8\n",
+                                           "    machine_type: g2-standard-8\n    zones: [f, a]\n"))
+    world.compute.offered = OFFERED
+    world.compute.stockout_zones, world.compute.stockout_models = {"us-central1-a"}, {"SPOT"}
+    r = world.start()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (world.outputs_dict()["zone"], world.outputs_dict()["provisioning-model"]) == ("us-central1-a", "STANDARD")
+    assert "zone us-central1-f does not offer the machine type g2-standard-8" in r.stdout
+    assert world.compute.calls["instances.insert"] == 3  # SPOT f, SPOT a (stockout), STANDARD a; not STANDARD f
+    assert world.stop().returncode == 0
+    world.assert_clean()
+
+
+def test_a_zone_that_does_not_offer_the_accelerator_is_skipped(world: World) -> None:
+    """N1 attaches its GPUs: ``The resource 'projects/P/zones/Z/acceleratorTypes/nvidia-tesla-t4'
+    was not found`` (404 notFound; e.g. https://github.com/fastai/course-v3/pull/430)."""
+    world.compute.offered = {"us-central1-a": {"machineTypes": {"n1-standard-8"}, "acceleratorTypes": set()}}
+    r = world.start("torch--t4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert world.outputs_dict()["zone"] == "us-central1-b"
+    assert "zone us-central1-a does not offer the accelerator type nvidia-tesla-t4" in r.stdout
+    assert world.stop("torch--t4").returncode == 0
+    world.assert_clean()
+
+
+def test_no_zone_offers_it_names_the_zones(world: World) -> None:
+    world.compute.offered = {z: {"machineTypes": set(), "acceleratorTypes": set()}
+                             for z in ("us-central1-a", "us-central1-b", "us-central1-c")}
+    r = world.start()
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert world.outputs_dict()["error"] == ("no VM for g2-standard-8 in us-central1-a, -b, -c (SPOT, STANDARD): "
+                                             "not offered in us-central1-a, us-central1-b, us-central1-c")
+    assert world.compute.calls["instances.insert"] == 3
     world.assert_clean()
 
 

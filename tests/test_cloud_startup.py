@@ -60,7 +60,8 @@ class VM:
     def __init__(self, tmp: Path, *, gpus_listed: int | None, expected: int, runner_installed: bool = True,
                  runner_exit: int = 0, service_account: str | None = None, iptables: str = "ok",
                  ip6tables: str = "ok", ipv6: bool = True, useradd: bool = True, run_sh: str | None = None,
-                 real_sleep: bool = False, max_run_duration_s: int | None = None) -> None:
+                 real_sleep: bool = False, max_run_duration_s: int | None = None,
+                 runner_on_image: str | None = "2.330.0") -> None:
         self.tmp = tmp
         self.compute = ComputeStandIn().start()
         body = {"name": NAME, "machineType": f"zones/{ZONE}/machineTypes/g2-standard-8",
@@ -110,6 +111,11 @@ class VM:
             self.runner_dir.mkdir()
             (self.runner_dir / "run.sh").write_text(self.run_sh)
             (self.runner_dir / "run.sh").chmod(0o755)
+            if runner_on_image is not None:  # the runner's own binary says its version (none: it cannot)
+                (self.runner_dir / "bin").mkdir()
+                listener = self.runner_dir / "bin" / "Runner.Listener"
+                listener.write_text(f'#!/bin/bash\n[ "$1" = --version ] && echo {runner_on_image}\n')
+                listener.chmod(0o755)
         self.expected = expected
 
     def _stub(self, name: str, body: str) -> None:
@@ -286,7 +292,7 @@ def test_broken_driver_fails_the_health_check(make_vm) -> None:
     assert vm.compute.count() == 0
 
 
-def test_installs_the_pinned_runner_when_the_image_has_none(make_vm) -> None:
+def test_installs_the_release_when_the_image_has_none(make_vm) -> None:
     vm = make_vm(gpus_listed=1, expected=1, runner_installed=False)
     sha = vm.serve_release("2.999.0")
     r = vm.run(runner_version="2.999.0", runner_sha256=sha)
@@ -303,6 +309,46 @@ def test_a_tampered_runner_download_is_refused(make_vm) -> None:
     assert "install-failed" in _states(r.stdout)
     assert not (vm.calls / "run.sh.args").exists()
     assert _waits_for_stop(vm, r)
+
+
+def test_a_runner_on_the_image_older_than_the_release_is_replaced(make_vm) -> None:
+    """GitHub gives jobs only to a runner that installed each new release within 30 days of its
+    publication (https://github.com/orgs/community/discussions/194762): an image's runner older
+    than the release start resolved is not used; the release is installed in its place. The
+    version comes from ``bin/Runner.Listener --version`` (the runner package has no other)."""
+    vm = make_vm(gpus_listed=1, expected=1, runner_on_image="2.321.0")
+    sha = vm.serve_release("2.330.0")
+    r = vm.run(runner_version="2.330.0", runner_sha256=sha)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "the runner in " in r.stdout and "is 2.321.0, older than 2.330.0" in r.stdout
+    assert "installing runner 2.330.0" in r.stdout
+    assert not (vm.runner_dir / "bin").exists()  # the image's runner is gone, the release's package is there
+    assert (vm.calls / "run.sh.args").read_text().startswith("--jitconfig\n")
+
+
+def test_a_runner_on_the_image_as_recent_as_the_release_is_used_without_a_download(make_vm) -> None:
+    """An air-gapped image: its runner is the pinned release (or newer), so nothing is downloaded."""
+    vm = make_vm(gpus_listed=1, expected=1, runner_on_image="2.331.0")
+    r = vm.run(runner_version="2.330.0", runner_sha256="0" * 64)  # nothing served: a download would fail
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "using the runner 2.331.0 in" in r.stdout and "installing" not in r.stdout
+    assert (vm.runner_dir / "bin" / "Runner.Listener").exists()
+
+
+def test_a_runner_on_the_image_of_unknown_version_is_not_trusted(make_vm) -> None:
+    """No bin/Runner.Listener to ask: GitHub may refuse it, so the release is installed; where it
+    cannot be downloaded the VM says install-failed and goes."""
+    vm = make_vm(gpus_listed=1, expected=1, runner_on_image=None)
+    r = vm.run(runner_version="2.330.0", runner_sha256="0" * 64)
+    assert "is of unknown version, older than 2.330.0" in r.stdout
+    assert "install-failed" in _states(r.stdout)
+    assert not (vm.calls / "run.sh.args").exists() and (vm.calls / "poweroff").exists()
+
+
+def test_the_rendered_script_names_the_minimum_from_one_place() -> None:
+    from gpu_runner.github.releases import MIN_RUNNER_VERSION
+
+    assert f"\nRUNNER_MIN_VERSION={MIN_RUNNER_VERSION}\n" in render(expected_gpus=0)
 
 
 def test_a_reboot_after_the_job_does_not_run_another(make_vm) -> None:

@@ -95,7 +95,11 @@ def test_capacity_codes_move_to_the_next_zone(code: str) -> None:
 def test_quota_named_from_the_message_when_there_are_no_details() -> None:
     e = classify([{"code": "QUOTA_EXCEEDED", "message": "Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: 1.0 globally."}],
                  "europe-west4-a", "create")
-    assert isinstance(e, QuotaError) and "GPUS_ALL_REGIONS" in str(e) and "europe-west4" in str(e)
+    assert isinstance(e, QuotaError) and "GPUS_ALL_REGIONS" in str(e) and e.is_global  # it counts every region
+    assert "exceeded globally (limit 1)" in str(e) and "europe-west4" not in str(e)
+    e = classify([{"code": "QUOTA_EXCEEDED", "message": "Quota 'NVIDIA_L4_GPUS' exceeded.  Limit: 0.0 in region "
+                   "us-central1."}], "europe-west4-a", "create")
+    assert isinstance(e, QuotaError) and e.region == "us-central1" and e.metric == "NVIDIA_L4_GPUS"
 
 
 def test_who_may_approve_and_taking_an_approval_back(gh: GitHubStandIn, monkeypatch: pytest.MonkeyPatch) -> None:

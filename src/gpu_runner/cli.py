@@ -775,9 +775,12 @@ def _on_sigterm_raise_interrupt() -> None:
               help="How often to look at the runner, the VM and its serial console while waiting.")
 @click.option("--runner-group-id", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runner group of the just-in-time runner.")
-@click.option("--runner-version", default=None, metavar="VERSION",
-              help="actions/runner release to install when the image has none (with --runner-sha256).")
-@click.option("--runner-sha256", default=None, metavar="HEX", help="sha256 of that release's linux-x64 tarball.")
+@click.option("--runner-version", default=None, metavar="VERSION", envvar="GPU_RUNNER_RUNNER_VERSION",
+              help="Pin the actions/runner release (at least 2.329.0; with --runner-sha256) instead of the current "
+                   "one, which start asks GitHub for; wins over the matrix's gce.runner.  "
+                   "[env: GPU_RUNNER_RUNNER_VERSION]")
+@click.option("--runner-sha256", default=None, metavar="HEX", envvar="GPU_RUNNER_RUNNER_SHA256",
+              help="sha256 of that release's linux-x64 package.  [env: GPU_RUNNER_RUNNER_SHA256]")
 @_debug_hold_option
 def start_cmd(matrix_path: Path, entry_id: str, retry: int, project: str | None, timeout_s: float, poll_s: float,
               runner_group_id: int, runner_version: str | None, runner_sha256: str | None,
@@ -794,10 +797,16 @@ def start_cmd(matrix_path: Path, entry_id: str, retry: int, project: str | None,
     from .github.workflow import set_outputs
     from .plan import find_entry
 
+    from .config import load
+    from .github.releases import pin_from
+
     try:
-        if (runner_version is None) != (runner_sha256 is None):
-            raise ConfigError("--runner-version and --runner-sha256 go together (the checksum pins the download)")
-        entry = find_entry(matrix_path, entry_id, retry=retry)
+        pin = pin_from(runner_version, runner_sha256, what="--runner-version/--runner-sha256")
+        loaded = load(matrix_path)
+        gce_settings = loaded.model.gce
+        if pin is None and gce_settings is not None and gce_settings.runner is not None:
+            pin = pin_from(gce_settings.runner.version, gce_settings.runner.sha256, what=f"{matrix_path}: gce.runner")
+        entry = find_entry(loaded, entry_id, retry=retry)
         logger = _runner_logger()
         if entry.gce is not None and debug_hold_s is not None:
             entry.gce.debug_hold_s = int(debug_hold_s)
@@ -806,9 +815,8 @@ def start_cmd(matrix_path: Path, entry_id: str, retry: int, project: str | None,
             set_outputs({"label": entry.runs_on, "instance": "", "zone": "", "provisioning-model": ""})
             return
         ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
-        opts = lifecycle.StartOptions(online_timeout_s=timeout_s, poll_s=poll_s, runner_group_id=runner_group_id)
-        if runner_version and runner_sha256:
-            opts.runner_version, opts.runner_sha256 = runner_version, runner_sha256
+        opts = lifecycle.StartOptions(online_timeout_s=timeout_s, poll_s=poll_s, runner_group_id=runner_group_id,
+                                      runner=pin)
         if retry:
             opts.provisioning_models = lifecycle.retry_models(entry.gce.provisioning_models)
             logger.info(f"retry {retry} of {entry.id} after a preemption: {' then '.join(opts.provisioning_models)}, "

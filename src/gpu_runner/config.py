@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -438,6 +439,25 @@ class Defaults(_Model):
     machine: MachineSettings | None = None
 
 
+def _runner_version(value: Any) -> Any:
+    from .github.releases import MIN_RUNNER_VERSION, accepted
+
+    if isinstance(value, str) and not accepted(value):
+        raise ValueError(f"runner version {value} is older than {MIN_RUNNER_VERSION}, the oldest GitHub lets register")
+    return value
+
+
+class RunnerPin(_Model):
+    """A fixed GitHub Actions runner release instead of the current one (an image with the runner
+    baked in, no access to github.com's releases, GitHub Enterprise Server)."""
+
+    version: Annotated[str, StringConstraints(pattern=r"^[0-9]+\.[0-9]+\.[0-9]+$"), AfterValidator(_runner_version)]
+    """Runner version, e.g. 2.330.0: at least 2.329.0 (GitHub refuses older ones), and GitHub gives
+    jobs only to a runner that installed each new release within 30 days of its publication."""
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$")]
+    """sha256 of its actions-runner-linux-x64-VERSION.tar.gz, as the release lists it."""
+
+
 class GceSettings(_Model):
     """Project-level Compute Engine settings."""
 
@@ -462,6 +482,9 @@ class GceSettings(_Model):
     maxRunDuration at the latest)."""
     labels: dict[LabelKey, LabelValue] | None = None
     """GCE labels on every VM."""
+    runner: RunnerPin | None = None
+    """Pin the GitHub Actions runner release {version, sha256}; default: the current release,
+    asked of GitHub when an entry starts (a runner on the image is used when it is at least that)."""
 
 
 class Selector(_Model):

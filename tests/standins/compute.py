@@ -9,8 +9,19 @@ Failure knobs (attributes, settable while it runs):
   ``stockout_rate``: the same at random for that share of inserts; ``stockout_models``: only
   for these provisioning models (empty: all); ``stockout_machine_types``: every insert of these
   machine types, in every zone.
-* ``quota``: ``(metric, region)``: inserts fail with QUOTA_EXCEEDED.
-* ``throttle``: a list of ``(status, retry_after or None)`` answered, in order, to the next requests.
+* ``quota_limits``: ``{(metric, region or None): limit}``: an insert whose VM would take a quota
+  past its limit (counting the VMs there are) fails with QUOTA_EXCEEDED, in Compute Engine's shape
+  (see :meth:`_quota_error`). Metrics: ``NVIDIA_L4_GPUS`` and the like and ``CPUS`` per region,
+  ``GPUS_ALL_REGIONS`` and ``CPUS_ALL_REGIONS`` global (region None). A Spot VM counts against
+  ``PREEMPTIBLE_<metric>`` in a region where that quota is granted (a limit above 0 here), else
+  against ``<metric>`` like a standard VM. A quota not named has no limit.
+* ``offered``: ``{zone: {"machineTypes": {...}, "acceleratorTypes": {...}}}`` (like :data:`OFFERED`):
+  an insert naming a machine type or accelerator type its zone does not offer fails as Compute
+  Engine's does (400 ``invalid`` / 404 ``notFound``). None (the default), or a zone not in it:
+  every type is offered there.
+* ``throttle``: a list of ``(status, retry_after or None)`` or ``(403, retry_after, reason)``
+  answered, in order, to the next requests; 403 is Compute Engine's rate limit (reason
+  ``rateLimitExceeded`` unless given, e.g. ``userRateLimitExceeded``).
 * ``health_fail``: the VM's GPU health check fails (the serial console says so).
 * ``never_online``: the VM runs but its runner never connects.
 * ``boot_s``: seconds from insert to RUNNING.
@@ -51,6 +62,35 @@ from .schemas import compute_validator, problems
 BASE = "/compute/v1/projects/{project}"
 STATUS_MARKER = "gpu-runner-status:"
 
+OFFERED: dict[str, dict[str, set[str]]] = {
+    "us-central1-a": {"machineTypes": {"g2-standard-8", "n1-standard-8", "a2-highgpu-1g"},
+                      "acceleratorTypes": {"nvidia-l4", "nvidia-tesla-t4", "nvidia-tesla-a100"}},
+    "us-central1-b": {"machineTypes": {"g2-standard-8", "n1-standard-8", "a2-highgpu-1g"},
+                      "acceleratorTypes": {"nvidia-l4", "nvidia-tesla-t4", "nvidia-tesla-a100"}},
+    "us-central1-c": {"machineTypes": {"g2-standard-8", "n1-standard-8", "a2-highgpu-1g"},
+                      "acceleratorTypes": {"nvidia-l4", "nvidia-tesla-t4", "nvidia-tesla-a100"}},
+    "us-central1-f": {"machineTypes": {"n1-standard-8", "a2-highgpu-1g"},
+                      "acceleratorTypes": {"nvidia-tesla-t4", "nvidia-tesla-a100"}},
+}
+"""A catalogue in the shape of Compute Engine's ``machineTypes.list`` / ``acceleratorTypes.list``
+per zone, for tests that want zones that differ (an example, not Google's current list: in truth
+not every zone offers every GPU, https://cloud.google.com/compute/docs/gpus/gpu-regions-zones).
+A stand-in uses it when its ``offered`` is set to it."""
+
+MACHINE_TYPES: dict[str, dict[str, Any]] = {
+    "g2-standard-8": {"guestCpus": 8, "accelerators": [("nvidia-l4", 1)]},
+    "n1-standard-8": {"guestCpus": 8, "accelerators": []},
+    "a2-highgpu-1g": {"guestCpus": 12, "accelerators": [("nvidia-tesla-a100", 1)]},
+}
+"""vCPUs and the GPUs that come with a machine type (for quotas); others: the number at the end of
+the name, no GPUs."""
+
+GPU_QUOTA_METRICS = {"nvidia-l4": "NVIDIA_L4_GPUS", "nvidia-tesla-t4": "NVIDIA_T4_GPUS",
+                     "nvidia-tesla-a100": "NVIDIA_A100_GPUS", "nvidia-a100-80gb": "NVIDIA_A100_80GB_GPUS",
+                     "nvidia-h100-80gb": "NVIDIA_H100_GPUS", "nvidia-tesla-v100": "NVIDIA_V100_GPUS",
+                     "nvidia-tesla-p100": "NVIDIA_P100_GPUS", "nvidia-tesla-p4": "NVIDIA_P4_GPUS"}
+"""Compute Engine's regional quota metric of each accelerator type (the Quotas page's names)."""
+
 
 def _error(status: int, message: str, reason: str, domain: str = "global") -> Reply:
     return Reply(status, {"error": {"code": status, "message": message,
@@ -74,8 +114,9 @@ class ComputeStandIn(DoctorRoutes, StandIn):
         self.stockout_rate = 0.0
         self.stockout_machine_types: set[str] = set()
         self.inserted: list[tuple[str, str, str]] = []
-        self.quota: tuple[str, str] | None = None
-        self.throttle: list[tuple[int, float | None]] = []
+        self.quota_limits: dict[tuple[str, str | None], float] = {}
+        self.offered: dict[str, dict[str, set[str]]] | None = None
+        self.throttle: list[tuple[Any, ...]] = []
         self.health_fail = False
         self.never_online = False
         self.validate_responses = validate_responses
@@ -228,13 +269,25 @@ class ComputeStandIn(DoctorRoutes, StandIn):
     def before(self, method: str, name: str, headers: Any) -> None:
         with self.lock:
             if self.throttle:
-                status, after = self.throttle.pop(0)
-                hdrs = {"Retry-After": f"{after:g}"} if after is not None else {}
-                reason = "rateLimitExceeded" if status == 429 else "backendError"
-                msg = "Rate Limit Exceeded" if status == 429 else "The service is currently unavailable."
-                raise Reply(status, {"error": {"code": status, "message": msg, "errors": [
-                    {"message": msg, "domain": "usageLimits" if status == 429 else "global", "reason": reason}]}},
-                    hdrs)
+                self._throttled(*self.throttle.pop(0))
+
+    @staticmethod
+    def _throttled(status: int, after: float | None, reason: str | None = None) -> None:
+        """Answer a throttled request. 403 is how Compute Engine refuses a request over a rate
+        quota: "If your project exceeds a rate quota, you receive a 403 error with the reason
+        rateLimitExceeded" (https://cloud.google.com/compute/api-quota), with the body
+        ``{"error": {"code": 403, "message": "Rate Limit Exceeded", "errors": [{"message": "Rate
+        Limit Exceeded", "reason": "rateLimitExceeded", "domain": "usageLimits"}]}}``
+        (https://cloud.google.com/compute/docs/troubleshooting/troubleshoot-operation-limits)."""
+        hdrs = {"Retry-After": f"{after:g}"} if after is not None else {}
+        if status in (403, 429):
+            reason = reason or "rateLimitExceeded"
+            msg = "User Rate Limit Exceeded" if reason == "userRateLimitExceeded" else "Rate Limit Exceeded"
+            domain = "usageLimits"
+        else:
+            reason, msg, domain = "backendError", "The service is currently unavailable.", "global"
+        raise Reply(status, {"error": {"code": status, "message": msg, "errors": [
+            {"message": msg, "domain": domain, "reason": reason}]}}, hdrs)
 
     # -- helpers ---------------------------------------------------------------------------
     def _link(self, *parts: str) -> str:
@@ -289,6 +342,9 @@ class ComputeStandIn(DoctorRoutes, StandIn):
                 raise _error(409, f"The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists",
                              "alreadyExists")
             model = body.get("scheduling", {}).get("provisioningModel", "STANDARD")
+            self._check_offered(project, zone, body)
+            use = self._quota_use(zone, body, model)
+            over = self._over_quota(use)
             stocked_out = (zone in self.stockout_zones or (self.stockout_rate and self.rng.random() < self.stockout_rate)
                            or body.get("machineType", "").rsplit("/", 1)[-1] in self.stockout_machine_types)
             if stocked_out and (not self.stockout_models or model in self.stockout_models):
@@ -296,15 +352,9 @@ class ComputeStandIn(DoctorRoutes, StandIn):
                     "code": "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
                     "message": f"The zone 'projects/{project}/zones/{zone}' does not have enough resources available "
                                "to fulfill the request.  '(resource type:compute)'."})
-            elif self.quota is not None:
-                metric, region = self.quota
-                op = self._operation(project, zone, "insert", None, target=name, http=(403, "FORBIDDEN"), error={
-                    "code": "QUOTA_EXCEEDED",
-                    "message": f"Quota '{metric}' exceeded.  Limit: 0.0 in region {region}.",
-                    "errorDetails": [{"quotaInfo": {
-                        "metricName": f"compute.googleapis.com/{metric.lower()}",
-                        "limitName": f"{metric}-per-project-region", "dimensions": {"region": region},
-                        "limit": 0}}]})
+            elif over is not None:
+                op = self._operation(project, zone, "insert", None, target=name, http=(403, "FORBIDDEN"),
+                                     error=self._quota_error(*over))
             else:
                 inst = dict(body)
                 inst.update({
@@ -312,7 +362,7 @@ class ComputeStandIn(DoctorRoutes, StandIn):
                     "creationTimestamp": self.now(),
                     "zone": self._link("projects", project, "zones", zone),
                     "selfLink": self._link("projects", project, "zones", zone, "instances", name),
-                    "_born": time.monotonic(), "_serial": [],
+                    "_born": time.monotonic(), "_serial": [], "_quota": use,
                 })
                 inst.setdefault("metadata", {})["fingerprint"] = uuid.uuid4().hex[:12]
                 inst["metadata"]["kind"] = "compute#metadata"
@@ -324,6 +374,84 @@ class ComputeStandIn(DoctorRoutes, StandIn):
             if rid:
                 self.by_request_id[rid] = op["name"]
             return self._check("Operation", {k: v for k, v in op.items() if not k.startswith("_")})
+
+    # -- insert: what the zone offers, and quotas ---------------------------------------------
+    def _check_offered(self, project: str, zone: str, body: dict[str, Any]) -> None:
+        """A machine type or accelerator type the zone does not offer is refused before any
+        operation, in Compute Engine's words: ``Invalid value for field 'resource.machineType':
+        'zones/Z/machineTypes/T'. Machine type with name 'T' does not exist in zone 'Z'.`` (400
+        invalid) and ``The resource 'projects/P/zones/Z/acceleratorTypes/T' was not found`` (404
+        notFound), as users of instances.insert report them."""
+        zone_offers = (self.offered or {}).get(zone)
+        if zone_offers is None:
+            return
+        mt_path = body.get("machineType", "")
+        mt = mt_path.rsplit("/", 1)[-1]
+        if mt and mt not in zone_offers.get("machineTypes", set()):
+            raise _error(400, f"Invalid value for field 'resource.machineType': '{mt_path}'. Machine type with name "
+                              f"'{mt}' does not exist in zone '{zone}'.", "invalid")
+        for acc in body.get("guestAccelerators", []):
+            at = str(acc.get("acceleratorType", "")).rsplit("/", 1)[-1]
+            if at not in zone_offers.get("acceleratorTypes", set()):
+                raise _error(404, f"The resource 'projects/{project}/zones/{zone}/acceleratorTypes/{at}' was not found",
+                             "notFound")
+
+    def _quota_use(self, zone: str, body: dict[str, Any], model: str) -> dict[tuple[str, str | None], float]:
+        """What the VM counts against: its GPUs and vCPUs in its region, and in every region.
+
+        Spot VMs take preemptible quota where the project has it, else standard quota: "To prevent
+        Spot VMs from consuming your quotas for standard VMs' CPUs, GPUs, and disks, consider
+        requesting preemptible quota for Spot VMs"
+        (https://cloud.google.com/compute/docs/instances/create-use-spot). GPUS_ALL_REGIONS counts
+        every GPU of the project, in every region (https://cloud.google.com/compute/resource-usage)."""
+        region = zone.rsplit("-", 1)[0]
+        mt = body.get("machineType", "").rsplit("/", 1)[-1]
+        known = MACHINE_TYPES.get(mt)
+        cpus = known["guestCpus"] if known else int(re.findall(r"\d+", mt)[-1]) if re.findall(r"\d+", mt) else 0
+        gpus = list(known["accelerators"]) if known else []
+        for acc in body.get("guestAccelerators", []):
+            gpus.append((str(acc.get("acceleratorType", "")).rsplit("/", 1)[-1], int(acc.get("acceleratorCount", 1))))
+
+        def regional(metric: str) -> str:
+            pre = f"PREEMPTIBLE_{metric}"
+            return pre if model == "SPOT" and self.quota_limits.get((pre, region), 0) > 0 else metric
+
+        use: dict[tuple[str, str | None], float] = {}
+        for acc, n in gpus:
+            key = (regional(GPU_QUOTA_METRICS.get(acc, acc.upper().replace("-", "_") + "_GPUS")), region)
+            use[key] = use.get(key, 0) + n
+            use[("GPUS_ALL_REGIONS", None)] = use.get(("GPUS_ALL_REGIONS", None), 0) + n
+        if cpus:
+            use[(regional("CPUS"), region)] = cpus
+            use[("CPUS_ALL_REGIONS", None)] = cpus
+        return use
+
+    def _over_quota(self, use: dict[tuple[str, str | None], float]) -> tuple[str, str | None, float] | None:
+        """The first quota (regional before global) that this VM would take past its limit."""
+        for key in sorted(use, key=lambda k: k[1] is None):
+            if key not in self.quota_limits:
+                continue
+            used = sum(i.get("_quota", {}).get(key, 0) for i in self.instances.values()
+                       if i["status"] not in ("TERMINATED", "STOPPED", "SUSPENDED"))
+            if used + use[key] > self.quota_limits[key]:
+                return key[0], key[1], self.quota_limits[key]
+        return None
+
+    @staticmethod
+    def _quota_error(metric: str, region: str | None, limit: float) -> dict[str, Any]:
+        """The insert operation's error, as Compute Engine words it: ``Quota 'NVIDIA_L4_GPUS'
+        exceeded.  Limit: 1.0 in region us-central1.`` and, for a global quota, ``Quota
+        'GPUS_ALL_REGIONS' exceeded.  Limit: 0.0 globally.`` (as gcloud prints them), with the
+        Operation schema's errorDetails[].quotaInfo (QuotaExceededInfo: metricName, limitName,
+        dimensions, limit)."""
+        where = f"in region {region}" if region else "globally"
+        info: dict[str, Any] = {"metricName": f"compute.googleapis.com/{metric.lower()}",
+                                "limitName": metric.replace("_", "-") + ("-per-project-region" if region else "-per-project"),
+                                "limit": limit}
+        if region:
+            info["dimensions"] = {"region": region}
+        return {"code": "QUOTA_EXCEEDED", "message": f"Quota '{metric}' exceeded.  Limit: {limit:.1f} {where}.",
+                "errorDetails": [{"quotaInfo": info}]}
 
     def _find(self, project: str, zone: str, name: str) -> dict[str, Any]:
         inst = self.instances.get((project, zone, name))

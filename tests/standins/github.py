@@ -14,6 +14,11 @@ answer 403, like a fork pull request's token).
 
 Comment bodies over 65,536 characters are refused with 422, as GitHub does.
 
+The latest release of actions/runner (``GET /repos/actions/runner/releases/latest``, the runner
+release ``start`` installs): ``runner_release`` sets its version, the sha256 of its linux-x64
+package, whether the asset carries a ``digest`` (newer releases do; older ones answer null) and
+the checksum its notes list (``body_sha256``; None: the notes list none).
+
 Pull-request approval: ``permissions`` (login -> admin, write, read or none; a login not there is
 not a collaborator: 404) answers the collaborator-permission endpoint; ``pr_labels`` (number ->
 label names) is what removing an issue label acts on.
@@ -44,6 +49,8 @@ ICI = "/repos/{owner}/{repo}/issues/comments/{comment_id}"
 CC = "/repos/{owner}/{repo}/commits/{commit_sha}/comments"
 CCI = "/repos/{owner}/{repo}/comments/{comment_id}"
 MAX_COMMENT_CHARS = 65_536
+RUNNER_SHA256 = "0f3c8a1c3bda3b1f2d5c9f4e6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f7"
+"""The stand-in's checksum of its runner package (not a real release's)."""
 # PATCH /repos/{owner}/{repo}/comments/{comment_id} (update a commit comment) is not in the OpenAPI
 # subset the fixtures come from; GitHub documents the same body as for an issue comment.
 RUN_STATUSES = ("completed", "action_required", "cancelled", "failure", "neutral", "skipped", "stale", "success",
@@ -84,6 +91,8 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
         """Artifact id -> how many more downloads of it the storage host answers with 503."""
         self.blob_downloads: Counter[int] = Counter()
         """Artifact id -> archives served whole."""
+        self.runner_release: dict[str, Any] = {"version": "2.330.0", "sha256": RUNNER_SHA256, "digest": True,
+                                               "body_sha256": RUNNER_SHA256}
         for method, path, name, handler in [
             ("POST", R + "/generate-jitconfig", "runners.jitconfig", self.jitconfig),
             ("POST", R + "/registration-token", "runners.registration-token", self.registration_token),
@@ -108,6 +117,7 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
              self.collaborator_permission),
             ("DELETE", "/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}", "issue-labels.remove",
              self.remove_label),
+            ("GET", "/repos/{owner}/{repo}/releases/latest", "releases.latest", self.latest_release),
         ]:
             self.route(method, path, name, handler)
         self._doctor_setup()  # what gpu-runner doctor reads (github_doctor.py)
@@ -140,7 +150,7 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
             rid = self.jit.get(jit_config)
             if rid in self.runners:
                 self.runners[rid]["status"] = "online"
-                self.runners[rid]["version"] = "2.321.0"
+                self.runners[rid]["version"] = self.runner_release["version"]
 
     def runner_disconnects(self, jit_config: str) -> None:
         with self.lock:
@@ -409,6 +419,43 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
             if left > 0:
                 self.blob_failures[artifact_id] = left - 1
                 raise Reply(503, {"message": "Server busy"})
+
+    # -- the runner's own releases --------------------------------------------------------------
+    def latest_release(self, owner: str, repo: str, **_: Any) -> Any:
+        """The latest release of actions/runner, in the published Release shape: tag ``vX.Y.Z``,
+        notes that list each package's sha256 between ``<!-- BEGIN SHA linux-x64 -->`` and
+        ``<!-- END SHA linux-x64 -->`` (as actions/runner's release notes do), and assets whose
+        ``digest`` is ``sha256:<hex>`` (null where GitHub computed none)."""
+        if f"{owner}/{repo}".lower() != "actions/runner":
+            raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+        rel = self.runner_release
+        v = rel["version"]
+        base = f"{self.url}/repos/actions/runner"
+        stamp = "2025-11-20T10:00:00Z"
+        body = f"## What's Changed\n* a fix\n\n## SHA-256 Checksums\n"
+        if rel.get("body_sha256"):
+            body += f"- actions-runner-linux-x64-{v}.tar.gz <!-- BEGIN SHA linux-x64 -->{rel['body_sha256']}" \
+                    "<!-- END SHA linux-x64 -->\n"
+
+        def asset(i: int, name: str, sha: str | None) -> dict[str, Any]:
+            return {"url": f"{base}/releases/assets/{900 + i}", "id": 900 + i, "node_id": f"RA_{900 + i}",
+                    "name": name, "label": "", "uploader": self._user("github-actions[bot]"),
+                    "content_type": "application/octet-stream", "state": "uploaded", "size": 180_000_000,
+                    "digest": f"sha256:{sha}" if sha else None, "download_count": 1000,
+                    "created_at": stamp, "updated_at": stamp,
+                    "browser_download_url": f"https://github.com/actions/runner/releases/download/v{v}/{name}"}
+
+        out = {"url": f"{base}/releases/77", "html_url": f"https://github.com/actions/runner/releases/tag/v{v}",
+               "assets_url": f"{base}/releases/77/assets",
+               "upload_url": f"https://uploads.github.com/repos/actions/runner/releases/77/assets{{?name,label}}",
+               "tarball_url": f"{base}/tarball/v{v}", "zipball_url": f"{base}/zipball/v{v}", "id": 77,
+               "node_id": "RE_77", "tag_name": f"v{v}", "target_commitish": "main", "name": f"v{v}", "body": body,
+               "draft": False, "prerelease": False, "immutable": False, "created_at": stamp, "published_at": stamp,
+               "updated_at": stamp, "author": self._user("github-actions[bot]"),
+               "assets": [asset(1, f"actions-runner-linux-x64-{v}.tar.gz", rel["sha256"] if rel.get("digest") else None),
+                          asset(2, f"actions-runner-linux-arm64-{v}.tar.gz", None)]}
+        assert not problems(github_validator("/repos/{owner}/{repo}/releases/latest", "get", "200"), out)
+        return out
 
     # -- pull-request approval -----------------------------------------------------------------
     def collaborator_permission(self, owner: str, repo: str, username: str, **_: Any) -> Any:

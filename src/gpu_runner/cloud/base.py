@@ -7,8 +7,13 @@ script and the runner's just-in-time config) and the labels that mark it as ours
 Errors a provider raises, so that the capacity ladder can decide:
 
 * :class:`CapacityError`: this zone (or this provisioning model) has no room now; try the next.
-* :class:`QuotaError`: the project is out of quota; no other zone of the region will help. Stop.
-* :class:`CloudError`: anything else, after the provider's own retries (429, 5xx). Stop.
+* :class:`ZoneNotOfferedError`: the machine type or accelerator type does not exist in this zone;
+  no provisioning model helps there, so the zone is skipped.
+* :class:`QuotaError`: the project is out of a quota. A regional one bars the rest of that region
+  (for that provisioning model when the quota is the model's own, e.g. ``PREEMPTIBLE_*`` for
+  SPOT); a global one (``GPUS_ALL_REGIONS``) bars every zone: the ladder stops.
+* :class:`CloudError`: anything else, after the provider's own retries (429, 5xx, 403 rate
+  limits). Stop.
 """
 
 from __future__ import annotations
@@ -39,8 +44,30 @@ class CapacityError(CloudError):
     """No capacity for this request in this zone now (stockout, resource not ready)."""
 
 
+class ZoneNotOfferedError(CloudError):
+    """The zone does not offer the machine type (or accelerator type) at all: skip the zone."""
+
+
 class QuotaError(CloudError):
-    """The project's quota does not allow this VM; another zone of the region will not help."""
+    """The project's quota does not allow this VM.
+
+    ``metric`` is Compute Engine's name for the quota (``NVIDIA_L4_GPUS``,
+    ``PREEMPTIBLE_NVIDIA_L4_GPUS``, ``CPUS``, ``GPUS_ALL_REGIONS``); ``region`` the region it
+    counts in, None for a global quota (one that counts every region: no other zone helps)."""
+
+    def __init__(self, message: str, *, metric: str | None = None, region: str | None = None,
+                 limit: float | None = None) -> None:
+        super().__init__(message)
+        self.metric, self.region, self.limit = metric, region, limit
+
+    @property
+    def is_global(self) -> bool:
+        return self.region is None
+
+    @property
+    def preemptible(self) -> bool:
+        """A quota only Spot (and preemptible) VMs count against, where the project has it."""
+        return bool(self.metric and self.metric.startswith("PREEMPTIBLE_"))
 
 
 @dataclass

@@ -5,8 +5,10 @@
   of the extended operation polls the default endpoint, so it is not used.)
 * Errors are classified for the capacity ladder: ``ZONE_RESOURCE_POOL_EXHAUSTED(_WITH_DETAILS)``,
   ``RESOURCE_NOT_READY`` and ``UNSUPPORTED_OPERATION`` are :class:`CapacityError` (next zone);
-  quota errors are :class:`QuotaError` naming the quota and region; 429 and 5xx are retried
-  with backoff that honours Retry-After.
+  a machine type or accelerator type the zone does not offer is :class:`ZoneNotOfferedError`
+  (skip the zone); quota errors are :class:`QuotaError` naming the quota and its region, or that
+  it is global; 429, 5xx and 403 ``rateLimitExceeded`` / ``userRateLimitExceeded`` are retried
+  with backoff that honours Retry-After (:mod:`gpu_runner.cloud.retry`).
 * ``GPU_RUNNER_COMPUTE_EMULATOR_HOST=host:port`` points the client at a plain-HTTP endpoint
   with anonymous credentials (like Google's other ``*_EMULATOR_HOST`` variables).
 """
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -28,10 +31,11 @@ from .base import (
     QuotaError,
     VmRequest,
     VmTimes,
+    ZoneNotOfferedError,
     epoch_of,
     rfc3339,
 )
-from .retry import call_with_retry
+from .retry import RATE_LIMIT_REASONS, call_with_retry, is_rate_limited
 
 EMULATOR_ENV = "GPU_RUNNER_COMPUTE_EMULATOR_HOST"
 CAPACITY_CODES = frozenset({
@@ -89,8 +93,28 @@ def _not_found(errors: list[dict[str, Any]]) -> bool:
     return any(e["code"] == "RESOURCE_NOT_FOUND" for e in errors)
 
 
+RATE_LIMIT_HINT = (" (Compute Engine's rate quota of the project, still exceeded after retries: fewer entries "
+                   "at once, or ask for a higher API rate quota)")
+QUOTA_FIX = "ask for more in the Cloud console (IAM & Admin > Quotas)"
+QUOTA_RE = re.compile(r"Quota '(?P<metric>[^']+)' exceeded\.\s+Limit: (?P<limit>[0-9.]+) "
+                      r"(?:(?P<global>globally)|in region (?P<region>[a-z0-9-]+))")
+NOT_OFFERED_RES = (
+    re.compile(r"Machine type with name '(?P<name>[^']+)' does not exist in zone '(?P<zone>[^']+)'"),
+    re.compile(r"The resource '(?:projects/[^/']+/)?zones/(?P<zone>[^/']+)/(?P<kind>acceleratorTypes|machineTypes)/"
+               r"(?P<name>[^/']+)' was not found"),
+)
+"""Compute Engine's words for a type the zone does not offer: ``Invalid value for field
+'resource.machineType': 'zones/Z/machineTypes/T'. Machine type with name 'T' does not exist in
+zone 'Z'.`` (400 invalid) and ``The resource 'projects/P/zones/Z/acceleratorTypes/T' was not
+found`` (404 notFound)."""
+
+
 def classify(errors: list[dict[str, Any]], zone: str, what: str) -> CloudError:
-    """The error a list of Compute Engine errors ({code, message, quota}) stands for."""
+    """The error a list of Compute Engine errors ({code, message, quota}) stands for.
+
+    Capacity (``ZONE_RESOURCE_POOL_EXHAUSTED``...): try the next zone. A type the zone does not
+    offer: skip the zone. Quota (``QUOTA_EXCEEDED``): a :class:`QuotaError` naming the quota, its
+    region (or that it is global) and the fix, in one line."""
     codes = [str(e.get("code") or "") for e in errors]
     text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or "unknown error"
     if any(c in CAPACITY_CODES for c in codes):
@@ -98,21 +122,56 @@ def classify(errors: list[dict[str, Any]], zone: str, what: str) -> CloudError:
     for e in errors:
         code = str(e.get("code") or "")
         if "QUOTA" in code.upper() or code == "quotaExceeded":
-            q = e.get("quota") or {}
-            region = (q.get("dimensions") or {}).get("region") or _region(zone)
-            metric = q.get("metric") or q.get("limit_name") or _quota_from_message(str(e.get("message")))
-            limit = f" (limit {q['limit']:g})" if isinstance(q.get("limit"), (int, float)) and q.get("limit") else ""
-            return QuotaError(f"quota {metric or '?'} exceeded in region {region}{limit}: {e.get('message')}. "
-                              f"Ask for more in the Cloud console (IAM & Admin > Quotas) or choose another "
-                              f"region or machine.")
+            return quota_error(e, zone)
+    for e in errors:
+        for rx in NOT_OFFERED_RES:
+            m = rx.search(str(e.get("message") or ""))
+            if m:
+                kind = "accelerator type" if m.groupdict().get("kind") == "acceleratorTypes" else "machine type"
+                return ZoneNotOfferedError(f"zone {m.group('zone')} does not offer the {kind} {m.group('name')} "
+                                           f"({e.get('code')}: {e.get('message')})")
+    if any(c in RATE_LIMIT_REASONS for c in codes):
+        return CloudError(f"{what} in {zone}: {text}{RATE_LIMIT_HINT}")
     return CloudError(f"{what} in {zone}: {text}")
 
 
-def _quota_from_message(message: str) -> str | None:
-    import re
+def quota_error(e: dict[str, Any], zone: str) -> QuotaError:
+    """A QUOTA_EXCEEDED error as a one-line QuotaError: the quota, regional or global, the fix."""
+    q = e.get("quota") or {}
+    message = str(e.get("message") or "")
+    m = QUOTA_RE.search(message)
+    metric = (m.group("metric") if m else None) or _metric_name(q.get("metric")) or q.get("limit_name") or "?"
+    dims = q.get("dimensions") or {}
+    if m and m.group("global"):
+        region = None
+    elif dims.get("region") or (m and m.group("region")):
+        region = dims.get("region") or (m.group("region") if m else None)
+    elif metric.endswith("_ALL_REGIONS") or (q and not dims):
+        region = None
+    else:
+        region = _region(zone)
+    limit: float | None = None
+    if isinstance(q.get("limit"), (int, float)):
+        limit = float(q["limit"])
+    elif m:
+        limit = float(m.group("limit"))
+    lim = f" (limit {limit:g})" if limit is not None else ""
+    if region is None:
+        text = (f"quota {metric} exceeded globally{lim}: it counts every region, so no other zone or region "
+                f"helps; {QUOTA_FIX}, metric {metric}")
+    else:
+        text = (f"quota {metric} exceeded in region {region}{lim}: {QUOTA_FIX}, metric {metric} in {region}, "
+                f"or add zones of another region")
+        if metric.startswith("PREEMPTIBLE_"):
+            text += " or allow STANDARD (spot: preferred): only Spot VMs count against it"
+    return QuotaError(text, metric=metric, region=region, limit=limit)
 
-    m = re.search(r"Quota '([^']+)'", message)
-    return m.group(1) if m else None
+
+def _metric_name(name: Any) -> str | None:
+    """``compute.googleapis.com/nvidia_l4_gpus`` -> ``NVIDIA_L4_GPUS``."""
+    if not name:
+        return None
+    return str(name).rsplit("/", 1)[-1].upper()
 
 
 def _http_errors(exc: Any) -> list[dict[str, Any]]:
@@ -163,7 +222,9 @@ class GceProvider(Provider):
             if raw:
                 raise
             hint = ""
-            if e.code in (401, 403):
+            if is_rate_limited(e):
+                hint = RATE_LIMIT_HINT
+            elif e.code in (401, 403):
                 hint = (" (the caller needs roles/compute.instanceAdmin.v1 on the project and "
                         "roles/iam.serviceAccountUser on the VMs' service account)")
             raise CloudError(f"Compute Engine: {what}: {e.code} {e.message}{hint}") from None

@@ -25,12 +25,14 @@ from .base import (
     CapacityError,
     Instance,
     Provider,
+    QuotaError,
     VmRequest,
+    ZoneNotOfferedError,
     gce_label_value,
     parse_status_line,
     rfc3339,
 )
-from .startup import HEALTH_TRIES, HEALTH_WAIT_S, RUNNER_SHA256, RUNNER_VERSION, render
+from .startup import HEALTH_TRIES, HEALTH_WAIT_S, render
 
 JIT_METADATA_KEY = "gpu-runner-jitconfig"
 RUNNER_PREFIX = "gpu-runner-"
@@ -46,8 +48,9 @@ class StartOptions:
     """How long to wait for GitHub to list the runner online after the VM was created."""
     poll_s: float = 5.0
     runner_group_id: int = 1
-    runner_version: str = RUNNER_VERSION
-    runner_sha256: str = RUNNER_SHA256
+    runner: Any = None
+    """A pinned runner release (:class:`gpu_runner.github.releases.RunnerRelease`); None: the
+    current release, asked of GitHub when the entry starts (or GPU_RUNNER_RUNNER_VERSION)."""
     health_tries: int = HEALTH_TRIES
     health_wait_s: float = HEALTH_WAIT_S
     provisioning_models: list[str] | None = None
@@ -114,19 +117,75 @@ def zones_text(zones: list[str]) -> str:
                                   for z in zones[1:])])
 
 
+def _region_of(zone: str) -> str:
+    return zone.rsplit("-", 1)[0]
+
+
 def _ladder(ctx: Context, req: VmRequest, spec: Any, models: list[str]) -> Instance:
+    """Create the VM on the first rung that takes it: for each provisioning model in order, each
+    zone in order.
+
+    * No capacity (a stockout): the next zone.
+    * The zone does not offer the machine type or accelerator: that zone is skipped for every model.
+    * A regional quota: the rest of that region is skipped, for that model alone when the quota is
+      the model's own (``PREEMPTIBLE_*``: Spot VMs count against it where the project has it),
+      else for every model (both count against it).
+    * A global quota (``GPUS_ALL_REGIONS``): no zone can help; the ladder stops.
+    """
     if not spec.zones:
         raise ConfigError(f"machine of entry {req.name}: no zones to create the VM in (set zones:)")
+    not_offered: dict[str, str] = {}
+    """zone -> why: the zone does not offer what the VM needs."""
+    barred: dict[tuple[str, str], QuotaError] = {}
+    """(region, model) -> the quota that bars it."""
+    stockouts = 0
     for model in models:
         for zone in spec.zones:
+            region = _region_of(zone)
+            if zone in not_offered or (region, model) in barred:
+                continue
             ctx.log(f"creating VM {req.name}: {spec.machine_type} ({model}) in {zone}")
             try:
                 return ctx.provider.create(req, zone, model)
             except CapacityError as e:
+                stockouts += 1
                 ctx.log(f"no capacity: {e}; trying the next {'zone' if zone != spec.zones[-1] else 'rung'}")
-    hint = "" if "STANDARD" in models else "; allow STANDARD (spot: preferred),"
-    raise InfraError(f"no capacity for {spec.machine_type} in {zones_text(spec.zones)} ({', '.join(models)})\n"
-                     f"Add zones to the machine{hint} or retry later.")
+            except ZoneNotOfferedError as e:
+                not_offered[zone] = str(e)
+                ctx.log(f"{e}; skipping {zone}")
+            except QuotaError as e:
+                if e.is_global:
+                    raise QuotaError(f"no VM for {spec.machine_type}: {e}", metric=e.metric, region=None,
+                                     limit=e.limit) from None
+                bars = [model] if e.preemptible else list(models)
+                for m in bars:
+                    barred.setdefault((e.region or region, m), e)
+                ctx.log(f"{e}; skipping the rest of {e.region} for {', '.join(bars)}")
+    raise _no_vm(spec, models, stockouts, not_offered, barred)
+
+
+def _no_vm(spec: Any, models: list[str], stockouts: int, not_offered: dict[str, str],
+           barred: dict[tuple[str, str], QuotaError]) -> InfraError:
+    """Why no rung of the ladder made the VM: the first line says it whole (it becomes the entry's
+    reason), the lines after it what to do."""
+    where = f"{spec.machine_type} in {zones_text(spec.zones)} ({', '.join(models)})"
+    quotas = list(dict.fromkeys(str(q) for q in barred.values()))
+    if not quotas and not not_offered:
+        hint = "" if "STANDARD" in models else "; allow STANDARD (spot: preferred),"
+        return InfraError(f"no capacity for {where}\nAdd zones to the machine{hint} or retry later.")
+    if len(quotas) == 1 and not stockouts and not not_offered:
+        q = next(iter(barred.values()))
+        return QuotaError(f"no VM for {where}: {quotas[0]}", metric=q.metric, region=q.region, limit=q.limit)
+    parts = []
+    for q in dict.fromkeys((q.metric, q.region) for q in barred.values()):
+        parts.append(f"quota {q[0]} exceeded in region {q[1]}")
+    if not_offered:
+        parts.append(f"not offered in {', '.join(not_offered)}")
+    if stockouts:
+        parts.append("no capacity in the other zones" if parts else "no capacity")
+    details = quotas + list(not_offered.values())
+    return InfraError(f"no VM for {where}: {'; '.join(parts)}\n" + "\n".join(details) +
+                      "\nAdd zones that offer the machine to it, or retry later.")
 
 
 def _wait_online(ctx: Context, inst: Instance, runner_id: int, opts: StartOptions) -> None:
@@ -171,21 +230,26 @@ def start(ctx: Context, entry: Any, opts: StartOptions | None = None) -> Started
     opts = opts or StartOptions()
     spec = entry.gce
     label = entry.label
+    from ..github.releases import resolve_runner_release
+
     ctx.log(f"registering just-in-time runner {label} in {ctx.repo} (label {label})")
     jit = ctx.runners.create_jit(label, [label], runner_group_id=opts.runner_group_id)
     ctx.mask(jit.encoded_jit_config)
-    script = render(expected_gpus=entry.gpu_count, runner_version=opts.runner_version,
-                    runner_sha256=opts.runner_sha256, health_tries=opts.health_tries,
-                    health_wait_s=opts.health_wait_s, self_delete=bool(getattr(spec, "self_delete", False)),
-                    docker=bool(entry.container), hold_s=int(getattr(spec, "debug_hold_s", 0) or 0),
-                    idle_timeout_s=spec.idle_timeout_s)
-    metadata = {"startup-script": script, JIT_METADATA_KEY: jit.encoded_jit_config,
-                "block-project-ssh-keys": "true", "enable-guest-attributes": "TRUE"}
-    if entry.gpu_count:
-        metadata["install-nvidia-driver"] = "True"  # Deep Learning VM images install it on first boot
-    req = VmRequest(name=label, project=ctx.project, spec=spec, labels=vm_labels(ctx, entry), metadata=metadata)
     done = False
     try:
+        # the current runner release (or the pin): GitHub gives jobs only to a current runner
+        release = resolve_runner_release(getattr(ctx.runners, "gh", None), pin=opts.runner)
+        ctx.log(f"runner {release.version} ({release.source}; sha256 {release.sha256[:12]}...)")
+        script = render(expected_gpus=entry.gpu_count, runner_version=release.version,
+                        runner_sha256=release.sha256, health_tries=opts.health_tries,
+                        health_wait_s=opts.health_wait_s, self_delete=bool(getattr(spec, "self_delete", False)),
+                        docker=bool(entry.container), hold_s=int(getattr(spec, "debug_hold_s", 0) or 0),
+                        idle_timeout_s=spec.idle_timeout_s)
+        metadata = {"startup-script": script, JIT_METADATA_KEY: jit.encoded_jit_config,
+                    "block-project-ssh-keys": "true", "enable-guest-attributes": "TRUE"}
+        if entry.gpu_count:
+            metadata["install-nvidia-driver"] = "True"  # Deep Learning VM images install it on first boot
+        req = VmRequest(name=label, project=ctx.project, spec=spec, labels=vm_labels(ctx, entry), metadata=metadata)
         inst = _ladder(ctx, req, spec, list(opts.provisioning_models or spec.provisioning_models))
         ctx.log(f"VM {label} created in {inst.zone} ({inst.provisioning_model})")
         _wait_online(ctx, inst, jit.runner.id, opts)

@@ -1,4 +1,9 @@
-"""Retries for cloud and GitHub calls: 429 and 5xx, with backoff that honours Retry-After."""
+"""Retries for cloud and GitHub calls: 429, 5xx and Compute Engine's 403 rate limits, with backoff
+that honours Retry-After.
+
+Compute Engine answers a request over a rate quota with 403 and the reason ``rateLimitExceeded``
+(or ``userRateLimitExceeded``), domain ``usageLimits``: "wait a minute then try your request
+again" (https://cloud.google.com/compute/api-quota). Any other 403 (a missing permission) is final."""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 T = TypeVar("T")
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+"""403 reasons that mean "too many requests this minute", not "not allowed"."""
 
 
 def retry_base_s() -> float:
@@ -52,8 +59,25 @@ def retry_after_s(exc: BaseException) -> float | None:
         return None
 
 
+def reasons_of(exc: BaseException) -> list[str]:
+    """The ``reason`` of each item of a Google API error's ``errors`` (google-api-core keeps them)."""
+    out = []
+    for e in getattr(exc, "errors", None) or []:
+        if isinstance(e, dict) and e.get("reason"):
+            out.append(str(e["reason"]))
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        out.append(reason)
+    return out
+
+
+def is_rate_limited(exc: BaseException) -> bool:
+    """A 403 that only says the project made too many requests (Compute Engine's rate quotas)."""
+    return status_of(exc) == 403 and any(r in RATE_LIMIT_REASONS for r in reasons_of(exc))
+
+
 def is_transient(exc: BaseException) -> bool:
-    if status_of(exc) in RETRY_STATUS:
+    if status_of(exc) in RETRY_STATUS or is_rate_limited(exc):
         return True
     import requests
 
@@ -72,13 +96,16 @@ def _wait(state: RetryCallState) -> float:
 
 def call_with_retry(fn: Callable[..., T], *args: Any, on_retry: Callable[[str], None] | None = None,
                     what: str = "call", **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)``, retried on 429/5xx and connection errors (Retry-After honoured)."""
+    """``fn(*args, **kwargs)``, retried on 429/5xx, 403 rate limits and connection errors
+    (Retry-After honoured)."""
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry and state.outcome is not None:
             exc = state.outcome.exception()
             wait = state.next_action.sleep if state.next_action else 0
-            on_retry(f"{what}: {status_of(exc) or type(exc).__name__}, retrying in {wait:.1f}s "
+            why = f"{status_of(exc)} {' '.join(reasons_of(exc))}" if exc is not None and is_rate_limited(exc) else (
+                status_of(exc) or type(exc).__name__)
+            on_retry(f"{what}: {why}, retrying in {wait:.1f}s "
                      f"(attempt {state.attempt_number + 1}/{retry_attempts()})")
 
     for attempt in Retrying(retry=retry_if_exception(is_transient), stop=stop_after_attempt(retry_attempts()),

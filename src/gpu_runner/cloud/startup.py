@@ -5,10 +5,10 @@ from __future__ import annotations
 import shlex
 from importlib import resources
 
-RUNNER_VERSION = "2.321.0"
-"""The runner release installed when the image has none (``/opt/actions-runner``)."""
-RUNNER_SHA256 = "ba46ba7ce3a4d7236b16fbe44419fb453bc08f866b24f04d549ec89f1722a29e"
-"""sha256 of actions-runner-linux-x64-2.321.0.tar.gz, as the release page lists it."""
+from ..github.releases import MIN_RUNNER_VERSION
+
+# No runner version is named here: ``start`` resolves the current release (or a pin) each time
+# (gpu_runner.github.releases), because GitHub stops giving jobs to a runner a month behind.
 HEALTH_TRIES = 30
 HEALTH_WAIT_S = 10
 HOLD_GRACE_S = 900
@@ -22,7 +22,7 @@ def template() -> str:
     return resources.files(__package__).joinpath("startup.sh").read_text(encoding="utf-8")
 
 
-def render(*, expected_gpus: int, runner_version: str = RUNNER_VERSION, runner_sha256: str = RUNNER_SHA256,
+def render(*, expected_gpus: int, runner_version: str = "", runner_sha256: str = "",
            health_tries: int = HEALTH_TRIES, health_wait_s: float = HEALTH_WAIT_S, self_delete: bool = False,
            docker: bool = False, hold_s: int = 0, hold_grace_s: int = HOLD_GRACE_S,
            hold_poll_s: float = HOLD_POLL_S, idle_timeout_s: float = IDLE_TIMEOUT_S,
@@ -36,7 +36,10 @@ def render(*, expected_gpus: int, runner_version: str = RUNNER_VERSION, runner_s
     the script refuses on a VM with a service account). ``hold_s`` (a debug hold): after its job
     the VM waits up to ``hold_grace_s`` for stop to mark it held (metadata ``gpu-runner-hold``),
     and says when the hold ends, at most ``hold_s`` after the job. ``idle_timeout_s``: a runner
-    that has not been given its job within this is stopped, and the VM waits as after a job."""
+    that has not been given its job within this is stopped, and the VM waits as after a job.
+    ``runner_version`` / ``runner_sha256``: the release to run (from
+    :func:`gpu_runner.github.releases.resolve_runner_release`); the runner on the image is used
+    only when it is at least that version (and at least MIN_RUNNER_VERSION)."""
     values = {
         "HOLD_S": str(max(0, int(hold_s))),
         "HOLD_GRACE_S": str(max(0, min(int(hold_grace_s), int(hold_s)))) if hold_s else "0",
@@ -46,6 +49,7 @@ def render(*, expected_gpus: int, runner_version: str = RUNNER_VERSION, runner_s
         "EXPECTED_GPUS": str(int(expected_gpus)),
         "RUNNER_VERSION": shlex.quote(runner_version),
         "RUNNER_SHA256": shlex.quote(runner_sha256.lower()),
+        "RUNNER_MIN_VERSION": shlex.quote(MIN_RUNNER_VERSION),
         "HEALTH_TRIES": str(max(1, int(health_tries))),
         "HEALTH_WAIT_S": shlex.quote(f"{health_wait_s:g}"),
         "IDLE_TIMEOUT_S": str(max(1, int(round(idle_timeout_s)))),

@@ -8,7 +8,8 @@
 #    is the VM's DNS resolver and NTP server: those stay open to everyone. A container job on a
 #    VM with a service account is refused (Docker is root on the VM: no firewall holds it);
 # 3. checks the GPUs (nvidia-smi lists the expected count), retrying while the driver installs;
-# 4. uses the runner on the image, or installs the pinned runner release (checksum verified);
+# 4. uses the runner on the image when it is at least RUNNER_VERSION (the current release, or the
+#    pin), else installs RUNNER_VERSION (checksum verified): GitHub gives jobs only to a current runner;
 # 5. runs one job with `run.sh --jitconfig` as the unprivileged user gpu-runner (root only where
 #    the image cannot make that user). Then the VM stays up, idle, until the entry's stop job
 #    deletes it (seconds later), or at the latest Compute Engine at its maxRunDuration. It never
@@ -30,6 +31,7 @@ set -uo pipefail
 EXPECTED_GPUS=@@EXPECTED_GPUS@@
 RUNNER_VERSION=@@RUNNER_VERSION@@
 RUNNER_SHA256=@@RUNNER_SHA256@@
+RUNNER_MIN_VERSION=@@RUNNER_MIN_VERSION@@
 HEALTH_TRIES=@@HEALTH_TRIES@@
 HEALTH_WAIT_S=@@HEALTH_WAIT_S@@
 SELF_DELETE=@@SELF_DELETE@@
@@ -159,11 +161,29 @@ gpu_health() {
   return 1
 }
 
-install_runner() {
-  local tgz=/tmp/actions-runner-$RUNNER_VERSION.tar.gz
+runner_version_in() {  # DIR: the version of the runner installed there ('' when it cannot tell)
+  "$1/bin/Runner.Listener" --version 2>/dev/null | tr -d '\r' | grep -E '^[0-9]+\.[0-9]+\.[0-9]+$' | head -n 1
+}
+
+version_at_least() {  # A B: whether version A >= version B
+  [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n 1)" = "$2" ]
+}
+
+install_runner() {  # the runner on the image when it is recent enough, else RUNNER_VERSION (checksum verified)
+  local tgz=/tmp/actions-runner-$RUNNER_VERSION.tar.gz have want=${RUNNER_VERSION:-$RUNNER_MIN_VERSION}
   if [ -x "$RUNNER_DIR/run.sh" ]; then
-    echo "gpu-runner: using the runner in $RUNNER_DIR"
-    return 0
+    have=$(runner_version_in "$RUNNER_DIR")
+    if [ -n "$have" ] && version_at_least "$have" "$want" && version_at_least "$have" "$RUNNER_MIN_VERSION"; then
+      echo "gpu-runner: using the runner $have in $RUNNER_DIR"
+      return 0
+    fi
+    echo "gpu-runner: the runner in $RUNNER_DIR is ${have:-of unknown version}, older than $want" \
+      "(GitHub gives jobs only to a current runner): installing $want instead"
+    rm -rf "$RUNNER_DIR"
+  fi
+  if [ -z "$RUNNER_VERSION" ]; then
+    echo "gpu-runner: no runner release to install"
+    return 1
   fi
   echo "gpu-runner: installing runner $RUNNER_VERSION into $RUNNER_DIR"
   curl -sSfL --retry 5 -o "$tgz" \
