@@ -283,6 +283,23 @@ def test_a_missing_approval_label(world: World) -> None:
     assert code == 0, failed(checks)
 
 
+def test_a_runner_pin_github_would_refuse(world: World) -> None:
+    """The runner release is resolved as start resolves it: a pin older than the oldest release GitHub
+    lets register (2.329.0, https://github.com/orgs/community/discussions/194762) is a ✗ before any VM."""
+    world.env.update(GPU_RUNNER_RUNNER_VERSION="2.321.0", GPU_RUNNER_RUNNER_SHA256="ab" * 32)
+    bad = only_failure(world, "runner release")
+    assert "2.321.0" in bad["detail"] and "2.329.0" in bad["fix"]
+
+
+def test_a_runner_release_without_a_published_checksum(world: World) -> None:
+    """The latest release must publish the sha256 of its linux-x64 package (asset digest or notes),
+    or start refuses it: doctor says so (?) instead of a ✓."""
+    world.gh.runner_release = {**world.gh.runner_release, "digest": False, "body_sha256": None}
+    code, checks = world.findings()
+    rel = next(c for c in checks if c["check"] == "runner release")
+    assert rel["status"] == "unknown" and "no sha256" in rel["detail"], rel
+
+
 def test_what_could_not_be_checked_is_not_all_holds(world: World) -> None:
     """GitHub that keeps answering 503: its checks are ?, exit 3 (not 0: nothing there was proven;
     not 1: nothing was found wrong); --allow-unknown (the reusable workflow's doctor job) exits 0."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, GpuRunnerError
+from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, GpuRunnerError, first_line
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 SYMBOLS = {PASS: "✓", FAIL: "✗", UNKNOWN: "?"}
@@ -578,20 +578,22 @@ class _GitHub:
 
 
 def _runner_release_check(gh: _GitHub) -> Finding:
-    """The current actions/runner release resolves (``GET /repos/actions/runner/releases/latest``):
-    the VM installs a runner release when its image has none."""
-    from .cloud.startup import RUNNER_VERSION
+    """The runner release ``start`` would install resolves, as ``start`` resolves it
+    (:func:`gpu_runner.github.releases.resolve_runner_release`: a pin from the environment, else
+    the latest release of actions/runner with its published sha256), and GitHub still accepts it."""
+    from .errors import InfraError
+    from .github.releases import MIN_RUNNER_VERSION, resolve_runner_release
 
     try:
-        status, data = gh.get("/repos/actions/runner/releases/latest")
-    except _Unknown as e:
-        return Finding(UNKNOWN, "runner release", "actions/runner", str(e), "retry later")
-    if status != 200 or not isinstance(data, dict) or not data.get("tag_name"):
-        return Finding(UNKNOWN, "runner release", "actions/runner", f"the latest release does not resolve ({data})",
-                       "retry later; start installs the pinned release")
-    latest = str(data["tag_name"]).lstrip("v")
-    pinned = "" if latest == RUNNER_VERSION else f"; start installs {RUNNER_VERSION} unless --runner-version says"
-    return Finding(PASS, "runner release", "actions/runner", f"latest {latest}{pinned}")
+        rel = resolve_runner_release(gh.gh)
+    except ConfigError as e:
+        return Finding(FAIL, "runner release", "actions/runner", first_line(e),
+                       f"pin {MIN_RUNNER_VERSION} or later (GPU_RUNNER_RUNNER_VERSION and GPU_RUNNER_RUNNER_SHA256), "
+                       "or leave the pin out")
+    except InfraError as e:
+        return Finding(UNKNOWN, "runner release", "actions/runner", first_line(e),
+                       "retry later, or pin a runner (--runner-version and --runner-sha256)")
+    return Finding(PASS, "runner release", "actions/runner", f"{rel.version} ({rel.source}), sha256 published")
 
 
 def github_findings(approval_label: str) -> list[Finding]:

@@ -11,15 +11,13 @@ Shapes: the published OpenAPI description (tests/fixtures/doctor-github-openapi.
   https://docs.github.com/rest/actions/permissions#get-default-workflow-permissions-for-a-repository
 * ``GET /repos/{owner}/{repo}/labels/{name}``: a label, 404 when there is none;
   https://docs.github.com/rest/issues/labels#get-a-label
-* ``GET /repos/actions/runner/releases/latest``: the runner's latest release;
-  https://docs.github.com/rest/releases/releases#get-the-latest-release
 * Listing runners needs the fine-grained permission "Administration" (read); a token without it
   gets 403 "Resource not accessible by personal access token";
   https://docs.github.com/rest/actions/self-hosted-runners#list-self-hosted-runners-for-a-repository
 
 Knobs: ``runner_admin`` (False: listing runners answers 403), ``fork_approval_policy``,
 ``workflow_permissions`` (read or write), ``can_approve_reviews``, ``repo_labels`` (names that
-exist), ``runner_release`` (the latest actions/runner version).
+exist). The runner's latest release (``runner_release``) is github.py's, as start reads it.
 """
 
 from __future__ import annotations
@@ -47,14 +45,12 @@ class DoctorGitHubRoutes:
         self.workflow_permissions = "read"
         self.can_approve_reviews = False
         self.repo_labels: set[str] = {"gpu-runner:approved"}
-        self.runner_release = "2.329.0"
         for method, path, name, handler in [
             ("GET", "/repos/{owner}/{repo}/actions/permissions/fork-pr-contributor-approval",
              "permissions.fork-pr-approval", self.fork_pr_approval),
             ("GET", "/repos/{owner}/{repo}/actions/permissions/workflow", "permissions.workflow",
              self.workflow_token_permissions),
             ("GET", "/repos/{owner}/{repo}/labels/{name}", "labels.get", self.label_get),
-            ("GET", "/repos/{owner}/{repo}/releases/latest", "releases.latest", self.latest_release),
         ]:
             self.route(method, path, name, handler)
 
@@ -89,16 +85,3 @@ class DoctorGitHubRoutes:
             "id": 208045946, "node_id": "MDU6TGFiZWwyMDgwNDU5NDY=", "name": label, "description": None,
             "url": f"{self.url}/repos/{owner}/{repo}/labels/{quote(label, safe='')}", "color": "0e8a16",
             "default": False})
-
-    def latest_release(self, owner: str, repo: str, **_: Any) -> Any:
-        if (owner, repo) != ("actions", "runner"):
-            raise Reply(404, NOT_FOUND)
-        v = self.runner_release
-        u = f"{self.url}/repos/actions/runner/releases/1"
-        return self._doctor_out("/repos/{owner}/{repo}/releases/latest", {
-            "url": u, "html_url": f"https://github.com/actions/runner/releases/tag/v{v}", "assets_url": f"{u}/assets",
-            "upload_url": f"{u}/assets{{?name,label}}", "tarball_url": f"{self.url}/repos/actions/runner/tarball/v{v}",
-            "zipball_url": f"{self.url}/repos/actions/runner/zipball/v{v}", "id": 1, "node_id": "RE_1",
-            "tag_name": f"v{v}", "target_commitish": "main", "name": f"v{v}", "body": "", "draft": False,
-            "prerelease": False, "created_at": "2026-11-01T00:00:00Z", "published_at": "2026-11-01T00:00:00Z",
-            "author": self._user("github-actions[bot]"), "assets": []})
