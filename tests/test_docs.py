@@ -88,7 +88,8 @@ def _slug(heading: str) -> str:
 
 def _anchors(page: Path) -> set[str]:
     text = FENCE.sub("", page.read_text(encoding="utf-8"))
-    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, re.M)}
+    headings = {_slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, re.M)}
+    return headings | set(re.findall(r'<a (?:id|name)="([^"]+)"', text))
 
 
 def test_every_relative_link_and_anchor_resolves() -> None:
