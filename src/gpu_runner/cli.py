@@ -570,13 +570,25 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
             if stale.is_file() or stale.is_symlink():
                 stale.unlink()
         bad: list[str] = []
+
+        def no_links(path: Path) -> None:  # no symbolic link from the results folder given down to the file
+            from .report.untrusted import refuse_links
+
+            root = next((r for r in results_dirs if path.is_relative_to(r)), None)
+            try:
+                refuse_links(path, root)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+
         for d in entry_dirs:
             try:
+                no_links(d / "results.json")
                 load_entry(d)
             except ConfigError as e:
                 bad.append(str(e))
         for f in records:
             try:
+                no_links(f)
                 load_record(f)
             except ConfigError as e:
                 bad.append(str(e))

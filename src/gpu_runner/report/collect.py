@@ -26,13 +26,13 @@ from typing import Any
 
 from ..cost.usage import cost_of
 from ..errors import ConfigError
+from .untrusted import read_text
 from ..results import (
     TRY_FILE,
     EntryInfo,
     EntryResult,
     TryInfo,
     TryRecord,
-    load_results,
     not_run_result,
     parse_artifact_name,
 )
@@ -211,7 +211,7 @@ def collect(entry_dirs: Sequence[Path], *, records: Sequence[Path] = (), plan: S
 def load_record(path: Path) -> TryRecord:
     """A try's record (``gpu-runner-try.json``); one that is not valid is a ConfigError naming it."""
     try:
-        return TryRecord.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return TryRecord.from_dict(json.loads(read_text(path)))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, ValueError, TypeError, RecursionError) as e:
@@ -269,10 +269,10 @@ def load_entry_result(entry_dir: Path) -> EntryResult:
     """results.json of an entry folder; a file this version cannot read is a ConfigError naming it."""
     path = Path(entry_dir) / "results.json"
     try:
-        return load_results(path)
+        return EntryResult.from_dict(json.loads(read_text(path)))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no results.json here") from None
-    except (ValueError, TypeError, KeyError) as e:
+    except (OSError, ValueError, TypeError, KeyError, RecursionError) as e:
         raise ConfigError(f"{path}: not a results.json this version can read: {e}") from None
 
 
