@@ -326,13 +326,13 @@ def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, ker
         raise ConfigError("--matrix FILE and --entry ID go together (`gpu-runner plan --matrix FILE` lists the ids)")
     _check_python(python)
     if matrix_path is not None:
-        from .plan import expected_gpus, find_entry
+        from .plan import expected_gpus, find_entry, label_is_for
 
         if not matrix_path.is_file():
             raise ConfigError(f"{matrix_path}: no such file")
         entry = find_entry(matrix_path, str(entry_id))
         # on the entry's own VM the GitHub runner is named after the entry's label
-        own_vm = not entry.is_local and os.environ.get("RUNNER_NAME") == entry.label
+        own_vm = not entry.is_local and label_is_for(entry, os.environ.get("RUNNER_NAME", ""))
         run = EntryRun(
             info=EntryInfo(id=entry.id, runtime=entry.runtime, machine=entry.machine,
                            label=None if entry.is_local else entry.label, provider=entry.provider,
@@ -786,7 +786,10 @@ def _on_sigterm_raise_interrupt() -> None:
 @click.option("--poll", "poll_s", type=_DurationType(), default="5s", show_default=True,
               help="How often to look at the runner, the VM and its serial console while waiting.")
 @click.option("--runner-group-id", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Runner group of the just-in-time runner.")
+              envvar="GPU_RUNNER_RUNNER_GROUP_ID",
+              help="Runner group of the just-in-time runner: one an admin limits to the workflows that call "
+                   "gpu-runner (selected workflows), so no other workflow's job can take it.  "
+                   "[env: GPU_RUNNER_RUNNER_GROUP_ID]")
 @click.option("--runner-version", default=None, metavar="VERSION",
               help="actions/runner release to install when the image has none (with --runner-sha256).")
 @click.option("--runner-sha256", default=None, metavar="HEX", help="sha256 of that release's linux-x64 tarball.")
@@ -823,8 +826,7 @@ def start_cmd(matrix_path: Path, entry_id: str, retry: int, project: str | None,
             opts.runner_version, opts.runner_sha256 = runner_version, runner_sha256
         if retry:
             opts.provisioning_models = lifecycle.retry_models(entry.gce.provisioning_models)
-            logger.info(f"retry {retry} of {entry.id} after a preemption: {' then '.join(opts.provisioning_models)}, "
-                        f"as {entry.label}")
+            logger.info(f"retry {retry} of {entry.id} after a preemption: {' then '.join(opts.provisioning_models)}")
         _on_sigterm_raise_interrupt()
         pricing = _Pricing(entry, logger)  # asks the Billing Catalog while the VM boots
         started = lifecycle.start(ctx, entry, opts)
@@ -839,8 +841,8 @@ def start_cmd(matrix_path: Path, entry_id: str, retry: int, project: str | None,
     if price is not None:
         outputs["price"] = json.dumps(price.to_dict(), separators=(",", ":"))
     set_outputs(outputs)
-    logger.info(f"started {started.label}: VM {started.instance} in {started.zone} ({started.provisioning_model}), "
-                "runner online")
+    logger.info(f"started the runner of {entry.id}: its VM in {started.zone} ({started.provisioning_model}), "
+                "runner online (its label is in the step's outputs, for the run job)")
 
 
 class _Pricing:
@@ -961,7 +963,7 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
     """
     from .cloud import lifecycle
     from .github.workflow import append_step_summary, set_outputs
-    from .plan import find_entry
+    from .plan import find_entry, label_is_for
     from .results import TryRecord
 
     if label is None and (matrix_path is None or entry_id is None):
@@ -972,7 +974,11 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
     entry = (find_entry(matrix_path, entry_id, retry=retry)
              if matrix_path is not None and entry_id is not None else None)
     logger = _runner_logger()
-    record = TryRecord(entry_id=entry.id, retry=retry, label=entry.label if not entry.is_local else None,
+    started_label = started.get("label") or ""
+    if entry is not None and started_label and not label_is_for(entry, started_label):
+        raise click.BadParameter(f"label {started_label!r} is not one start makes for entry {entry.id} (try "
+                                 f"{retry + 1})", param_hint="--start-outputs")
+    record = TryRecord(entry_id=entry.id, retry=retry, label=(started_label or entry.label) if not entry.is_local else None,
                        start=start_result, run=run_result, error=started.get("error") or None,
                        zone=started.get("zone") or None,
                        provisioning_model=started.get("provisioning-model") or None) if entry is not None else None
@@ -980,11 +986,20 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
         if entry is not None and (entry.is_local or entry.gce is None):
             logger.info(f"{entry.id} runs on a local machine: nothing to stop")
             return
-        name = label or entry.label  # type: ignore[union-attr]
         hold = debug_hold_s if debug_hold_s is not None else (entry.gce.debug_hold_s if entry and entry.gce else 0)
         ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
+        if label:
+            names = [label]
+        elif started_label:
+            names = [started_label]
+        else:  # start said nothing (cancelled, or its job died): what it made is found by name
+            names = lifecycle.labels_of(ctx, entry) or [entry.label]  # type: ignore[union-attr]
+        for extra in names[1:]:
+            lifecycle.stop(ctx, extra, force=True)
+        name = names[0]
         stopped = lifecycle.stop(ctx, name, zones=entry.gce.zones if entry is not None and entry.gce else None,
-                                 hold_s=hold if run_result == "failure" else None, force=force)
+                                 hold_s=hold if run_result == "failure" else None, force=force,
+                                 run_result=run_result or None)
         if stopped.held is not None:
             append_step_summary(lifecycle.hold_instructions(stopped.held, project=ctx.project, repo=ctx.repo,
                                                             entry_id=entry.id if entry else name))
@@ -993,6 +1008,9 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
         if record is not None and entry is not None:
             record.vm = _vm_use(entry, retry, stopped, started, logger)
             record.preempted = stopped.preempted
+            if stopped.hijack:
+                record.error = f"hijack: {stopped.hijack}"
+                logger.error(f"{entry.id}: hijack: {stopped.hijack}")
             record.will_retry = stopped.preempted and run_result != "success" and retry < entry.retries_preempted
             if stopped.preempted:
                 if record.will_retry:

@@ -58,6 +58,8 @@ class GitHubStandIn(StandIn):
         self.jit: dict[str, int] = {}
         self.secrets: list[str] = []
         self.finished_runs: set[str] = set()
+        self.missing_runs: set[str] = set()
+        """Run ids this repository does not have (deleted, or another repository's): 404."""
         self.throttle: list[tuple[int, float | None]] = []
         self.rejected: list[str] = []
         self.ids = itertools.count(20)
@@ -221,6 +223,8 @@ class GitHubStandIn(StandIn):
         """A workflow run: one added with :meth:`add_run`, else one of workflow ``default_workflow_id``
         on ``main``, in progress unless its id is in ``finished_runs`` (the janitor's view)."""
         self._repo(owner, repo)
+        if run_id in self.missing_runs:
+            raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
         with self.lock:
             run = self.workflow_runs.get(int(run_id))
         if run is None:

@@ -98,6 +98,8 @@ def _times(n: int) -> str:
 def _why_no_results(rec: TryRecord | None) -> str:
     if rec is None:
         return NO_RESULTS
+    if rec.error and rec.error.startswith("hijack:"):  # stop saw another run's job on the entry's runner
+        return rec.error
     outcome = rec.outcome
     if outcome == "cancelled":
         return "cancelled"
