@@ -275,6 +275,7 @@ def shutil_rmtree(p: Path) -> None:
 def test_what_a_pull_request_may_run(world: World, event_name: str, fork: bool, labels: list[str], action: str,
                                      label: str | None, sender: str, planned: list[str], why: str | None) -> None:
     world.gh.permissions = {"maintainer": "write", "triager": "read"}
+    world.gh.pr_reviews = {12: [{"login": "maintainer", "state": "APPROVED", "commit_id": HEAD_SHA}]}
     r = world.runner(event_name, _pr_event(fork=fork, labels=labels, action=action, label=label, sender=sender))
     job = r.run_job("plan", {}, None)
     assert job.result == "success", "\n".join(s.output for s in job.steps)
@@ -316,6 +317,7 @@ def test_an_approved_fork_runs_exactly_the_labelled_commit_as_the_base_branch_pl
     run touches the cache."""
     world.gh.permissions = {"maintainer": "write"}
     world.gh.pr_labels = {12: [APPROVAL]}
+    world.gh.pr_reviews = {12: [{"login": "maintainer", "state": "APPROVED", "commit_id": HEAD_SHA}]}
     _base, head = _trees(world, tmp_path)
     r = world.runner("pull_request_target", _pr_event(fork=True, labels=[APPROVAL], action="labeled",
                                                       label=APPROVAL, sender="maintainer"))

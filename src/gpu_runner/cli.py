@@ -452,13 +452,23 @@ def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, 
 
         event_name = os.environ.get("GITHUB_EVENT_NAME", "")
 
-        def may_approve(login: str) -> bool:
+        made: list[Any] = []
+
+        def approvals() -> Any:  # one per plan: it asks each user's permission once
             from .github.approval import Approvals
             from .github.client import client, repository
 
-            return Approvals(client(), repository()).may_approve(login)
+            if not made:
+                made.append(Approvals(client(), repository()))
+            return made[0]
 
-        gate = planning.fork_gate(event_name, read_event(), approval_label, may_approve)
+        def may_approve(login: str) -> bool:
+            return bool(approvals().may_approve(login))
+
+        def reviewed_by(number: int, head_sha: str) -> str | None:
+            return approvals().approving_reviewer(number, head_sha)  # type: ignore[no-any-return]
+
+        gate = planning.fork_gate(event_name, read_event(), approval_label, may_approve, reviewed_by)
         dropped = [e for e in p.entries if gate.keep == "none" or (gate.keep == "local" and not e.is_local)]
         if dropped:
             gated = True
@@ -1050,15 +1060,19 @@ def revoke_approval_cmd(label: str) -> None:
             "synchronize", "reopened"):
         click.echo(f"nothing to revoke: not new code for a pull request from a fork ({event_name} {action})")
         return
-    labels = {lb.get("name") for lb in pull.get("labels") or [] if isinstance(lb, dict)}
     number = pull.get("number") or event.get("number")
-    if label not in labels or not isinstance(number, int):
-        click.echo(f"pull request #{number} does not carry the label {label!r}: nothing to revoke")
-        return
+    if not isinstance(number, int):
+        raise ConfigError("revoke-approval: the event names no pull request number")
     from .github.approval import Approvals
     from .github.client import client, repository
 
-    removed = Approvals(client(), repository()).revoke(number, label)
+    approvals = Approvals(client(), repository())
+    # the labels as they are now: the event's list is the one it was sent with, and a label applied
+    # since (a maintainer's, just before this push landed) approves code it never saw
+    if label not in approvals.labels(number):
+        click.echo(f"pull request #{number} does not carry the label {label!r}: nothing to revoke")
+        return
+    removed = approvals.revoke(number, label)
     head = str((pull.get("head") or {}).get("sha") or "")[:12]
     click.echo(f"{'removed' if removed else 'already gone:'} the label {label!r} from pull request #{number}: "
                f"commit {head} ({action}) is not approved; a user with write access reviews it and applies the "

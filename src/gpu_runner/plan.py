@@ -700,7 +700,8 @@ def is_fork(pull: Mapping[str, Any]) -> bool:
 
 
 def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str,
-              may_approve: Callable[[str], bool] | None = None) -> Gate:
+              may_approve: Callable[[str], bool] | None = None,
+              reviewed_by: Callable[[int, str], str | None] | None = None) -> Gate:
     """What a pull request from a fork may run (anything else runs everything).
 
     * ``pull_request`` from a fork: GitHub gives the run no secrets and a read-only token, so no
@@ -708,10 +709,12 @@ def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str,
     * ``pull_request_target`` from a fork: nothing at all, until a user who may write to the
       repository applies ``approval_label``: the approval is that ``labeled`` event (``label``
       is ``approval_label`` and ``may_approve(sender)``), for the commit it was applied to
-      (``pull_request.head.sha``, which the run checks out). A label that is merely there (a
-      reopen, a push, an edit, another label) approves nothing.
-    ``may_approve`` (login -> bool) may raise :class:`~gpu_runner.errors.InfraError`: then nothing
-    runs, and the reason says why.
+      (``pull_request.head.sha``, which the run checks out), and only when a user with write access
+      approved exactly that commit in a review (``reviewed_by(number, head_sha)`` names them). A
+      label that is merely there (a reopen, a push, an edit, another label) approves nothing, nor
+      does a label applied after a force-push to code nobody reviewed.
+    ``may_approve`` (login -> bool) and ``reviewed_by`` may raise
+    :class:`~gpu_runner.errors.InfraError`: then nothing runs, and the reason says why.
     """
     pull = event.get("pull_request")
     if not event_name.startswith("pull_request") or not isinstance(pull, dict) or not is_fork(pull):
@@ -721,8 +724,8 @@ def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str,
         return Gate("local", "a pull request from a fork: GitHub gives its pull_request run no secrets, so no GPU "
                     f"machine can start; a maintainer who has reviewed it applies the label '{approval_label}' "
                     "and the pull_request_target workflow runs it")
-    waiting = (f"a pull request from a fork: nothing of it runs until a user with write access has reviewed "
-               f"commit {head_sha[:12] or '?'} and applies the label '{approval_label}'")
+    waiting = (f"a pull request from a fork: nothing of it runs until a user with write access approves commit "
+               f"{head_sha[:12] or '?'} in a review and applies the label '{approval_label}'")
     action = str(event.get("action") or "")
     label = str((event.get("label") or {}).get("name") or "")
     if action != "labeled" or label != approval_label:
@@ -740,7 +743,17 @@ def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str,
         return Gate("none", f"{waiting}: could not check that {sender} may write to the repository ({e})")
     if not ok:
         return Gate("none", f"{waiting}: {sender}, who applied it, may not write to this repository")
-    return Gate("all", approved=f"approved by {sender} for commit {head_sha}")
+    number = pull.get("number") or event.get("number")
+    if reviewed_by is None or not isinstance(number, int) or not head_sha:
+        return Gate("none", f"{waiting}: cannot tell which commit was reviewed")
+    try:
+        reviewer = reviewed_by(number, head_sha)
+    except GpuRunnerError as e:
+        return Gate("none", f"{waiting}: could not read the pull request's reviews ({e})")
+    if not reviewer:
+        return Gate("none", f"{waiting}: the label was applied, but no user with write access approved commit "
+                    f"{head_sha[:12]} in a review (a review of an earlier commit approves nothing)")
+    return Gate("all", approved=f"approved by {reviewer} in a review of commit {head_sha}, labelled by {sender}")
 
 
 def expected_gpus(entry: Entry) -> int | None:
