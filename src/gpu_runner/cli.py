@@ -1089,7 +1089,8 @@ def revoke_approval_cmd(label: str) -> None:
 def janitor_cmd(max_age_s: float, margin_s: float, dry_run: bool, project: str | None) -> None:
     """Delete what this repository's runs left behind, and nothing else.
 
-    VMs labelled gpu-runner=1 and gh-repo=<this repository>, named gpu-runner-<run>-<attempt>-<entry>:
+    VMs labelled gpu-runner=1 and gh-repo-id=<this repository's id, GITHUB_REPOSITORY_ID>, named
+    gpu-runner-<run>-<attempt>-<nonce>-<entry>:
     deleted once GitHub says that attempt of their workflow run is over, never while it is in
     progress; when GitHub cannot tell, once older than their own maxRunDuration (else --max-age)
     plus --margin. Runner registrations: offline ones of that name pattern, carrying their name as

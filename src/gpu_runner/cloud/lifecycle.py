@@ -517,10 +517,12 @@ def janitor(ctx: Context, *, max_age_s: float = DEFAULT_LIFETIME_S, margin_s: fl
             dry_run: bool = False, now: float | None = None) -> Swept:
     """Delete what this repository's runs left behind, and nothing else.
 
-    A VM is a candidate only when it carries ``gpu-runner=1``, this repository's ``gh-repo``, and a
-    name of the full pattern ``gpu-runner-<run>-<attempt>-<entry>`` that agrees with its
+    A VM is a candidate only when it carries ``gpu-runner=1``, this repository's id as ``gh-repo-id``
+    (names collide as label values, ids do not), and a name of the full pattern
+    ``gpu-runner-<run>-<attempt>-<nonce>-<entry>`` that agrees with its
     ``gh-run-id`` / ``gh-run-attempt`` labels. It is deleted when GitHub says that attempt of its
-    workflow run is over; it stays while GitHub reports it queued or in progress, however old.
+    workflow run is over; it stays while GitHub reports it queued or in progress, however old, and
+    is left alone when GitHub answers 404 for the run (not this repository's to judge).
     When GitHub cannot tell (a ``local`` run), it is deleted once older than its own
     maxRunDuration (else ``max_age_s``) plus ``margin_s``. A VM held for a look (a failed entry's,
     metadata ``gpu-runner-hold``) stays until its hold ends and is deleted once it has, whatever
