@@ -5,6 +5,7 @@ runner registrations, and no secret in any output."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +48,7 @@ runtimes:
     notebooks: [nb.ipynb]
 """
 L4 = "torch--l4"
+REPO_ID = "70135"
 
 
 class World:
@@ -60,14 +62,23 @@ class World:
         self.outputs = tmp / "github_output"
         self.outputs.write_text("")
         self.env = {"GPU_RUNNER_COMPUTE_EMULATOR_HOST": self.compute.address, "GITHUB_API_URL": self.gh.url,
-                    "GITHUB_TOKEN": "test-token", "GITHUB_REPOSITORY": REPO_NAME, "GITHUB_RUN_ID": "4242",
+                    "GITHUB_TOKEN": "test-token", "GITHUB_REPOSITORY": REPO_NAME, "GITHUB_REPOSITORY_ID": REPO_ID,
+                    "GITHUB_RUN_ID": "4242",
                     "GITHUB_RUN_ATTEMPT": "1", "GITHUB_OUTPUT": str(self.outputs),
                     "GPU_RUNNER_RETRY_BASE_S": "0.01", "GPU_RUNNER_RETRY_ATTEMPTS": "4",
                     "GOOGLE_CLOUD_PROJECT": "", "PYTHONUNBUFFERED": "1"}
         self.texts: list[str] = []
 
-    def label(self, entry: str = L4, run: str = "4242") -> str:
-        return f"gpu-runner-{run}-1-{entry}"
+    def label(self, entry: str = L4, run: str = "4242", retry: int = 0) -> str:
+        """The label start made for that try: the plan's with start's random part, found by its pattern
+        among the VMs created and the registrations (the random part is known to nobody else)."""
+        attempt = f"1r{retry}" if retry else "1"
+        pattern = re.compile(rf"^gpu-runner-{run}-{attempt}-[a-z2-7]{{8}}-{re.escape(entry)}$")
+        with self.compute.lock, self.gh.lock:
+            names = [i[0] for i in self.compute.inserted] + [r["name"] for r in self.gh.runners.values()]
+        found = [n for n in names if pattern.match(n)]
+        assert found, f"no label of {entry} (run {run}, try {retry + 1}) among {names}"
+        return found[-1]
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         r = gpu_runner(*args, cwd=self.tmp, env={**self.env, **env}, timeout=120)
@@ -115,7 +126,10 @@ def test_happy_path(world: World) -> None:
     price = outputs.pop("price")  # the VM's price per hour (tests/test_cost_entries.py)
     assert outputs == {"label": label, "instance": label, "zone": "us-central1-a", "provisioning-model": "SPOT"}
     assert '"provisioning_model":"SPOT"' in price
-    assert f"registering just-in-time runner {label}" in r.stdout and "is online" in r.stdout
+    # the log is public: it never shows the label's random part (the run job gets it from the output)
+    hidden = re.sub(r"-[a-z2-7]{8}-torch", "-********-torch", label)
+    assert f"registering just-in-time runner {hidden}" in r.stdout and "is online" in r.stdout
+    assert label not in r.stdout + r.stderr
     vm = world.compute.instances[("test-project", "us-central1-a", label)]
     sched = vm["scheduling"]
     assert sched["provisioningModel"] == "SPOT" and sched["onHostMaintenance"] == "TERMINATE"
@@ -468,12 +482,18 @@ def test_gpu_health_check_failure_fails_fast(world: World) -> None:
     world.assert_clean()
 
 
-def test_stale_registration_of_the_same_name_is_replaced(world: World) -> None:
-    world.gh.add_runner(world.label())
+def test_a_registration_named_after_the_plans_label_takes_nothing(world: World) -> None:
+    """Someone registered a runner under the plan's (public) label: start's label is another (its
+    random part), so the job never goes there; that registration is not start's to touch."""
+    squatter = world.gh.add_runner("gpu-runner-4242-1-torch--l4")
     r = world.start()
     assert r.returncode == 0, r.stdout + r.stderr
-    assert world.gh.calls["runners.jitconfig"] == 2 and world.gh.count() == 1
+    assert world.gh.calls["runners.jitconfig"] == 1 and world.gh.count() == 2
+    assert world.outputs_dict()["label"] != "gpu-runner-4242-1-torch--l4"
     assert world.stop().returncode == 0
+    assert set(world.gh.runners) == {squatter}
+    with world.gh.lock:
+        world.gh.runners.clear()
     world.assert_clean()
 
 
@@ -547,9 +567,9 @@ def test_a_preempted_try_is_recorded_and_its_retry_runs_on_standard_under_its_ow
                       "preempted": True, "will_retry": True}
     r = world.start(L4, "--retry", "1")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert world.outputs_dict()["label"] == "gpu-runner-4242-1r1-torch--l4"
+    assert world.outputs_dict()["label"] == world.label(retry=1)
     assert world.outputs_dict()["provisioning-model"] == "STANDARD"
-    assert world.compute.inserted[-1] == ("gpu-runner-4242-1r1-torch--l4", "us-central1-a", "STANDARD")
+    assert world.compute.inserted[-1] == (world.label(retry=1), "us-central1-a", "STANDARD")
     assert world.cli("stop", "--matrix", str(world.matrix), "--entry", L4, "--retry", "1", "--record", str(rec),
                      "--run-result", "success").returncode == 0
     assert world.outputs_dict()["retry"] == "false"
@@ -567,9 +587,11 @@ def test_a_failed_start_says_why_in_one_output_line(world: World) -> None:
 
 def _orphan_vm(world: World, name: str, *, repo: str = "octo-org_runtime", run: str | None = None,
                attempt: str = "1", age_s: float = 0, max_run_duration_s: int | None = 3600,
-               status: str = "RUNNING") -> None:
+               status: str = "RUNNING", repo_id: str | None = None) -> None:
     """A VM in the stand-in as some earlier start (of this or another repository) left it."""
-    labels = {"gpu-runner": "1", "gh-repo": repo, "gh-run-attempt": attempt,
+    if repo_id is None:
+        repo_id = REPO_ID if repo == "octo-org_runtime" else "99" + str(len(repo))
+    labels = {"gpu-runner": "1", "gh-repo": repo, "gh-repo-id": repo_id, "gh-run-attempt": attempt,
               "created": str(int(time.time() - age_s))}
     if run is not None:
         labels["gh-run-id"] = run
@@ -594,12 +616,12 @@ def test_janitor_removes_orphans_of_an_ended_run_and_keeps_a_live_one(world: Wor
     # run 1000 has ended and left two VMs (one powered off, one still running) and registrations behind
     assert world.start("torch--t4", GITHUB_RUN_ID="1000").returncode == 0
     assert world.start(L4, GITHUB_RUN_ID="1000").returncode == 0
-    world.gh.add_runner("gpu-runner-1000-1-torch--gone")  # its VM is already gone
+    world.gh.add_runner("gpu-runner-1000-1-abcdefgh-torch--gone")  # its VM is already gone
     world.gh.finished_runs.add("1000")
     with world.compute.lock:
-        world.compute.instances[("test-project", "us-central1-a", "gpu-runner-1000-1-torch--t4")]["status"] = \
+        world.compute.instances[("test-project", "us-central1-a", world.label("torch--t4", "1000"))]["status"] = \
             "TERMINATED"
-    for name in ("gpu-runner-1000-1-torch--t4", "gpu-runner-1000-1-torch--l4"):  # their VMs are done: offline
+    for name in (world.label("torch--t4", "1000"), world.label(L4, "1000")):  # their VMs are done: offline
         world.gh.runner_disconnects(next(k for k, v in world.gh.jit.items() if world.gh.runners.get(v, {}).get(
             "name") == name))
 
@@ -620,10 +642,10 @@ def test_janitor_removes_orphans_of_an_ended_run_and_keeps_a_live_one(world: Wor
 def test_janitor_knows_a_retrys_vm_and_runner_as_its_runs(world: World) -> None:
     """A retry after a preemption is named <attempt>r<N>: still this run's, deleted once it ended."""
     assert world.start(L4, "--retry", "1", GITHUB_RUN_ID="1000").returncode == 0
-    label = "gpu-runner-1000-1r1-torch--l4"
+    label = world.label(L4, "1000", retry=1)
     assert _names(world) == ({label}, {label})
     kept = world.cli("janitor", "--project", "test-project")
-    assert "kept VM gpu-runner-1000-1r1-torch--l4: workflow run 1000 (attempt 1) is in progress" in kept.stdout
+    assert f"kept VM {label}: workflow run 1000 (attempt 1) is in progress" in kept.stdout
     world.gh.finished_runs.add("1000")
     world.compute.preempt(label)  # the VM is gone, the registration offline
     r = world.cli("janitor", "--project", "test-project")
@@ -636,18 +658,18 @@ def test_janitor_spares_another_repositorys_vms_and_anything_not_named_as_ours(w
     """Same project, same gpu-runner=1 label: another repository's VMs (ancient, of a run whose id
     has ended here) and VMs that only look like ours are never touched."""
     world.gh.finished_runs.update({"1000", "7"})
-    _orphan_vm(world, "gpu-runner-1000-1-torch--l4", repo="other-org_other", run="1000", age_s=30 * 86400)
-    _orphan_vm(world, "gpu-runner-7-1-torch--l4", repo="other-org_other", run="7", age_s=30 * 86400,
+    _orphan_vm(world, "gpu-runner-1000-1-abcdefgh-torch--l4", repo="other-org_other", run="1000", age_s=30 * 86400)
+    _orphan_vm(world, "gpu-runner-7-1-abcdefgh-torch--l4", repo="other-org_other", run="7", age_s=30 * 86400,
                max_run_duration_s=None, status="TERMINATED")
     _orphan_vm(world, "gpu-runner-box1", run="1000", age_s=30 * 86400)  # our labels, not our name pattern
-    _orphan_vm(world, "gpu-runner-1000-1-torch--t4", run="999", age_s=30 * 86400)  # name and labels disagree
+    _orphan_vm(world, "gpu-runner-1000-1-abcdefgh-torch--t4", run="999", age_s=30 * 86400)  # name and labels disagree
     before = _names(world)[0]
     r = world.cli("janitor", "--max-age", "1m", "--margin", "1s", "--project", "test-project")
     assert r.returncode == 0, r.stdout + r.stderr
     assert _names(world)[0] == before
     assert world.compute.deleted == []
     assert "left alone VM gpu-runner-box1" in r.stdout and "deleted 0 VM(s)" in r.stdout
-    assert "gpu-runner-1000-1-torch--l4" not in r.stdout  # another repository's VMs are not even listed
+    assert "gpu-runner-1000-1-abcdefgh-torch--l4" not in r.stdout  # another repository's VMs are not even listed
     with world.compute.lock:
         world.compute.instances.clear()
 
@@ -655,13 +677,13 @@ def test_janitor_spares_another_repositorys_vms_and_anything_not_named_as_ours(w
 def test_janitor_spares_a_live_runs_vm_however_old(world: World) -> None:
     """A run still in progress whose VM is older than --max-age (its max_run_duration is longer than
     the janitor's age): the VM stays, and so does its runner, busy or offline between jobs."""
-    _orphan_vm(world, "gpu-runner-5000-1-torch--l4", run="5000", age_s=10 * 3600, max_run_duration_s=24 * 3600)
-    _orphan_vm(world, "gpu-runner-5000-1-torch--t4", run="5000", age_s=30 * 86400, max_run_duration_s=None,
+    _orphan_vm(world, "gpu-runner-5000-1-abcdefgh-torch--l4", run="5000", age_s=10 * 3600, max_run_duration_s=24 * 3600)
+    _orphan_vm(world, "gpu-runner-5000-1-abcdefgh-torch--t4", run="5000", age_s=30 * 86400, max_run_duration_s=None,
                status="TERMINATED")
-    world.gh.add_runner("gpu-runner-5000-1-torch--a100")  # registered, VM not made yet
+    world.gh.add_runner("gpu-runner-5000-1-abcdefgh-torch--a100")  # registered, VM not made yet
     r = world.cli("janitor", "--max-age", "1h", "--margin", "1s", "--project", "test-project")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "kept VM gpu-runner-5000-1-torch--l4: workflow run 5000 (attempt 1) is in progress" in r.stdout
+    assert "kept VM gpu-runner-5000-1-abcdefgh-torch--l4: workflow run 5000 (attempt 1) is in progress" in r.stdout
     assert world.compute.deleted == [] and world.gh.count() == 1
     assert "deleted 0 VM(s) and 0 registration(s); kept 2" in r.stdout
     world.gh.finished_runs.add("5000")  # the run ends: now everything of it goes
@@ -673,11 +695,11 @@ def test_janitor_spares_a_live_runs_vm_however_old(world: World) -> None:
 def test_janitor_age_rule_uses_the_vms_own_lifetime_when_github_cannot_tell(world: World) -> None:
     """A VM of a `gpu-runner start` outside Actions (run id `local`): no run to ask about, so it
     goes once older than its own maxRunDuration plus the margin, not before."""
-    _orphan_vm(world, "gpu-runner-local-1-torch--l4", run="local", age_s=5 * 3600, max_run_duration_s=8 * 3600)
-    _orphan_vm(world, "gpu-runner-local-1-torch--t4", run="local", age_s=5 * 3600, max_run_duration_s=3600)
+    _orphan_vm(world, "gpu-runner-local-1-abcdefgh-torch--l4", run="local", age_s=5 * 3600, max_run_duration_s=8 * 3600)
+    _orphan_vm(world, "gpu-runner-local-1-abcdefgh-torch--t4", run="local", age_s=5 * 3600, max_run_duration_s=3600)
     r = world.cli("janitor", "--max-age", "1h", "--project", "test-project")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert world.compute.deleted == ["gpu-runner-local-1-torch--t4"]
+    assert world.compute.deleted == ["gpu-runner-local-1-abcdefgh-torch--t4"]
     assert "past its 1.5 h lifetime and margin" in r.stdout
     with world.compute.lock:
         world.compute.instances.clear()
@@ -688,7 +710,7 @@ def test_janitor_never_removes_a_foreign_runner(world: World) -> None:
     name pattern that does not carry its name as its label (a hand-registered runner)."""
     world.gh.finished_runs.add("1000")
     box = world.gh.add_runner("gpu-runner-box1")
-    lookalike = world.gh.add_runner("gpu-runner-1000-1-torch--l4")
+    lookalike = world.gh.add_runner("gpu-runner-1000-1-abcdefgh-torch--l4")
     with world.gh.lock:
         world.gh.runners[lookalike]["labels"] = [{"id": 1, "name": "self-hosted", "type": "read-only"},
                                                  {"id": 2, "name": "gpu", "type": "custom"}]

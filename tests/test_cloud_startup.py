@@ -146,7 +146,7 @@ class VM:
         env = {"PATH": path, "HOME": str(self.tmp),
                "GPU_RUNNER_METADATA_URL": f"{self.md.url}/computeMetadata/v1",
                "GPU_RUNNER_COMPUTE_API": f"{self.compute.url}/compute/v1",
-               "GPU_RUNNER_RUNNER_DIR": str(self.runner_dir),
+               "GPU_RUNNER_RUNNER_DIR": str(self.runner_dir), "GPU_RUNNER_HOOK_DIR": str(self.tmp / "hook"),
                "GPU_RUNNER_RUNNER_URL_BASE": f"{self.md.url}/files", "GPU_RUNNER_IF_INET6": str(self.if_inet6)}
         return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
 

@@ -53,7 +53,8 @@ class World:
         self.matrix.write_text(MATRIX)
         self.outputs = tmp / "github_output"
         self.env = {"GPU_RUNNER_COMPUTE_EMULATOR_HOST": self.compute.address, "GITHUB_API_URL": self.gh.url,
-                    "GITHUB_TOKEN": "test-token", "GITHUB_REPOSITORY": REPO, "GITHUB_RUN_ID": "4242",
+                    "GITHUB_TOKEN": "test-token", "GITHUB_REPOSITORY": REPO, "GITHUB_REPOSITORY_ID": "70135",
+                    "GITHUB_RUN_ID": "4242",
                     "GITHUB_RUN_ATTEMPT": "1", "GITHUB_OUTPUT": str(self.outputs),
                     "GPU_RUNNER_RETRY_BASE_S": "0.01", "GPU_RUNNER_RETRY_ATTEMPTS": "4", "GOOGLE_CLOUD_PROJECT": ""}
         for k, v in self.env.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,20 @@ runtimes:
     notebooks: [notebooks/smoke.ipynb]
     checks: [resources]
 """
+
+
+def is_label(name: str, retry: int = 0) -> bool:
+    """``name`` is the label start made for try ``retry`` of smoke--l4 in run 5150: the plan's label
+    with start's random part (gpu-runner-<run>-<attempt>-<nonce>-<entry>)."""
+    attempt = f"1r{retry}" if retry else "1"
+    return re.fullmatch(rf"gpu-runner-5150-{attempt}-[a-z2-7]{{8}}-smoke--l4", name or "") is not None
+
+
+class FirstTry(dict):
+    """``Runner.preempt`` for the first try's runner, whatever start's random part is."""
+
+    def get(self, key: str, default: object = None) -> object:
+        return next(iter(self.values())) if is_label(key) and self else default
 
 
 class World:
@@ -132,9 +147,10 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
 
     # run: the gce entry runs on its label inside the runtime's container with the GPUs; the local one on ubuntu
     run_jobs = {j.container["runs_on"]: j.container for j in _jobs(r, "run")}
-    assert set(run_jobs) == {"ubuntu-latest", "gpu-runner-5150-1-smoke--l4"}
-    assert run_jobs["gpu-runner-5150-1-smoke--l4"]["image"] == "python:3.12-slim"
-    assert "--gpus all" in run_jobs["gpu-runner-5150-1-smoke--l4"]["options"]
+    l4_label = next(k for k in run_jobs if k != "ubuntu-latest")
+    assert set(run_jobs) == {"ubuntu-latest", l4_label} and is_label(l4_label)  # start's output, not the plan's
+    assert run_jobs[l4_label]["image"] == "python:3.12-slim"
+    assert "--gpus all" in run_jobs[l4_label]["options"]
     # no GPU, no container_options: the image alone, never an empty options string (older runners refuse it)
     assert run_jobs["ubuntu-latest"] == {"runs_on": "ubuntu-latest", "image": "python:3.12-slim"}
 
@@ -154,7 +170,7 @@ def test_push_runs_every_job_and_leaves_nothing_running(world: World) -> None:
     assert record["provisioning_model"] == "SPOT" and record["zone"] == "us-central1-a"
     # what the VM cost: timed by stop, priced by start (the table here), in the record and the reports
     vm = record["vm"]
-    assert vm["name"] == "gpu-runner-5150-1-smoke--l4" and vm["timed_by"] == "stop" and vm["price_source"] == "table"
+    assert vm["name"] == l4_label and vm["timed_by"] == "stop" and vm["price_source"] == "table"
     assert vm["usd"] == pytest.approx(vm["usd_per_hour"] * vm["lifetime_s"] / 3600, abs=2e-5) and vm["usd"] > 0
     report = world.artifacts / "gpu-runner-report"
     l4_cost = json.loads((report / "gpu-runner-smoke--l4.attempt-1" / "smoke--l4" / "results.json").read_text())["cost"]
@@ -261,6 +277,7 @@ def shutil_rmtree(p: Path) -> None:
 def test_what_a_pull_request_may_run(world: World, event_name: str, fork: bool, labels: list[str], action: str,
                                      label: str | None, sender: str, planned: list[str], why: str | None) -> None:
     world.gh.permissions = {"maintainer": "write", "triager": "read"}
+    world.gh.pr_reviews = {12: [{"login": "maintainer", "state": "APPROVED", "commit_id": HEAD_SHA}]}
     r = world.runner(event_name, _pr_event(fork=fork, labels=labels, action=action, label=label, sender=sender))
     job = r.run_job("plan", {}, None)
     assert job.result == "success", "\n".join(s.output for s in job.steps)
@@ -302,6 +319,7 @@ def test_an_approved_fork_runs_exactly_the_labelled_commit_as_the_base_branch_pl
     run touches the cache."""
     world.gh.permissions = {"maintainer": "write"}
     world.gh.pr_labels = {12: [APPROVAL]}
+    world.gh.pr_reviews = {12: [{"login": "maintainer", "state": "APPROVED", "commit_id": HEAD_SHA}]}
     _base, head = _trees(world, tmp_path)
     r = world.runner("pull_request_target", _pr_event(fork=True, labels=[APPROVAL], action="labeled",
                                                       label=APPROVAL, sender="maintainer"))
@@ -312,7 +330,8 @@ def test_an_approved_fork_runs_exactly_the_labelled_commit_as_the_base_branch_pl
     assert items["smoke--here"]["runs_on"] == "ubuntu-latest" and items["smoke--l4"]["container_options"] is None
     runs = _jobs(r, "run")
     assert [j.checkouts for j in runs] == [[HEAD_SHA], [HEAD_SHA]]
-    assert {j.container["runs_on"] for j in runs} == {"ubuntu-latest", "gpu-runner-5150-1-smoke--l4"}
+    on = {j.container["runs_on"] for j in runs} - {"ubuntu-latest"}
+    assert len(on) == 1 and is_label(on.pop())
     assert all("--privileged" not in (j.container.get("options") or "") for j in runs)
     for entry in ("smoke--here", "smoke--l4"):
         nb = world.artifacts / f"gpu-runner-{entry}.attempt-1" / entry / "notebooks" / "smoke" / "output.ipynb"
@@ -473,8 +492,7 @@ def test_a_preempted_entry_is_retried_once_on_standard_and_passes(world: World) 
     world.env["TEST_FLAG"] = str(flag)
     make_nb(world.ws / "notebooks", "smoke.ipynb", ON_VM_UNTIL_FLAG, "print('smoke ok')")
     r = world.runner("push", {"after": SHA}, machine="l4")
-    first = "gpu-runner-5150-1-smoke--l4"
-    r.preempt[first] = (flag.exists, world.compute.preempt)
+    r.preempt = FirstTry(first=(flag.exists, world.compute.preempt))
     res = r.run_workflow()
     assert [(j.tag, j.result) for j in r.jobs if j.name != "plan"] == [
         ("entry smoke--l4 / start", "success"), ("entry smoke--l4 / run", "failure"),
@@ -486,9 +504,10 @@ def test_a_preempted_entry_is_retried_once_on_standard_and_passes(world: World) 
     stop_log = next(s for s in stop.steps if s.command == "gpu-runner stop").output
     assert "preempted=true" in stop_log and "retry 1 of 1 follows, on STANDARD" in stop_log
     assert _jobs(r, "stop-retry-1")[0].outputs == {"preempted": "false", "retry": "false"}
-    assert _jobs(r, "run-retry-1")[0].container["runs_on"] == "gpu-runner-5150-1r1-smoke--l4"
-    assert [(n, m) for n, _z, m in world.compute.inserted] == [
-        (first, "SPOT"), ("gpu-runner-5150-1r1-smoke--l4", "STANDARD")]
+    first, second = (n for n, _z, _m in world.compute.inserted)
+    assert is_label(first) and is_label(second, retry=1)
+    assert _jobs(r, "run-retry-1")[0].container["runs_on"] == second
+    assert [(n, m) for n, _z, m in world.compute.inserted] == [(first, "SPOT"), (second, "STANDARD")]
     world.assert_clean()
 
     # the preempted try's partial results: kept in their own artifact, marked, not counted
@@ -496,7 +515,7 @@ def test_a_preempted_entry_is_retried_once_on_standard_and_passes(world: World) 
     assert partial["entry"]["retry"] == 0 and partial["status"] == "failed" and partial["interrupted"] is True
     final = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1.retry-1" / "smoke--l4" / "results.json").read_text())
     assert final["entry"]["retry"] == 1 and final["status"] == "passed"
-    assert final["entry"]["label"] == "gpu-runner-5150-1r1-smoke--l4"
+    assert final["entry"]["label"] == "gpu-runner-5150-1r1-smoke--l4"  # the plan's label: the nonce stays private
     report = world.artifacts / "gpu-runner-report"
     summary = (report / "summary.md").read_text()
     assert "preempted, passed on the retry (STANDARD)" in summary and "all 1 entry passed" in summary
@@ -513,8 +532,7 @@ def test_a_preempted_entry_is_retried_once_on_standard_and_passes(world: World) 
     assert "preempted, passed on the retry (STANDARD)" in body
     # both tries' VMs are paid for: the entry's cost is their sum
     cost = json.loads((report / "gpu-runner-smoke--l4.attempt-1.retry-1" / "smoke--l4" / "results.json").read_text())["cost"]
-    assert [(v["name"], v["provisioning_model"]) for v in cost["vms"]] == [
-        (first, "SPOT"), ("gpu-runner-5150-1r1-smoke--l4", "STANDARD")]
+    assert [(v["name"], v["provisioning_model"]) for v in cost["vms"]] == [(first, "SPOT"), (second, "STANDARD")]
     assert cost["usd"] == pytest.approx(sum(v["usd"] for v in cost["vms"])) and all(v["usd"] for v in cost["vms"])
     assert "(try 1)" in summary and "(try 2)" in summary and "(try 1)" in body
 
@@ -681,7 +699,7 @@ def test_the_tries_of_an_entry_are_the_same_jobs() -> None:
 def test_run_entry_on_its_own_vm_holds_the_machine_to_its_gpu_count(world: World) -> None:
     from gpu_runner.plan import entry_run_here
 
-    label = "gpu-runner-5150-1-smoke--l4"
+    label = "gpu-runner-5150-1-abcdefgh-smoke--l4"  # the label start makes: the plan's, with its random part
     env = {"GITHUB_RUN_ID": "5150", "GITHUB_RUN_ATTEMPT": "1", "RUNNER_NAME": label}
     on_vm = entry_run_here(Path("matrix.yml"), "smoke--l4", cwd=world.ws, env=env)
     assert on_vm.info.ran_locally is False and on_vm.expected_gpus == 1 and on_vm.expected_gpu_type == "nvidia-l4"
@@ -736,9 +754,10 @@ def test_a_failed_entry_is_held_for_a_look_and_a_passing_one_is_not(world: World
     r = world.runner("push", {"after": SHA}, machine="l4", **{"debug-hold": "30m"})
     res = r.run_workflow()
     assert res["report"]["result"] == "failure", _texts(r)
-    label = "gpu-runner-5150-1-smoke--l4"
     assert world.compute.count() == 1 and world.gh.count() == 0  # the VM stays; its runner is gone
     vm = next(iter(world.compute.instances.values()))
+    label = vm["name"]
+    assert is_label(label)
     assert int(vm["scheduling"]["maxRunDuration"]["seconds"]) == 3600 + 1800  # the hold counted in its lifetime
     items = {i["key"]: i["value"] for i in vm["metadata"]["items"]}
     assert "gpu-runner-hold" in items and "\nHOLD_S=1800\n" in items["startup-script"]

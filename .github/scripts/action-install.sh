@@ -7,7 +7,9 @@
 # The installer is uv (GPU_RUNNER_INSTALLER=uv, the default: several times faster than pip on a
 # machine billed by the second), itself installed by pip; pip when uv cannot be had, or when
 # GPU_RUNNER_INSTALLER=pip. uv gets pip's index settings from PIP_INDEX_URL, PIP_EXTRA_INDEX_URL
-# and PIP_FIND_LINKS (pip.conf files are pip's alone). Both caches live under PIP_CACHE_DIR.
+# and PIP_FIND_LINKS (pip.conf files are pip's alone). Both caches live under PIP_CACHE_DIR, and uv
+# there too, only where GPU_RUNNER_CACHE_TRUSTED=true (run, check: see action-key.sh); every other
+# mode installs with fresh, empty folders.
 set -euo pipefail
 
 venv="$GPU_RUNNER_VENV"
@@ -53,8 +55,16 @@ fetch_uv() {  # uv into a folder of its own, with the job's pip if it has one, e
   "${GPU_RUNNER_VENV_PYTHON:-python3}" -m pip --disable-pip-version-check install --quiet --no-compile \
     --target "$tools" uv 2>/dev/null || venv_pip install --quiet --no-compile --target "$tools" uv
 }
-# uv itself lives in the cached folder when there is one: a warm cache needs no pip at all
-tools="${PIP_CACHE_DIR:-$(dirname "$venv")}/uv-tool"
+if [ "${GPU_RUNNER_CACHE_TRUSTED:-false}" = true ]; then
+  # run, check: uv itself lives in the cached folder when there is one: a warm cache needs no pip at all
+  tools="${PIP_CACHE_DIR:-$(dirname "$venv")}/uv-tool"
+else
+  # a mode that holds a secret: nothing that was there before this step (a cache, another job's
+  # files) is executed or installed from; pip and uv get empty folders of their own, uv is fetched now
+  fresh=$(mktemp -d "${RUNNER_TEMP:-/tmp}/gpu-runner-fresh.XXXXXX")
+  export PIP_CACHE_DIR="$fresh/pip-cache" UV_CACHE_DIR="$fresh/uv-cache"
+  tools="$fresh/uv-tool"
+fi
 installed=false
 if [ "${GPU_RUNNER_INSTALLER:-uv}" = uv ]; then
   if [ -x "$tools/bin/uv" ] || fetch_uv; then

@@ -31,7 +31,17 @@ case "${GPU_RUNNER_MODE:-}" in
   report) extras="pdf,github" ;;
   *) extras="" ;;
 esac
+# Only the jobs of the code under test (run, check: no secret, no token that may write) restore a
+# cache. Any job may write the cache (the run job's own steps, the notebook among them, hold its
+# ACTIONS_RUNTIME_TOKEN), so a mode that holds a secret or decides what runs (plan, start, stop,
+# janitor, revoke-approval, baseline, report, comment) executes nothing restored from one: the
+# cache step is skipped, and the install uses fresh folders and fetches uv anew.
+case "${GPU_RUNNER_MODE:-}" in
+  run | check) cache=true ;;
+  *) cache=false ;;
+esac
 {
+  echo "cache=$cache"
   echo "key=gpu-runner-pip-${RUNNER_OS:-Linux}-${RUNNER_ARCH:-X64}-py$pyver-$hash-${extras:-core}"
   echo "stamp=py$pyver-$hash"
   echo "extras=$extras"

@@ -326,13 +326,13 @@ def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, ker
         raise ConfigError("--matrix FILE and --entry ID go together (`gpu-runner plan --matrix FILE` lists the ids)")
     _check_python(python)
     if matrix_path is not None:
-        from .plan import expected_gpus, find_entry
+        from .plan import expected_gpus, find_entry, label_is_for
 
         if not matrix_path.is_file():
             raise ConfigError(f"{matrix_path}: no such file")
         entry = find_entry(matrix_path, str(entry_id))
         # on the entry's own VM the GitHub runner is named after the entry's label
-        own_vm = not entry.is_local and os.environ.get("RUNNER_NAME") == entry.label
+        own_vm = not entry.is_local and label_is_for(entry, os.environ.get("RUNNER_NAME", ""))
         run = EntryRun(
             info=EntryInfo(id=entry.id, runtime=entry.runtime, machine=entry.machine,
                            label=None if entry.is_local else entry.label, provider=entry.provider,
@@ -452,13 +452,23 @@ def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, 
 
         event_name = os.environ.get("GITHUB_EVENT_NAME", "")
 
-        def may_approve(login: str) -> bool:
+        made: list[Any] = []
+
+        def approvals() -> Any:  # one per plan: it asks each user's permission once
             from .github.approval import Approvals
             from .github.client import client, repository
 
-            return Approvals(client(), repository()).may_approve(login)
+            if not made:
+                made.append(Approvals(client(), repository()))
+            return made[0]
 
-        gate = planning.fork_gate(event_name, read_event(), approval_label, may_approve)
+        def may_approve(login: str) -> bool:
+            return bool(approvals().may_approve(login))
+
+        def reviewed_by(number: int, head_sha: str) -> str | None:
+            return approvals().approving_reviewer(number, head_sha)  # type: ignore[no-any-return]
+
+        gate = planning.fork_gate(event_name, read_event(), approval_label, may_approve, reviewed_by)
         dropped = [e for e in p.entries if gate.keep == "none" or (gate.keep == "local" and not e.is_local)]
         if dropped:
             gated = True
@@ -570,13 +580,25 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
             if stale.is_file() or stale.is_symlink():
                 stale.unlink()
         bad: list[str] = []
+
+        def no_links(path: Path) -> None:  # no symbolic link from the results folder given down to the file
+            from .report.untrusted import refuse_links
+
+            root = next((r for r in results_dirs if path.is_relative_to(r)), None)
+            try:
+                refuse_links(path, root)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+
         for d in entry_dirs:
             try:
+                no_links(d / "results.json")
                 load_entry(d)
             except ConfigError as e:
                 bad.append(str(e))
         for f in records:
             try:
+                no_links(f)
                 load_record(f)
             except ConfigError as e:
                 bad.append(str(e))
@@ -774,7 +796,9 @@ def _on_sigterm_raise_interrupt() -> None:
 @click.option("--poll", "poll_s", type=_DurationType(), default="5s", show_default=True,
               help="How often to look at the runner, the VM and its serial console while waiting.")
 @click.option("--runner-group-id", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Runner group of the just-in-time runner.")
+              envvar="GPU_RUNNER_RUNNER_GROUP_ID",
+              help="Runner group of the just-in-time runner: one an admin limits to the workflows that call "
+                   "gpu-runner (selected workflows; organisation runners only).  [env: GPU_RUNNER_RUNNER_GROUP_ID]")
 @click.option("--runner-version", default=None, metavar="VERSION", envvar="GPU_RUNNER_RUNNER_VERSION",
               help="Pin the actions/runner release (at least 2.329.0; with --runner-sha256) instead of the current "
                    "one, which start asks GitHub for; wins over the matrix's gce.runner.  "
@@ -819,8 +843,7 @@ def start_cmd(matrix_path: Path, entry_id: str, retry: int, project: str | None,
                                       runner=pin)
         if retry:
             opts.provisioning_models = lifecycle.retry_models(entry.gce.provisioning_models)
-            logger.info(f"retry {retry} of {entry.id} after a preemption: {' then '.join(opts.provisioning_models)}, "
-                        f"as {entry.label}")
+            logger.info(f"retry {retry} of {entry.id} after a preemption: {' then '.join(opts.provisioning_models)}")
         _on_sigterm_raise_interrupt()
         pricing = _Pricing(entry, logger)  # asks the Billing Catalog while the VM boots
         started = lifecycle.start(ctx, entry, opts)
@@ -835,8 +858,8 @@ def start_cmd(matrix_path: Path, entry_id: str, retry: int, project: str | None,
     if price is not None:
         outputs["price"] = json.dumps(price.to_dict(), separators=(",", ":"))
     set_outputs(outputs)
-    logger.info(f"started {started.label}: VM {started.instance} in {started.zone} ({started.provisioning_model}), "
-                "runner online")
+    logger.info(f"started the runner of {entry.id}: its VM in {started.zone} ({started.provisioning_model}), "
+                "runner online (its label is in the step's outputs, for the run job)")
 
 
 class _Pricing:
@@ -967,7 +990,7 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
     """
     from .cloud import lifecycle
     from .github.workflow import append_step_summary, set_outputs
-    from .plan import find_entry
+    from .plan import find_entry, label_is_for
     from .results import TryRecord
 
     if label is None and (matrix_path is None or entry_id is None):
@@ -983,7 +1006,11 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
         label = _started_label(started["label"])
         entry.label = label
     logger = _runner_logger()
-    record = TryRecord(entry_id=entry.id, retry=retry, label=entry.label if not entry.is_local else None,
+    started_label = started.get("label") or ""
+    if entry is not None and started_label and not label_is_for(entry, started_label):
+        raise click.BadParameter(f"label {started_label!r} is not one start makes for entry {entry.id} (try "
+                                 f"{retry + 1})", param_hint="--start-outputs")
+    record = TryRecord(entry_id=entry.id, retry=retry, label=(started_label or entry.label) if not entry.is_local else None,
                        start=start_result, run=run_result, error=started.get("error") or None,
                        zone=started.get("zone") or None,
                        provisioning_model=started.get("provisioning-model") or None) if entry is not None else None
@@ -991,11 +1018,20 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
         if entry is not None and (entry.is_local or entry.gce is None):
             logger.info(f"{entry.id} runs on a local machine: nothing to stop")
             return
-        name = label or entry.label  # type: ignore[union-attr]
         hold = debug_hold_s if debug_hold_s is not None else (entry.gce.debug_hold_s if entry and entry.gce else 0)
         ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
+        if label:
+            names = [label]
+        elif started_label:
+            names = [started_label]
+        else:  # start said nothing (cancelled, or its job died): what it made is found by name
+            names = lifecycle.labels_of(ctx, entry) or [entry.label]  # type: ignore[union-attr]
+        for extra in names[1:]:
+            lifecycle.stop(ctx, extra, force=True)
+        name = names[0]
         stopped = lifecycle.stop(ctx, name, zones=entry.gce.zones if entry is not None and entry.gce else None,
-                                 hold_s=hold if run_result == "failure" else None, force=force)
+                                 hold_s=hold if run_result == "failure" else None, force=force,
+                                 run_result=run_result or None)
         if stopped.held is not None:
             append_step_summary(lifecycle.hold_instructions(stopped.held, project=ctx.project, repo=ctx.repo,
                                                             entry_id=entry.id if entry else name))
@@ -1004,6 +1040,9 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
         if record is not None and entry is not None:
             record.vm = _vm_use(entry, retry, stopped, started, logger)
             record.preempted = stopped.preempted
+            if stopped.hijack:
+                record.error = f"hijack: {stopped.hijack}"
+                logger.error(f"{entry.id}: hijack: {stopped.hijack}")
             record.will_retry = stopped.preempted and run_result != "success" and retry < entry.retries_preempted
             if stopped.preempted:
                 if record.will_retry:
@@ -1043,15 +1082,19 @@ def revoke_approval_cmd(label: str) -> None:
             "synchronize", "reopened"):
         click.echo(f"nothing to revoke: not new code for a pull request from a fork ({event_name} {action})")
         return
-    labels = {lb.get("name") for lb in pull.get("labels") or [] if isinstance(lb, dict)}
     number = pull.get("number") or event.get("number")
-    if label not in labels or not isinstance(number, int):
-        click.echo(f"pull request #{number} does not carry the label {label!r}: nothing to revoke")
-        return
+    if not isinstance(number, int):
+        raise ConfigError("revoke-approval: the event names no pull request number")
     from .github.approval import Approvals
     from .github.client import client, repository
 
-    removed = Approvals(client(), repository()).revoke(number, label)
+    approvals = Approvals(client(), repository())
+    # the labels as they are now: the event's list is the one it was sent with, and a label applied
+    # since (a maintainer's, just before this push landed) approves code it never saw
+    if label not in approvals.labels(number):
+        click.echo(f"pull request #{number} does not carry the label {label!r}: nothing to revoke")
+        return
+    removed = approvals.revoke(number, label)
     head = str((pull.get("head") or {}).get("sha") or "")[:12]
     click.echo(f"{'removed' if removed else 'already gone:'} the label {label!r} from pull request #{number}: "
                f"commit {head} ({action}) is not approved; a user with write access reviews it and applies the "
@@ -1068,7 +1111,8 @@ def revoke_approval_cmd(label: str) -> None:
 def janitor_cmd(max_age_s: float, margin_s: float, dry_run: bool, project: str | None) -> None:
     """Delete what this repository's runs left behind, and nothing else.
 
-    VMs labelled gpu-runner=1 and gh-repo=<this repository>, named gpu-runner-<run>-<attempt>-<entry>:
+    VMs labelled gpu-runner=1 and gh-repo-id=<this repository's id, GITHUB_REPOSITORY_ID>, named
+    gpu-runner-<run>-<attempt>-<nonce>-<entry>:
     deleted once GitHub says that attempt of their workflow run is over, never while it is in
     progress; when GitHub cannot tell, once older than their own maxRunDuration (else --max-age)
     plus --margin. Runner registrations: offline ones of that name pattern, carrying their name as

@@ -7,8 +7,10 @@ Ids longer than 40 characters are cut and end in 6 hex digits of a hash of the f
 so they stay stable and unique. An id depends on the two names only: adding, removing
 or filtering other entries never changes it.
 
-The runner ``label`` (also the VM name and the runner name, DESIGN.md section 4) is
-``gpu-runner-<run id>-<attempt>-<entry id>``. The run id and attempt are
+The plan's runner ``label`` is ``gpu-runner-<run id>-<attempt>-<entry id>``; the label ``start``
+registers (also the VM name and the runner name, DESIGN.md section 4) adds 8 random base32
+characters after the attempt, ``gpu-runner-<run id>-<attempt>-<nonce>-<entry id>``
+(:func:`label_with_nonce`), and the run job takes it from start's output. The run id and attempt are
 ``GITHUB_RUN_ID`` and ``GITHUB_RUN_ATTEMPT``; outside GitHub Actions (neither set) they
 are ``local`` and ``1``. A retry of the entry in the same run attempt (its Spot VM was
 preempted) gets a fresh VM and runner: its attempt part is ``<attempt>r<retry>``
@@ -102,6 +104,44 @@ def run_identity(env: Mapping[str, str] | None = None) -> tuple[str, str]:
     run_id = slug(env.get("GITHUB_RUN_ID", "").strip() or LOCAL_RUN_ID)[:20].strip("-") or LOCAL_RUN_ID
     attempt = slug(env.get("GITHUB_RUN_ATTEMPT", "").strip() or LOCAL_RUN_ATTEMPT)[:4].strip("-") or LOCAL_RUN_ATTEMPT
     return run_id, attempt
+
+
+NONCE_LENGTH = 8
+NONCE_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+"""RFC 4648 base32 in lower case: a label part GCE names and runner labels both allow."""
+LABEL_RE = re.compile(r"^gpu-runner-(?P<run>[0-9]+|local)-(?P<attempt>[0-9]+)(?:r(?P<retry>[1-9]))?-"
+                      rf"(?P<nonce>[{NONCE_ALPHABET}]{{{NONCE_LENGTH}}})-(?P<entry>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)$")
+"""The full name of what ``start`` makes (VM, runner, label): ``gpu-runner-<run>-<attempt>-<nonce>-<entry>``."""
+
+
+def new_nonce() -> str:
+    """8 random base32 characters (40 bits) from the OS's CSPRNG: the part of a runner label that
+    nobody can guess, so no other workflow's job can ask for the runner (see :func:`label_with_nonce`)."""
+    import secrets
+
+    return "".join(secrets.choice(NONCE_ALPHABET) for _ in range(NONCE_LENGTH))
+
+
+def label_with_nonce(entry_id_: str, base_label: str, nonce: str) -> str:
+    """The label ``start`` registers, names the runner and the VM after, and hands the run job:
+    the base label's ``gpu-runner-<run>-<attempt>-``, the nonce, then the entry id (cut to fit 63
+    characters, ending in a hash of the full id). The plan's label (the base) is public and
+    predictable; a repository runner serves any workflow of the repository, a fork's
+    ``pull_request`` included, so only a label nobody can guess keeps other jobs off the runner."""
+    m = re.match(r"^gpu-runner-[^-]+-[^-]+-", base_label)
+    if m is None or len(nonce) != NONCE_LENGTH or any(c not in NONCE_ALPHABET for c in nonce):
+        raise ConfigError(f"runner label {base_label!r} with nonce {nonce!r}: not a label start makes")
+    prefix = f"{m.group(0)}{nonce}-"
+    label = prefix + _fit(entry_id_, MAX_LABEL_LENGTH - len(prefix), entry_id_)
+    if not GCE_NAME_RE.match(label):  # pragma: no cover - slugs make this impossible
+        raise ConfigError(f"runner label {label!r} breaks Compute Engine's name pattern")
+    return label
+
+
+def label_is_for(entry: Entry, name: str) -> bool:
+    """Whether ``name`` is a label ``start`` makes for this try of ``entry`` (any nonce)."""
+    m = LABEL_RE.match(name or "")
+    return m is not None and label_with_nonce(entry.id, entry.label, m.group("nonce")) == name
 
 
 def runner_label(entry_id_: str, run_id: str | None = None, attempt: str | None = None,
@@ -637,7 +677,7 @@ def entry_run_here(matrix_path: Path, entry_id_: str, *, cwd: Path | None = None
     path = Path(matrix_path)
     lm = load(path if path.is_absolute() else cwd / path, display=str(matrix_path))
     e = find_entry(lm, entry_id_, env=env, retry=retry)
-    own_vm = not e.is_local and env.get("RUNNER_NAME") == e.label
+    own_vm = not e.is_local and label_is_for(e, env.get("RUNNER_NAME", ""))
     return entry_run(e, notebooks_for(lm, e.runtime, lm.root_dir(cwd)), ran_locally=not own_vm)
 
 
@@ -660,7 +700,8 @@ def is_fork(pull: Mapping[str, Any]) -> bool:
 
 
 def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str,
-              may_approve: Callable[[str], bool] | None = None) -> Gate:
+              may_approve: Callable[[str], bool] | None = None,
+              reviewed_by: Callable[[int, str], str | None] | None = None) -> Gate:
     """What a pull request from a fork may run (anything else runs everything).
 
     * ``pull_request`` from a fork: GitHub gives the run no secrets and a read-only token, so no
@@ -668,10 +709,12 @@ def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str,
     * ``pull_request_target`` from a fork: nothing at all, until a user who may write to the
       repository applies ``approval_label``: the approval is that ``labeled`` event (``label``
       is ``approval_label`` and ``may_approve(sender)``), for the commit it was applied to
-      (``pull_request.head.sha``, which the run checks out). A label that is merely there (a
-      reopen, a push, an edit, another label) approves nothing.
-    ``may_approve`` (login -> bool) may raise :class:`~gpu_runner.errors.InfraError`: then nothing
-    runs, and the reason says why.
+      (``pull_request.head.sha``, which the run checks out), and only when a user with write access
+      approved exactly that commit in a review (``reviewed_by(number, head_sha)`` names them). A
+      label that is merely there (a reopen, a push, an edit, another label) approves nothing, nor
+      does a label applied after a force-push to code nobody reviewed.
+    ``may_approve`` (login -> bool) and ``reviewed_by`` may raise
+    :class:`~gpu_runner.errors.InfraError`: then nothing runs, and the reason says why.
     """
     pull = event.get("pull_request")
     if not event_name.startswith("pull_request") or not isinstance(pull, dict) or not is_fork(pull):
@@ -681,8 +724,8 @@ def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str,
         return Gate("local", "a pull request from a fork: GitHub gives its pull_request run no secrets, so no GPU "
                     f"machine can start; a maintainer who has reviewed it applies the label '{approval_label}' "
                     "and the pull_request_target workflow runs it")
-    waiting = (f"a pull request from a fork: nothing of it runs until a user with write access has reviewed "
-               f"commit {head_sha[:12] or '?'} and applies the label '{approval_label}'")
+    waiting = (f"a pull request from a fork: nothing of it runs until a user with write access approves commit "
+               f"{head_sha[:12] or '?'} in a review and applies the label '{approval_label}'")
     action = str(event.get("action") or "")
     label = str((event.get("label") or {}).get("name") or "")
     if action != "labeled" or label != approval_label:
@@ -700,7 +743,17 @@ def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str,
         return Gate("none", f"{waiting}: could not check that {sender} may write to the repository ({e})")
     if not ok:
         return Gate("none", f"{waiting}: {sender}, who applied it, may not write to this repository")
-    return Gate("all", approved=f"approved by {sender} for commit {head_sha}")
+    number = pull.get("number") or event.get("number")
+    if reviewed_by is None or not isinstance(number, int) or not head_sha:
+        return Gate("none", f"{waiting}: cannot tell which commit was reviewed")
+    try:
+        reviewer = reviewed_by(number, head_sha)
+    except GpuRunnerError as e:
+        return Gate("none", f"{waiting}: could not read the pull request's reviews ({e})")
+    if not reviewer:
+        return Gate("none", f"{waiting}: the label was applied, but no user with write access approved commit "
+                    f"{head_sha[:12]} in a review (a review of an earlier commit approves nothing)")
+    return Gate("all", approved=f"approved by {reviewer} in a review of commit {head_sha}, labelled by {sender}")
 
 
 def expected_gpus(entry: Entry) -> int | None:
@@ -915,5 +968,6 @@ def table(p: Plan, cost: PlanCost | None = None, width: int = 80) -> Any:
 __all__ = [
     "Entry", "GceSpec", "Gate", "Plan", "is_fork", "PlanCost", "cost_markdown", "entry_id", "price_entries", "entry_run", "entry_run_here", "expand", "fork_gate", "expected_gpus", "find_entry", "glob_regex", "local_runs",
     "path_matches", "plan", "read_changed_files", "run_identity", "runner_label", "runtimes_for_changes",
+    "LABEL_RE", "label_is_for", "label_with_nonce", "new_nonce",
     "table", "warning_lines", "write_github_output",
 ]

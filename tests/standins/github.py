@@ -21,7 +21,9 @@ the checksum its notes list (``body_sha256``; None: the notes list none).
 
 Pull-request approval: ``permissions`` (login -> admin, write, read or none; a login not there is
 not a collaborator: 404) answers the collaborator-permission endpoint; ``pr_labels`` (number ->
-label names) is what removing an issue label acts on.
+label names) is what listing and removing an issue's labels read and act on; ``pr_reviews``
+(number -> reviews with their commit) answers a pull request's reviews. ``run_jobs`` ((run id,
+attempt) -> jobs with their runner) answers a run attempt's jobs; ``missing_runs`` answer 404.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
         self.jit: dict[str, int] = {}
         self.secrets: list[str] = []
         self.finished_runs: set[str] = set()
+        self.missing_runs: set[str] = set()
+        """Run ids this repository does not have (deleted, or another repository's): 404."""
         self.throttle: list[tuple[int, float | None]] = []
         self.rejected: list[str] = []
         self.ids = itertools.count(20)
@@ -79,6 +83,10 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
         self.comment_ids = itertools.count(9000)
         self.permissions: dict[str, str] = {}
         self.pr_labels: dict[int, list[str]] = {}
+        self.pr_reviews: dict[int, list[dict[str, str]]] = {}
+        """number -> reviews in the order they were submitted: {"login", "state", "commit_id"}."""
+        self.run_jobs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        """(run id, attempt) -> jobs: {"name", "runner_name", "status", "conclusion"}."""
         self.default_workflow_id = 161335
         self.workflow_runs: dict[int, dict[str, Any]] = {}
         self.run_ids = itertools.count(7001)
@@ -118,6 +126,10 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
             ("DELETE", "/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}", "issue-labels.remove",
              self.remove_label),
             ("GET", "/repos/{owner}/{repo}/releases/latest", "releases.latest", self.latest_release),
+            ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/labels", "issue-labels.list", self.list_labels),
+            ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews", "pull-reviews.list", self.list_reviews),
+            ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt_number}/jobs", "run-jobs.list",
+             self.run_attempt_jobs),
         ]:
             self.route(method, path, name, handler)
         self._doctor_setup()  # what gpu-runner doctor reads (github_doctor.py)
@@ -240,6 +252,8 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
         """A workflow run: one added with :meth:`add_run`, else one of workflow ``default_workflow_id``
         on ``main``, in progress unless its id is in ``finished_runs`` (the janitor's view)."""
         self._repo(owner, repo)
+        if run_id in self.missing_runs:
+            raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
         with self.lock:
             run = self.workflow_runs.get(int(run_id))
         if run is None:
@@ -483,6 +497,78 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
         assert not problems(github_validator("/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}", "delete",
                                              "200"), out)
         return out
+
+    # -- labels, reviews and a run's jobs (approval bound to a commit; which job a runner ran) ----
+    def _label_json(self, owner: str, repo: str, i: int, name: str) -> dict[str, Any]:
+        return {"id": 1000 + i, "node_id": f"LA_{i}", "url": f"{self.url}/repos/{owner}/{repo}/labels/{quote(name)}",
+                "name": name, "description": None, "color": "ededed", "default": False}
+
+    def list_labels(self, owner: str, repo: str, issue_number: str, query: dict[str, str], **_: Any) -> Any:
+        """GET /repos/{owner}/{repo}/issues/{issue_number}/labels: the labels the pull request carries now
+        (https://docs.github.com/en/rest/issues/labels#list-labels-for-an-issue)."""
+        self._repo(owner, repo)
+        with self.lock:
+            names = list(self.pr_labels.get(int(issue_number), []))
+        items = [self._label_json(owner, repo, i, n) for i, n in enumerate(names)]
+        chunk, headers = self._page(items, query, f"/repos/{owner}/{repo}/issues/{issue_number}/labels")
+        assert not problems(github_validator("/repos/{owner}/{repo}/issues/{issue_number}/labels", "get", "200"), chunk)
+        return 200, chunk, headers
+
+    def list_reviews(self, owner: str, repo: str, pull_number: str, query: dict[str, str], **_: Any) -> Any:
+        """GET /repos/{owner}/{repo}/pulls/{pull_number}/reviews, oldest first: each review's state
+        (APPROVED, CHANGES_REQUESTED, COMMENTED, DISMISSED) and ``commit_id``, the commit it was
+        submitted on (https://docs.github.com/en/rest/pulls/reviews#list-reviews-for-a-pull-request)."""
+        self._repo(owner, repo)
+        with self.lock:
+            reviews = list(self.pr_reviews.get(int(pull_number), []))
+        base = f"{self.url}/repos/{owner}/{repo}/pulls/{pull_number}"
+        items = []
+        for i, rv in enumerate(reviews):
+            assoc = {"admin": "OWNER", "write": "COLLABORATOR"}.get(self.permissions.get(rv["login"], ""), "CONTRIBUTOR")
+            items.append({"id": 80 + i, "node_id": f"PRR_{80 + i}", "user": self._user(rv["login"]), "body": "",
+                          "state": rv["state"], "commit_id": rv["commit_id"],
+                          "html_url": f"https://github.com/{owner}/{repo}/pull/{pull_number}#pullrequestreview-{80 + i}",
+                          "pull_request_url": base, "author_association": assoc,
+                          "_links": {"html": {"href": f"https://github.com/{owner}/{repo}/pull/{pull_number}"},
+                                     "pull_request": {"href": base}},
+                          "submitted_at": "2025-01-02T03:04:05Z"})
+        chunk, headers = self._page(items, query, f"/repos/{owner}/{repo}/pulls/{pull_number}/reviews")
+        assert not problems(github_validator("/repos/{owner}/{repo}/pulls/{pull_number}/reviews", "get", "200"), chunk)
+        return 200, chunk, headers
+
+    def run_attempt_jobs(self, owner: str, repo: str, run_id: str, attempt_number: str, query: dict[str, str],
+                         **_: Any) -> Any:
+        """GET /repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt_number}/jobs: the attempt's
+        jobs, each with ``runner_name``, the runner GitHub assigned it to (null until then)
+        (https://docs.github.com/en/rest/actions/workflow-jobs#list-jobs-for-a-workflow-run-attempt)."""
+        self._repo(owner, repo)
+        if run_id in self.missing_runs:
+            raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+        with self.lock:
+            jobs = list(self.run_jobs.get((run_id, attempt_number), []))
+        base = f"{self.url}/repos/{owner}/{repo}/actions"
+        items = []
+        for i, j in enumerate(jobs):
+            jid = int(run_id) * 100 + i
+            done = j.get("status", "completed") == "completed"
+            items.append({"id": jid, "node_id": f"CR_{jid}", "run_id": int(run_id), "run_url": f"{base}/runs/{run_id}",
+                          "run_attempt": int(attempt_number), "head_sha": "0" * 40, "workflow_name": "gpu",
+                          "head_branch": "main", "name": j["name"], "url": f"{base}/jobs/{jid}",
+                          "html_url": f"https://github.com/{owner}/{repo}/actions/runs/{run_id}/job/{jid}",
+                          "status": j.get("status", "completed"),
+                          "conclusion": j.get("conclusion", "success") if done else None,
+                          "started_at": "2025-01-02T03:04:05Z", "completed_at": "2025-01-02T03:14:05Z" if done else None,
+                          "check_run_url": f"{self.url}/repos/{owner}/{repo}/check-runs/{jid}",
+                          "labels": [j.get("runner_name") or "ubuntu-latest"], "runner_id": 7 if j.get("runner_name") else None,
+                          "runner_name": j.get("runner_name"), "runner_group_id": 1 if j.get("runner_name") else None,
+                          "runner_group_name": "Default" if j.get("runner_name") else None,
+                          "created_at": "2025-01-02T03:04:00Z"})
+        chunk, headers = self._page(items, query, f"/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/"
+                                                  f"{attempt_number}/jobs")
+        out = {"total_count": len(items), "jobs": chunk}
+        assert not problems(github_validator("/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt_number}/jobs",
+                                             "get", "200"), out)
+        return 200, out, headers
 
     # -- comments ----------------------------------------------------------------------------
     def _user(self, login: str) -> dict[str, Any]:

@@ -32,9 +32,11 @@ from .base import (
     parse_status_line,
     rfc3339,
 )
+from ..plan import LABEL_RE
 from .startup import HEALTH_TRIES, HEALTH_WAIT_S, render
 
 JIT_METADATA_KEY = "gpu-runner-jitconfig"
+REPO_ID_LABEL = "gh-repo-id"
 RUNNER_PREFIX = "gpu-runner-"
 GONE = ("STOPPING", "STOPPED", "TERMINATED", "SUSPENDING", "SUSPENDED")
 SERIAL_KEEP_LINES = 200
@@ -87,11 +89,19 @@ class Context:
     mask: Callable[[str], None] = lambda _s: None
     run_id: str = "local"
     attempt: str = "1"
+    repo_id: str = ""
+    """The repository's numeric id (``GITHUB_REPOSITORY_ID``; '' when unknown). Names collide in
+    labels (``org/gpu.tests`` and ``org/gpu-tests`` are both ``org_gpu-tests``), ids never do."""
+    workflow_ref: str = ""
+    """``GITHUB_WORKFLOW_REF`` of the run that starts the runner: the job-started hook checks it."""
 
 
 def vm_labels(ctx: Context, entry: Any, now: float | None = None) -> dict[str, str]:
-    """The matrix's labels plus ours (DESIGN.md section 4)."""
+    """The matrix's labels plus ours (DESIGN.md section 4); ``gh-repo-id`` is what the janitor
+    matches, ``gh-repo`` is for people."""
     labels = {k: gce_label_value(str(v)) for k, v in (entry.gce.labels or {}).items()}
+    if ctx.repo_id:
+        labels[REPO_ID_LABEL] = ctx.repo_id
     labels.update({
         OURS_LABEL: "1",
         "gh-repo": gce_label_value(ctx.repo.replace("/", "_")),
@@ -225,14 +235,52 @@ def _wait_online(ctx: Context, inst: Instance, runner_id: int, opts: StartOption
         time.sleep(opts.poll_s)
 
 
+JOB_KEYS = ("repository", "repository-id", "run-id", "run-attempt", "workflow-ref")
+"""What the VM's job-started hook holds the job to (metadata ``gpu-runner-job-<key>``), from the
+environment of the run that starts it: GITHUB_REPOSITORY, GITHUB_REPOSITORY_ID, GITHUB_RUN_ID,
+GITHUB_RUN_ATTEMPT, GITHUB_WORKFLOW_REF."""
+JOB_KEY_PREFIX = "gpu-runner-job-"
+
+
+def job_expectation(ctx: Context, env: Any = None) -> dict[str, str]:
+    """The metadata that says which job this runner is for (the hook refuses every other one):
+    repository and its id, and in GitHub Actions the run id, attempt and workflow ref. Values
+    that are not one plain line are dropped (the hook compares strings, it runs none)."""
+    import os
+
+    env = os.environ if env is None else env
+    run_id = env.get("GITHUB_RUN_ID", "").strip()
+    values = {"repository": ctx.repo, "repository-id": ctx.repo_id,
+              "run-id": run_id, "run-attempt": env.get("GITHUB_RUN_ATTEMPT", "").strip() if run_id else "",
+              "workflow-ref": ctx.workflow_ref if run_id else ""}
+    return {JOB_KEY_PREFIX + k: v for k, v in values.items()
+            if v and "\n" not in v and "\r" not in v and len(v) < 1024}
+
+
+def _hiding(log: Log, secret: str) -> Log:
+    """``log`` with ``secret`` (the label's nonce) replaced: start's log is public, and the label
+    must not be known before the run job that needs it is queued."""
+    return lambda text: log(text.replace(secret, "*" * len(secret)))
+
+
 def start(ctx: Context, entry: Any, opts: StartOptions | None = None) -> Started:
-    """Register the runner, create the VM, wait until the runner is online. Cleans up on failure."""
+    """Register the runner, create the VM, wait until the runner is online. Cleans up on failure.
+
+    The label is the plan's with a fresh nonce (:func:`gpu_runner.plan.label_with_nonce`); the log
+    never shows the nonce (only the step output carries the label, to the run job)."""
+    from dataclasses import replace
+
+    from ..plan import label_with_nonce, new_nonce
+
     opts = opts or StartOptions()
     spec = entry.gce
-    label = entry.label
     from ..github.releases import resolve_runner_release
 
-    ctx.log(f"registering just-in-time runner {label} in {ctx.repo} (label {label})")
+    nonce = new_nonce()
+    label = label_with_nonce(entry.id, entry.label, nonce)
+    ctx = replace(ctx, log=_hiding(ctx.log, nonce))
+    ctx.log(f"registering just-in-time runner {label} in {ctx.repo} (label {label}, runner group "
+            f"{opts.runner_group_id})")
     jit = ctx.runners.create_jit(label, [label], runner_group_id=opts.runner_group_id)
     ctx.mask(jit.encoded_jit_config)
     done = False
@@ -246,7 +294,7 @@ def start(ctx: Context, entry: Any, opts: StartOptions | None = None) -> Started
                         docker=bool(entry.container), hold_s=int(getattr(spec, "debug_hold_s", 0) or 0),
                         idle_timeout_s=spec.idle_timeout_s)
         metadata = {"startup-script": script, JIT_METADATA_KEY: jit.encoded_jit_config,
-                    "block-project-ssh-keys": "true", "enable-guest-attributes": "TRUE"}
+                    "block-project-ssh-keys": "true", "enable-guest-attributes": "TRUE", **job_expectation(ctx)}
         if entry.gpu_count:
             metadata["install-nvidia-driver"] = "True"  # Deep Learning VM images install it on first boot
         req = VmRequest(name=label, project=ctx.project, spec=spec, labels=vm_labels(ctx, entry), metadata=metadata)
@@ -311,6 +359,10 @@ class Stopped:
     """The VM kept for a look (its hold has not ended), if any."""
     hold_failed: str | None = None
     """Why a hold that was asked for could not be set."""
+    job: str | None = None
+    """The job of this run attempt the runner ran (``<name> (id <id>)``), as GitHub lists it."""
+    hijack: str | None = None
+    """Set when the runner served a job it was not made for: what says so."""
 
     def summary(self) -> str:
         parts = []
@@ -323,6 +375,10 @@ class Stopped:
             parts.append(f"deleted VM {', '.join(self.deleted_vms)}")
         if self.preempted:
             parts.append("the VM was preempted (Spot capacity reclaimed by Compute Engine)")
+        if self.job:
+            parts.append(f"its runner ran job {self.job}")
+        if self.hijack:
+            parts.append(f"HIJACK: {self.hijack}")
         if self.removed_runner:
             parts.append("removed the runner registration")
         return f"{self.label}: " + ("; ".join(parts) if parts else "nothing left to delete (already gone)")
@@ -343,16 +399,64 @@ def _clock(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
 
 
+HIJACK_STATE = "hijack"
+"""The status the VM's job-started hook makes the startup script say when a job of another run
+took the runner (serial console and guest attribute)."""
+RAN_A_JOB = ("job-done", "runner-failed", "awaiting-hold", "held", "hold-ended")
+
+
+def _vm_states(ctx: Context, vm: Instance) -> list[str]:
+    """Every ``gpu-runner-status`` state the VM's serial console shows, in order ([] when unreadable)."""
+    from .base import STATUS_MARKER
+
+    try:
+        text, _ = ctx.provider.serial_output(ctx.project, vm.zone, vm.name, 0)
+    except Exception:  # noqa: BLE001 - a console we cannot read says nothing
+        return []
+    states = []
+    for line in text.splitlines():
+        i = line.find(STATUS_MARKER)
+        if i >= 0:
+            states.append(line[i + len(STATUS_MARKER):].strip().partition(" ")[0])
+    return states
+
+
+def _check_job(ctx: Context, out: Stopped, states: list[str], run_result: str | None) -> None:
+    """Which job of this run attempt the runner ran (GitHub's jobs list: ``runner_name``), and
+    whether it served another run's job: the VM said ``hijack`` (its hook refused the job), or it
+    ran a job while no job of this attempt ran on it and the run job did not pass."""
+    if HIJACK_STATE in states:
+        out.hijack = ("the runner was taken by a job of another workflow run; its job-started hook refused it "
+                      "and ended the VM (this entry's run job never got it)")
+    if ctx.runners is None or not str(ctx.run_id).isdigit() or not hasattr(ctx.runners, "jobs_on"):
+        return
+    try:
+        jobs = ctx.runners.jobs_on(ctx.run_id, ctx.attempt, out.label)
+    except Exception as e:  # noqa: BLE001 - the record is worth a line, not a failed stop
+        ctx.log(f"could not ask GitHub which job ran on {out.label}: {e}")
+        return
+    if jobs:
+        out.job = ", ".join(f"{j['name']} (id {j['id']})" for j in jobs)
+    elif out.hijack is None and any(s in RAN_A_JOB for s in states) and run_result not in ("success", None):
+        out.hijack = ("the runner ran a job, and no job of this run attempt ran on it: a job of another workflow "
+                      "run took it")
+
+
 def stop(ctx: Context, label: str, zones: list[str] | None = None, *, hold_s: float | None = None,
-         force: bool = False, now: float | None = None) -> Stopped:
+         force: bool = False, now: float | None = None, run_result: str | None = None) -> Stopped:
     """Delete the VM named ``label`` wherever it is, and its registration. Idempotent.
 
     A VM held for a look (metadata ``gpu-runner-hold``) stays until its hold ends, unless
     ``force``. ``hold_s`` (a failed entry whose machine has ``debug_hold``) holds a running VM
-    for that long instead of deleting it."""
+    for that long instead of deleting it. Before it deletes anything it records which job the
+    runner ran and whether that was a job of another run (``hijack``; a hijacked VM is never held)."""
     now = time.time() if now is None else now
     out = Stopped(label=label)
     vms = ctx.provider.list_ours(ctx.project, name=label)
+    states = [st for vm in vms for st in _vm_states(ctx, vm)]
+    _check_job(ctx, out, states, run_result)
+    if out.hijack:
+        hold_s = None
     for vm in vms:
         seen = VmSeen(name=vm.name, zone=vm.zone, provisioning_model=vm.provisioning_model,
                       created_at=vm.created_at, last_stop_at=vm.last_stop_at, timed_by="stop")
@@ -442,10 +546,23 @@ def hold_instructions(vm: Instance, *, project: str, repo: str, entry_id: str, r
 # --------------------------------------------------------------------------------------
 
 
-NAME_RE = re.compile(r"^gpu-runner-(?P<run>[0-9]+|local)-(?P<attempt>[0-9]+)(?:r(?P<retry>[1-9]))?-"
-                     r"(?P<entry>[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)$")
-"""The full name of what ``start`` makes (VM and runner): ``gpu-runner-<run id>-<attempt>-<entry id>``,
+NAME_RE = LABEL_RE
+"""The full name of what ``start`` makes (VM and runner): ``gpu-runner-<run id>-<attempt>-<nonce>-<entry id>``,
 the attempt part ``<attempt>r<N>`` for the Nth retry of a preempted entry."""
+
+
+def labels_of(ctx: Context, entry: Any) -> list[str]:
+    """The labels ``start`` made for this try of ``entry`` that are still there (VMs, registrations),
+    found by name: for a stop whose start said nothing (its job was cancelled or died)."""
+    from ..plan import label_is_for
+
+    names = {vm.name for vm in ctx.provider.list_ours(ctx.project, {"entry": gce_label_value(entry.id)})
+             if label_is_for(entry, vm.name)}
+    if ctx.runners is not None:
+        prefix = re.match(r"^gpu-runner-[^-]+-[^-]+-", entry.label)
+        names |= {r.name for r in ctx.runners.list(prefix.group(0) if prefix else RUNNER_PREFIX)
+                  if label_is_for(entry, r.name)}
+    return sorted(names)
 DEFAULT_LIFETIME_S = 3 * 3600.0
 DEFAULT_MARGIN_S = 30 * 60.0
 
@@ -464,10 +581,12 @@ def janitor(ctx: Context, *, max_age_s: float = DEFAULT_LIFETIME_S, margin_s: fl
             dry_run: bool = False, now: float | None = None) -> Swept:
     """Delete what this repository's runs left behind, and nothing else.
 
-    A VM is a candidate only when it carries ``gpu-runner=1``, this repository's ``gh-repo``, and a
-    name of the full pattern ``gpu-runner-<run>-<attempt>-<entry>`` that agrees with its
+    A VM is a candidate only when it carries ``gpu-runner=1``, this repository's id as ``gh-repo-id``
+    (names collide as label values, ids do not), and a name of the full pattern
+    ``gpu-runner-<run>-<attempt>-<nonce>-<entry>`` that agrees with its
     ``gh-run-id`` / ``gh-run-attempt`` labels. It is deleted when GitHub says that attempt of its
-    workflow run is over; it stays while GitHub reports it queued or in progress, however old.
+    workflow run is over; it stays while GitHub reports it queued or in progress, however old, and
+    is left alone when GitHub answers 404 for the run (not this repository's to judge).
     When GitHub cannot tell (a ``local`` run), it is deleted once older than its own
     maxRunDuration (else ``max_age_s``) plus ``margin_s``. A VM held for a look (a failed entry's,
     metadata ``gpu-runner-hold``) stays until its hold ends and is deleted once it has, whatever
@@ -477,9 +596,13 @@ def janitor(ctx: Context, *, max_age_s: float = DEFAULT_LIFETIME_S, margin_s: fl
     its label (as every just-in-time runner ``start`` registers does), it is offline and idle, no VM
     of that name is left, and its run is over."""
     now = time.time() if now is None else now
+    if not ctx.repo_id.isdigit():
+        raise ConfigError("the janitor needs the repository's numeric id in GITHUB_REPOSITORY_ID (GitHub Actions "
+                          "sets it; elsewhere: gh api repos/OWNER/NAME --jq .id): it deletes only VMs labelled "
+                          "with it, as names can collide")
     out = Swept()
     verb = "would delete" if dry_run else "deleted"
-    my_repo = gce_label_value(ctx.repo.replace("/", "_"))
+    my_repo = ctx.repo_id
     ended: dict[tuple[str, str], bool | None] = {}
 
     def run_ended(run_id: str, attempt: str) -> bool | None:
@@ -490,9 +613,9 @@ def janitor(ctx: Context, *, max_age_s: float = DEFAULT_LIFETIME_S, margin_s: fl
         return ended[(run_id, attempt)]
 
     live: set[str] = set()
-    for vm in ctx.provider.list_ours(ctx.project, {"gh-repo": my_repo}):
+    for vm in ctx.provider.list_ours(ctx.project, {REPO_ID_LABEL: my_repo}):
         m = NAME_RE.match(vm.name)
-        if vm.labels.get("gh-repo") != my_repo or m is None or vm.labels.get(
+        if vm.labels.get(REPO_ID_LABEL) != my_repo or m is None or vm.labels.get(
                 "gh-run-id") != m.group("run") or vm.labels.get("gh-run-attempt") != m.group("attempt"):
             out.left_alone.append(vm.name)
             ctx.log(f"left alone VM {vm.name} in {vm.zone}: not named and labelled as a VM of {ctx.repo}")
@@ -513,6 +636,11 @@ def janitor(ctx: Context, *, max_age_s: float = DEFAULT_LIFETIME_S, margin_s: fl
             if state is False:
                 out.kept.append(vm.name)
                 ctx.log(f"kept VM {vm.name}: workflow run {run} (attempt {attempt}) is in progress")
+                continue
+            if state is None and run != "local":  # GitHub does not know the run here: not ours to judge
+                out.left_alone.append(vm.name)
+                ctx.log(f"left alone VM {vm.name} in {vm.zone}: workflow run {run} is not one of {ctx.repo} "
+                        "(GitHub answers 404); its maxRunDuration ends it")
                 continue
             if state is True:
                 why = f"workflow run {run} (attempt {attempt}) has ended"
@@ -568,6 +696,8 @@ def project_for(entry: Any | None, explicit: str | None = None, env: Any = None)
 def make_context(project: str, *, log: Log, mask: Callable[[str], None] = lambda _s: None,
                  github: bool = True) -> Context:
     """A context on Compute Engine and this repository's runners, from the environment."""
+    import os
+
     from ..errors import require_extra
 
     require_extra("gce", "starting and stopping Compute Engine VMs")
@@ -581,5 +711,7 @@ def make_context(project: str, *, log: Log, mask: Callable[[str], None] = lambda
     repo = repository()
     runners = Runners(client(), repo) if github else None
     run_id, attempt = run_identity()
+    repo_id = os.environ.get("GITHUB_REPOSITORY_ID", "").strip()
     return Context(provider=GceProvider(log=log), runners=runners, project=project, repo=repo, log=log, mask=mask,
-                   run_id=run_id, attempt=attempt)
+                   run_id=run_id, attempt=attempt, repo_id=repo_id if repo_id.isdigit() else "",
+                   workflow_ref=os.environ.get("GITHUB_WORKFLOW_REF", ""))

@@ -43,6 +43,7 @@ IDLE_TIMEOUT_S=@@IDLE_TIMEOUT_S@@
 IDLE_POLL_S=@@IDLE_POLL_S@@
 JIT_KEY=gpu-runner-jitconfig
 HOLD_KEY=gpu-runner-hold
+HIJACK_STATE=hijack
 RUNNER_USER=gpu-runner
 METADATA_V4=169.254.169.254
 METADATA_V6=fd20:ce::254
@@ -53,6 +54,8 @@ API="${GPU_RUNNER_COMPUTE_API:-https://compute.googleapis.com/compute/v1}"
 RUNNER_DIR="${GPU_RUNNER_RUNNER_DIR:-/opt/actions-runner}"
 RUNNER_URL_BASE="${GPU_RUNNER_RUNNER_URL_BASE:-https://github.com/actions/runner/releases/download}"
 IF_INET6="${GPU_RUNNER_IF_INET6:-/proc/net/if_inet6}"
+HOOK_DIR="${GPU_RUNNER_HOOK_DIR:-/etc/gpu-runner}"
+HOOK_POLL_S="${GPU_RUNNER_HOOK_POLL_S:-0.5}"
 HEALTH_DETAIL=""
 
 md() {
@@ -248,6 +251,82 @@ run_one_job() {  # JIT [COMMAND PREFIX...]: the runner until its one job ends; 1
   wait "$pid"
 }
 
+install_job_hook() {  # the runner's job-started hook: the runner serves only the job start made it for
+  # A repository runner serves any workflow run of the repository that asks for its label, a fork's
+  # pull_request run included. The runner runs the script ACTIONS_RUNNER_HOOK_JOB_STARTED names
+  # (bash -e) before each job, with the job's default variables; a script that fails fails the job
+  # before any step runs. This one holds GITHUB_REPOSITORY, GITHUB_REPOSITORY_ID, GITHUB_RUN_ID,
+  # GITHUB_RUN_ATTEMPT and GITHUB_WORKFLOW_REF to what start recorded in the instance metadata
+  # (gpu-runner-job-*), read here as root (the job cannot reach the metadata server). It lives
+  # outside the runner's folder, owned by root: the job's user cannot change it. A refused job
+  # leaves a mark; a watcher (root) then says `hijack` and ends the VM.
+  local key val mark alive parent=$$
+  mkdir -p "$HOOK_DIR" "$HOOK_DIR/marks" || return 1
+  chmod 0755 "$HOOK_DIR" && chmod 1733 "$HOOK_DIR/marks" || return 1
+  {
+    for key in repository repository-id run-id run-attempt workflow-ref; do
+      val=$(md "instance/attributes/gpu-runner-job-$key" 2>/dev/null) || val=""
+      printf '%s=%s\n' "$key" "${val//$'\n'/ }"
+    done
+  } >"$HOOK_DIR/expected-job" || return 1
+  cat >"$HOOK_DIR/job-started.sh" <<'HOOK' || return 1
+#!/bin/bash
+# gpu-runner: job-started hook (written by the VM's startup script; owned by root).
+set -u
+here=$(dirname "${BASH_SOURCE[0]}")
+expected="$here/expected-job"
+want() { sed -n "s/^$1=//p" "$expected" 2>/dev/null | head -n 1; }
+wrong=""
+check() { # KEY VALUE: the job's VALUE must be the one recorded (repository always; the rest when recorded)
+  local w
+  w=$(want "$1")
+  if [ "$1" = repository ] || [ -n "$w" ]; then
+    if [ -z "$w" ] || [ "$2" != "$w" ]; then wrong="$wrong $1"; fi
+  fi
+}
+check repository "${GITHUB_REPOSITORY:-}"
+check repository-id "${GITHUB_REPOSITORY_ID:-}"
+check run-id "${GITHUB_RUN_ID:-}"
+check run-attempt "${GITHUB_RUN_ATTEMPT:-}"
+check workflow-ref "${GITHUB_WORKFLOW_REF:-}"
+if [ -n "$wrong" ]; then
+  echo "gpu-runner: hijack: this runner was made for another job (differs:$wrong); this job does not run here"
+  printf '%s\n' "run ${GITHUB_RUN_ID:-?} attempt ${GITHUB_RUN_ATTEMPT:-?} differs:$wrong" \
+    >"$here/marks/hijack.$$" 2>/dev/null || true
+  exit 1
+fi
+echo "gpu-runner: this runner was made for this job (run ${GITHUB_RUN_ID:-local}, attempt ${GITHUB_RUN_ATTEMPT:-1})"
+HOOK
+  chmod 0755 "$HOOK_DIR/job-started.sh" && chmod 0644 "$HOOK_DIR/expected-job" || return 1
+  [ -p "$HOOK_DIR/.tick" ] || mkfifo -m 0600 "$HOOK_DIR/.tick" 2>/dev/null || true
+  export ACTIONS_RUNNER_HOOK_JOB_STARTED="$HOOK_DIR/job-started.sh"
+  if [ -d "$RUNNER_DIR" ]; then # the runner also reads its environment from the .env file in its folder
+    printf 'ACTIONS_RUNNER_HOOK_JOB_STARTED=%s\n' "$ACTIONS_RUNNER_HOOK_JOB_STARTED" >>"$RUNNER_DIR/.env" || return 1
+  fi
+  ( # the watcher (root): a refused job means a hijacked runner; say so and end the VM. It looks
+    # once more after main has ended (the runner exits right after the refused job), then goes too.
+    alive=1
+    while [ "$alive" -eq 1 ]; do
+      if ! kill -0 "$parent" 2>/dev/null || [ "$(sed 's/.*) //' "/proc/$parent/stat" 2>/dev/null | cut -c1)" = Z ]; then
+        alive=0 # gone, or ended and not yet reaped
+      fi
+      mark=$(find "$HOOK_DIR/marks" -maxdepth 1 -name 'hijack.*' -type f 2>/dev/null | head -n 1)
+      if [ -n "$mark" ]; then
+        status "$HIJACK_STATE" "a job of another run took this runner ($(head -c 200 "$mark" | tr -cd '[:print:]')); it was refused"
+        finish "hijack"
+        exit 0
+      fi
+      if [ "$alive" -eq 0 ]; then
+        break
+      elif [ -p "$HOOK_DIR/.tick" ]; then # a pause with no process of its own: nothing ever writes the pipe
+        read -r -t "$HOOK_POLL_S" _ <>"$HOOK_DIR/.tick" || true
+      else
+        sleep "$HOOK_POLL_S"
+      fi
+    done
+  ) &
+}
+
 main() {
   local jit rc
   PROJECT=$(md project/project-id) || { echo "gpu-runner: no metadata server"; exit 1; }
@@ -295,6 +374,11 @@ main() {
     return 1
   fi
 
+  if ! install_job_hook; then
+    status hook-failed "could not install the job-started hook that keeps other runs' jobs off this runner"
+    finish "hook failed"
+    return 1
+  fi
   if runner_user; then
     status runner-starting "runner $NAME as user $RUNNER_USER"
     run_one_job "$jit" runuser -u "$RUNNER_USER" --

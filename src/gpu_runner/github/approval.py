@@ -3,11 +3,15 @@
 A ``pull_request_target`` run holds the base repository's secrets and a token that may write, so
 nothing of a fork's pull request runs in it until a user who may write to the repository has
 reviewed the change and applies the approval label. The approval is that ``labeled`` event
-itself: it names who applied the label (``sender``) and the commit it was applied to
-(``pull_request.head.sha``), and the run checks out exactly that commit. A label that is merely
-*there* approves nothing: a later push (``synchronize``) or a reopen finds it applied to older
-code, runs nothing, and the workflow removes it (:meth:`Approvals.revoke`), so new commits need a
-new approval.
+together with an approving review of exactly the commit it names: the event says who applied the
+label (``sender``) and the pull request's head then (``pull_request.head.sha``), which the run
+checks out; a review of that pull request in state ``APPROVED`` by a user with write access whose
+``commit_id`` is that head (:meth:`Approvals.approving_reviewer`) says someone who may approve
+looked at exactly that code. A force-push just before the label is applied changes the head, and
+the review of the older commit approves nothing. A label that is merely *there* approves nothing:
+a later push (``synchronize``) or a reopen runs nothing, and the workflow removes the label
+(:meth:`Approvals.revoke`, reading the pull request's labels as they are now, not as the event
+saw them), so new commits need a new approval.
 
 Who may approve: the repository permission ``admin`` or ``write`` (``maintain`` reads as
 ``write`` in the REST API's ``permission``; ``triage``, which may apply labels, reads as
@@ -37,7 +41,13 @@ class Approvals:
         self.errors = (GithubException, requests.RequestException)
 
     def permission(self, login: str) -> str:
-        """The user's repository permission: admin, write, read or none."""
+        """The user's repository permission: admin, write, read or none (asked once per login)."""
+        cache: dict[str, str] = self.__dict__.setdefault("_permissions", {})
+        if login not in cache:
+            cache[login] = self._permission(login)
+        return cache[login]
+
+    def _permission(self, login: str) -> str:
         try:
             _headers, data = self._requester.requestJsonAndCheck(
                 "GET", f"{self.repo.url}/collaborators/{quote(login, safe='')}/permission")
@@ -50,6 +60,48 @@ class Approvals:
 
     def may_approve(self, login: str) -> bool:
         return self.permission(login) in APPROVING_PERMISSIONS
+
+    def _pages(self, url: str, what: str, hint: str) -> list[Any]:
+        out: list[Any] = []
+        page = 1
+        while True:
+            try:
+                _h, data = self._requester.requestJsonAndCheck("GET", url, parameters={"per_page": 100, "page": page})
+            except self.errors as e:
+                raise InfraError(f"GitHub: {what} of {self.repo_name}: {getattr(e, 'status', '')} {_message(e)} "
+                                 f"({hint})") from None
+            items = data if isinstance(data, list) else []
+            out += items
+            if len(items) < 100:
+                return out
+            page += 1
+
+    def labels(self, number: int) -> set[str]:
+        """The labels pull request ``number`` carries now (GET /repos/{o}/{r}/issues/{n}/labels)."""
+        items = self._pages(f"{self.repo.url}/issues/{int(number)}/labels", f"the labels of pull request #{number}",
+                            "the job's token needs Pull requests: read")
+        return {str(i.get("name")) for i in items if isinstance(i, dict)}
+
+    def approving_reviewer(self, number: int, head_sha: str) -> str | None:
+        """A user with write access whose review of pull request ``number`` stands at APPROVED on
+        exactly ``head_sha`` (GET /repos/{o}/{r}/pulls/{n}/reviews: each review's ``state`` and
+        ``commit_id``); None when there is none. A user's latest review that approves, asks for
+        changes or was dismissed is their word (a comment changes nothing)."""
+        if not head_sha:
+            return None
+        items = self._pages(f"{self.repo.url}/pulls/{int(number)}/reviews", f"the reviews of pull request #{number}",
+                            "the plan job's token needs Pull requests: read")
+        latest: dict[str, dict[str, Any]] = {}
+        for rv in items:
+            if not isinstance(rv, dict) or rv.get("state") not in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
+                continue
+            login = str((rv.get("user") or {}).get("login") or "")
+            if login:
+                latest[login] = rv
+        for login, rv in latest.items():
+            if rv.get("state") == "APPROVED" and rv.get("commit_id") == head_sha and self.may_approve(login):
+                return login
+        return None
 
     def revoke(self, number: int, label: str) -> bool:
         """Remove ``label`` from pull request ``number``; False when it was not there."""

@@ -127,8 +127,9 @@ class Runners:
 
     def run_ended(self, run_id: str, attempt: str | int | None = None) -> bool | None:
         """Whether attempt ``attempt`` of workflow run ``run_id`` of this repository is over: the run
-        is completed, a later attempt has started, or the run is gone (404). None: cannot tell (not
-        a run id). False: GitHub reports that attempt queued or in progress."""
+        is completed or a later attempt has started. None: cannot tell (not a run id, or GitHub
+        answers 404: no such run of this repository, so nothing of it is ours to judge). False:
+        GitHub reports that attempt queued or in progress."""
         if not str(run_id).isdigit():
             return None
         try:
@@ -140,5 +141,24 @@ class Runners:
                         and int(attempt) < current)
         except self.GithubException as e:
             if getattr(e, "status", None) == 404:
-                return True  # deleted: nothing will use its runners
+                return None  # another repository's run (names collide), or one deleted: leave it alone
             raise self._fail(f"get workflow run {run_id}", e) from None
+
+    def jobs_on(self, run_id: str, attempt: str | int, runner_name: str) -> list[dict[str, Any]]:
+        """The jobs of attempt ``attempt`` of run ``run_id`` that GitHub assigned to the runner
+        ``runner_name`` (``GET /repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{n}/jobs``,
+        each job's ``runner_name``), as ``{"id", "name", "status", "conclusion"}``."""
+        out: list[dict[str, Any]] = []
+        url = f"{self.repo.url}/actions/runs/{int(run_id)}/attempts/{int(attempt)}/jobs"
+        page = 1
+        while True:
+            try:
+                _h, data = self._requester.requestJsonAndCheck("GET", url, parameters={"per_page": 100, "page": page})
+            except self.GithubException as e:
+                raise self._fail(f"list the jobs of run {run_id} (attempt {attempt})", e) from None
+            jobs = (data or {}).get("jobs") or []
+            out += [{k: j.get(k) for k in ("id", "name", "status", "conclusion")} for j in jobs
+                    if isinstance(j, dict) and j.get("runner_name") == runner_name]
+            if len(jobs) < 100 or page * 100 >= int((data or {}).get("total_count") or 0):
+                return out
+            page += 1

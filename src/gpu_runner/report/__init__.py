@@ -28,6 +28,7 @@ from .collect import ShownEntry, artifact_layout, collect, load_entry_result, lo
 from .dashboard import DashboardEntry, in_matrix_order, name_entries, render_dashboard
 from .junit import junit_for, write_junit
 from .pdf import PdfError, PdfPrinter, find_chromium
+from .untrusted import read_text, refuse_links
 from .summary import SUMMARY_MAX_CHARS, render_summary
 from .text import describe_failure, failure_details, fmt_counts
 
@@ -132,10 +133,14 @@ def write_entry_reports(
     for nb in result.notebooks:
         if hurried():
             break
-        try:  # the schema keeps paths relative and free of '..'; this also refuses symlinks out
+        try:  # the schema keeps paths relative and free of '..'; no link on the way, nor at the pages
             nb_dir = inside(entry_dir, nb.dir)
+            for f in (nb_dir / HTML_FILE, nb_dir / PDF_FILE):
+                refuse_links(f, entry_dir)
         except ValueError as e:
             log.warning(f"{entry_dir.name}: {nb.path}: no HTML: {e}")
+            for kind in ("html", "pdf"):
+                changed = nb.files.pop(kind, None) is not None or changed
             continue
         html_path = nb_dir / HTML_FILE
         have_html = html_path.exists() and not overwrite
@@ -148,6 +153,7 @@ def write_entry_reports(
             ipynb_rel = nb.files.get("ipynb") or f"{nb.dir}/output.ipynb"
             try:
                 ipynb = inside(entry_dir, ipynb_rel)
+                refuse_links(ipynb, entry_dir)
             except ValueError as e:
                 log.warning(f"{entry_dir.name}: {nb.path}: no HTML: {e}")
                 continue
@@ -392,8 +398,8 @@ def _relink(html_path: Path, back: str, log: Any) -> None:
     from .html import BACK_LINK_RE
 
     try:
-        text = html_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_text(html_path)
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError; so is a symbolic link
         return
     import html as _html
 

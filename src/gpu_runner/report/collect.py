@@ -31,6 +31,7 @@ from typing import Any
 
 from ..cost.usage import cost_of
 from ..errors import ConfigError
+from .untrusted import read_text
 from ..results import (
     TRY_FILE,
     EntryInfo,
@@ -38,7 +39,6 @@ from ..results import (
     TryInfo,
     TryRecord,
     artifact_attempt,
-    load_results,
     not_run_result,
     parse_artifact_name,
 )
@@ -104,6 +104,8 @@ def _times(n: int) -> str:
 def _why_no_results(rec: TryRecord | None) -> str:
     if rec is None:
         return NO_RESULTS
+    if rec.error and rec.error.startswith("hijack:"):  # stop saw another run's job on the entry's runner
+        return rec.error
     outcome = rec.outcome
     if outcome == "cancelled":
         return "cancelled"
@@ -242,7 +244,7 @@ def _latest_attempt(loaded: list[tuple[EntryResult, Path]], records: list[tuple[
 def load_record(path: Path) -> TryRecord:
     """A try's record (``gpu-runner-try.json``); one that is not valid is a ConfigError naming it."""
     try:
-        return TryRecord.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return TryRecord.from_dict(json.loads(read_text(path)))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, ValueError, TypeError, RecursionError) as e:
@@ -300,10 +302,10 @@ def load_entry_result(entry_dir: Path) -> EntryResult:
     """results.json of an entry folder; a file this version cannot read is a ConfigError naming it."""
     path = Path(entry_dir) / "results.json"
     try:
-        return load_results(path)
+        return EntryResult.from_dict(json.loads(read_text(path)))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no results.json here") from None
-    except (ValueError, TypeError, KeyError) as e:
+    except (OSError, ValueError, TypeError, KeyError, RecursionError) as e:
         raise ConfigError(f"{path}: not a results.json this version can read: {e}") from None
 
 

@@ -228,13 +228,20 @@ def _exporter_class() -> Any:
             target = os.path.realpath(os.path.join(base, src))
             if os.path.commonpath([base, target]) != base or not os.path.isfile(target):
                 return None
+            if target != os.path.normpath(os.path.join(base, src)):
+                return None  # reached through a symbolic link, even one that stays inside
             mime, _ = mimetypes.guess_type(target)
             if not mime or not mime.startswith("image/") or os.path.getsize(target) > MAX_EMBEDDED_IMAGE_BYTES:
                 return None
             import base64
 
-            with open(target, "rb") as f:
-                return f"data:{mime};base64,{base64.b64encode(f.read()).decode('ascii')}"
+            from .untrusted import read_bytes
+
+            try:
+                data = read_bytes(target)
+            except (OSError, ValueError):
+                return None
+            return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
     class ContainedHTMLExporter(HTMLExporter):  # type: ignore[misc]
         @pass_context
@@ -449,4 +456,6 @@ def renderer() -> NotebookHtmlRenderer:
 
 def read_notebook(path) -> Any:
     """nbformat v4 node; raises on a file that is not a notebook."""
-    return nbformat.read(str(path), as_version=4)
+    from .untrusted import read_text
+
+    return nbformat.reads(read_text(path), as_version=4)  # never through a symbolic link

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..errors import first_line
 from ..files import write_bytes_atomic
+from .untrusted import read_bytes
 
 CHROMIUM_ENV = "GPU_RUNNER_CHROMIUM"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -250,8 +251,8 @@ class PdfPrinter:
         html_path = Path(html_path)
         pdf_path = Path(pdf_path)
         try:
-            body = html_path.read_bytes()
-        except OSError as e:
+            body = read_bytes(html_path)  # never through a symbolic link: the page may be the code under test's
+        except (OSError, ValueError) as e:
             raise PdfError(f"cannot read {html_path.name}: {e}") from e
         try:
             data = self._pool.submit(self._print, body).result()
