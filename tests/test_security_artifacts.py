@@ -34,12 +34,18 @@ def test_a_planted_try_record_is_replaced_by_stops_own(world: World) -> None:
     before stop uploads: stop's own record replaces it, and the report tells the truth."""
     forged = {"schema_version": 1, "entry_id": "smoke--l4", "retry": 0, "start": "success", "run": "failure",
               "preempted": True, "will_retry": False, "error": "forged by the run job"}
+    # the name stop uploads (it overwrites it), and the older version's name (the report leaves it out
+    # beside this version's own)
+    _plant(world, "gpu-runner-smoke--l4.attempt-1.record", "gpu-runner-try.json", json.dumps(forged))
     _plant(world, "gpu-runner-smoke--l4.record", "gpu-runner-try.json", json.dumps(forged))
     r = world.runner("push", {"after": SHA}, machine="l4")
     res = r.run_workflow()
     assert res["report"]["result"] == "success", "\n".join(s.output for s in r.records)
-    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.record" / "gpu-runner-try.json").read_text())
+    record = json.loads((world.artifacts / "gpu-runner-smoke--l4.attempt-1.record" / "gpu-runner-try.json"
+                         ).read_text())
     assert record["preempted"] is False and record.get("error") is None and record["run"] == "success"
+    report_log = next(s.output for s in r.records if s.command == "gpu-runner report")
+    assert "gpu-runner-smoke--l4.record: left out" in report_log
     body = next(iter(world.gh.comments.values()))["body"]
     assert "forged" not in body and "preempted" not in body
     world.assert_clean()

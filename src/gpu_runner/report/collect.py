@@ -224,6 +224,7 @@ def _latest_attempt(loaded: list[tuple[EntryResult, Path]], records: list[tuple[
     def attempt(path: Path) -> int:
         return artifact_attempt(path.parent.name)
 
+    loaded, records = _without_shadows(loaded, records, warn)
     latest: dict[str, int] = {}
     for r, d in loaded:
         latest[r.entry.id] = max(latest.get(r.entry.id, 0), attempt(d))
@@ -239,6 +240,33 @@ def _latest_attempt(loaded: list[tuple[EntryResult, Path]], records: list[tuple[
              f"attempt{'s' if len(old) > 1 else ''} {earlier} are left out")
     return ([(r, d) for r, d in loaded if attempt(d) == latest[r.entry.id]],
             [(rec, f) for rec, f in records if attempt(f) == latest[rec.entry_id]])
+
+
+def _without_shadows(loaded: list[tuple[EntryResult, Path]], records: list[tuple[TryRecord, Path]],
+                     warn: Callable[[str], None]) -> tuple[list[tuple[EntryResult, Path]], list[tuple[TryRecord, Path]]]:
+    """Leave out an artifact named as an older version named them (no ``.attempt-<A>``) where this
+    version's own name for the same entry, try and kind is there too. The workflow names every
+    artifact with its attempt; any step of a run job may upload any name first, so a second,
+    older-style name beside the real one is a plant (a record saying "preempted" to turn a failure
+    into "not run"), never the job's own."""
+    def key(path: Path, kind: str) -> tuple[str, int, str] | None:
+        parsed = parse_artifact_name(path.parent.name)
+        return (parsed[0], parsed[1], kind) if parsed else None
+
+    def explicit(path: Path) -> bool:
+        return ".attempt-" in path.parent.name
+
+    named = {key(d, "results") for _r, d in loaded if explicit(d)} | {key(f, "record") for _r, f in records
+                                                                     if explicit(f)}
+
+    def keep(path: Path, kind: str) -> bool:
+        if explicit(path) or key(path, kind) not in named:
+            return True
+        warn(f"{path.parent.name}: left out: an artifact without the run attempt in its name, beside this "
+             "version's own for the same entry and try (a run job may upload any name)")
+        return False
+
+    return [(r, d) for r, d in loaded if keep(d, "results")], [(r, f) for r, f in records if keep(f, "record")]
 
 
 def load_record(path: Path) -> TryRecord:
