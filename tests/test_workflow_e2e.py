@@ -843,8 +843,10 @@ def test_re_running_the_failed_jobs_runs_a_failed_and_a_stocked_out_entry_again(
     assert again.outcomes["entry smoke--l4 / run"]["result"] == "skipped"
     assert _jobs(again, "stop")[0].outputs["retry"] == "true"
     runs_on = {j.tag: j.container["runs_on"] for j in again.jobs if j.name.startswith("run")}
-    assert runs_on == {"entry smoke--l4 / run-retry-1": "gpu-runner-5150-2r1-smoke--l4",
-                       "entry smoke--a100 / run": "gpu-runner-5150-2-smoke--a100"}
+    assert set(runs_on) == {"entry smoke--l4 / run-retry-1", "entry smoke--a100 / run"}
+    # labels of attempt 2, each with start's random part
+    assert re.fullmatch(r"gpu-runner-5150-2r1-[a-z2-7]{8}-smoke--l4", runs_on["entry smoke--l4 / run-retry-1"])
+    assert re.fullmatch(r"gpu-runner-5150-2-[a-z2-7]{8}-smoke--a100", runs_on["entry smoke--a100 / run"])
     world.assert_clean()
 
     # both attempts' artifacts are there, each under its own name
@@ -986,7 +988,7 @@ def test_stop_deletes_the_vm_its_start_made_in_an_earlier_attempt(world: World, 
                          env={**world.env, "GITHUB_OUTPUT": str(out), "GITHUB_STEP_SUMMARY": ""})
     assert started.returncode == 0, started.stdout + started.stderr
     outputs = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
-    assert outputs["label"] == "gpu-runner-5150-1-smoke--l4" and world.compute.count() == 1
+    assert is_label(outputs["label"]) and world.compute.count() == 1
     stop = gpu_runner("stop", "--matrix", "matrix.yml", "--entry", "smoke--l4", "--start-result", "success",
                       "--start-outputs", json.dumps({"label": outputs["label"], "zone": outputs["zone"]}),
                       "--run-result", "skipped", cwd=world.ws,
