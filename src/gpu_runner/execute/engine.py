@@ -75,8 +75,15 @@ class _Client(NotebookClient):
     cell_limit_s: float | None = None
     caps: nbtools.StreamCap | None = None
     """Bounds the memory and disk a cell's streams cost while they stream (2 GB of print...)."""
+    live: Any = None
+    """``live(stream, text)``: a cell's stream text, as it arrives, for the console (the notebook
+    keeps it as it would anyway)."""
 
     def output(self, outs: Any, msg: dict[str, Any], display_id: Any, cell_index: int) -> Any:  # type: ignore[override]
+        if self.live is not None and msg.get("msg_type") == "stream" and cell_index == self.current_index:
+            content = msg.get("content") or {}
+            text = content.get("text", "")
+            self.live(str(content.get("name", "stdout")), text if isinstance(text, str) else "".join(text))
         if (self.caps is not None and msg.get("msg_type") == "stream"
                 and not self.output_hook_stack[msg["parent_header"].get("msg_id")]
                 and self.caps.take(outs, msg, cell_index)):
@@ -482,6 +489,8 @@ class Executor:
         )
         client.kc = kernel.kc
         client.caps = nbtools.StreamCap(nb_dir / "outputs")
+        name = _name(run, spec)
+        client.live = lambda stream, text: self.log.cell_output(name, stream, text)
         code_cells = [i for i, c in enumerate(nb.cells) if nbtools.is_code(c)]
         self.log.notebook_started(_name(run, spec), f"kernel {prepared.kernel_name}, {len(code_cells)} code cells",
                                   len(code_cells))
