@@ -590,7 +590,8 @@ class Executor:
             self.log.cell_finished(_name(run, spec), n, total, "ok" if status == "passed" else status, cell_s, label,
                                    number=idx + 1)
             if failure is not None:
-                failure.source_line = prepared.source_lines[idx] if idx < len(prepared.source_lines) else None
+                failure.cell_line = nbtools.line_in_cell(failure.traceback, cell.get("execution_count"))
+                failure.source_line = prepared.file_line(idx, failure.cell_line)
                 failure.output_tail = nbtools.tail(nbtools.output_text(cell)) or None
                 p.failure = failure
             if failure is not None or p.skip_reason:
@@ -723,6 +724,8 @@ class Executor:
             files["kernel_log"] = f"{spec.out_subdir}/{KERNEL_LOG}"
         if (nb_dir / "outputs").is_dir():
             files["outputs"] = sorted(f"{spec.out_subdir}/outputs/{p.name}" for p in (nb_dir / "outputs").iterdir())
+        if failure is not None and failure.cell_index is not None and log_text is not None:
+            failure.log_py_line = _log_py_line(log_text, nb, failure)
         self.log.notebook_finished(_name(run, spec), status, duration, msg, log_text,
                                    detail=_console_traceback(failure))
         nbres = self._finish_files(nbres, nb_dir, spec, nbres.parameters, metrics, prepared)
@@ -795,6 +798,18 @@ def _not_run(spec: NotebookSpec) -> NotebookResult:
 def _name(run: EntryRun, spec: NotebookSpec) -> str:
     """How log lines name a notebook: with its entry, so that several entries' lines can be told apart."""
     return f"{run.info.id}: {spec.path}"
+
+
+def _log_py_line(log_text: str, nb: Any, failure: Failure) -> int | None:
+    """The line of log.py (the jupytext view) where ``failure`` happened: the failing statement's,
+    else the cell's first line; None when log.py's cells cannot be matched with the notebook's."""
+    marks = nbtools.log_py_cell_lines(log_text)
+    idx = failure.cell_index
+    if idx is None or len(marks) != len(nb.cells) or idx >= len(marks):
+        return None
+    n_lines = len(str(nb.cells[idx].get("source", "")).splitlines())
+    line = failure.cell_line if failure.cell_line is not None and 1 <= failure.cell_line <= n_lines else 1
+    return marks[idx] + line
 
 
 CONSOLE_TRACEBACK_LINES = 15

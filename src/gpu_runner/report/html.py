@@ -22,7 +22,7 @@ from jinja2 import DictLoader
 
 from ..results import EntryResult, NotebookResult
 from .chart import timeline_svg
-from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, fmt_pct, tail
+from .text import KIND_LABELS, clean_output, describe_failure, failure_place, file_lines, fmt_duration, fmt_mib, fmt_pct, tail
 
 TEMPLATE_NAME = "gpu_runner_notebook.html.j2"
 
@@ -135,7 +135,9 @@ def banner_html(result: EntryResult, nb: NotebookResult, back: str | None = None
             title = f'✗ Failed: {e(describe_failure(f))} <span class="gr-kind">{e(kind)}</span>'
             body = ""
             if f.cell_number is not None:
-                body += f'<p><a href="#cell-{f.cell_number}">Go to cell {f.cell_number}</a>, where it failed.</p>'
+                in_files = file_lines(f)
+                body += (f'<p><a href="#cell-{f.cell_number}">Go to {e(failure_place(f))}</a>, where it failed'
+                         f'{f" ({e(in_files)})" if in_files else ""}.</p>')
             if f.kind in ("timeout", "kernel_died", "setup_error") and f.message:
                 body += f"<p>{e(clean_output(f.message))}</p>"
             out = clean_output(f.output_tail)
