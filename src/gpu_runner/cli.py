@@ -522,7 +522,8 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
     """Merge entry folders (every folder holding a results.json under each RESULTS_DIR) into one report.
 
     Writes per-entry junit.xml, HTML and PDF where missing, then the merged junit.xml,
-    summary.md and index.html; with --baseline, what changed against it in each of them and
+    summary.md and index.html (with --out, into a copy of each entry folder made there: the
+    RESULTS_DIRs are left as they are); with --baseline, what changed against it in each of them and
     in comparison.json (a baseline folder without results says so once, and the report goes
     on). Every results.json, and every try's record, is checked first: the results may come
     from untrusted code. The tries' records (gpu-runner-try.json, written by the stop step) and
@@ -584,6 +585,8 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
             more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
             raise ConfigError(f"{len(bad)} results.json or try record(s) refused, nothing reported: "
                               + " | ".join(bad[:3]) + more)
+        if out_dir is not None:  # a report never changes its input: it works on a copy in --out
+            entry_dirs = _copy_entries(entry_dirs, list(results_dirs), target)
         printer = PdfPrinter() if pdf and entry_dirs else None
         try:
             for d in entry_dirs:
@@ -595,6 +598,35 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
     finally:
         lock.release()
     sys.exit(report.exit_code)
+
+
+def _copy_entries(entry_dirs: list[Path], roots: list[Path], target: Path) -> list[Path]:
+    """Each entry folder copied into ``target`` (at its place under its RESULTS_DIR), for the
+    reports to add their files to; an entry folder already in ``target`` stays where it is.
+    Symbolic links are copied as links, never followed."""
+    import shutil
+
+    out = target.resolve()
+    copies: list[Path] = []
+    for d in entry_dirs:
+        src = d.resolve()
+        if src.is_relative_to(out):
+            copies.append(d)
+            continue
+        root = next((r.resolve() for r in roots if src.is_relative_to(r.resolve())), src.parent)
+        rel = src.relative_to(root) if src != root else Path(src.name)
+        dst = out / rel
+        n = 1
+        while dst.exists() and dst.resolve() in {c.resolve() for c in copies}:  # two inputs, one name
+            n += 1
+            dst = out / f"{rel}-{n}"
+        if dst.exists() or dst.is_symlink():  # an earlier report's copy goes; anything else stays
+            if dst.is_symlink() or not (dst / "results.json").is_file():
+                raise ConfigError(f"--out {target}: {dst} is in the way of the copy of {d}")
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst, symlinks=True)
+        copies.append(dst)
+    return copies
 
 
 def _optional_failed(message: str, *, title: str) -> None:

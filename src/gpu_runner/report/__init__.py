@@ -300,6 +300,9 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
             c = comparison.counts()
             log.info(f"against the baseline ({comparison.source.description}): {c['newly_failing']} newly failing, "
                      f"{c['fixed']} fixed, {c['regressions']} regression(s), {c['improvements']} improvement(s)")
+        elif comparison.nothing_in_common:
+            log.warning(f"against the baseline ({comparison.source.description}): nothing could be compared: "
+                        f"{comparison.reason}")
         else:
             log.info(f"no baseline to compare with: {comparison.reason}; the report goes on without one")
         write_json_atomic(out_dir / COMPARISON_FILE, compare_to_dict(comparison))
