@@ -116,7 +116,7 @@ def test_python_given_as_a_command_line_says_it_takes_one_path(tmp_path):
     make_nb(tmp_path, "a.ipynb", "print(1)")
     r = gpu_runner("run", "a.ipynb", "--no-pdf", "--no-checks", "--python", f"{sys.executable} -I", cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "--python takes one path or command name, without arguments" in r.stderr
+    assert "--python: the runtime's Python takes one path or command name, without arguments" in r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -134,9 +134,15 @@ def test_help_summaries_are_whole_sentences(tmp_path):
     assert r.returncode == 0
     commands = r.stdout.split("Commands:")[1]
     assert "..." not in commands, commands
-    for line in commands.strip().splitlines():
-        if line.startswith("  ") and not line.startswith("    "):
-            assert line.rstrip().endswith("."), line
+    entries: list[str] = []
+    for line in commands.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            entries.append(line.strip())
+        elif line.strip():
+            entries[-1] += " " + line.strip()
+    assert len(entries) >= 8
+    for entry in entries:
+        assert entry.endswith("."), entry
 
 
 def test_plan_table_column_headers_say_what_they_hold(tmp_path):

@@ -409,7 +409,7 @@ class Executor:
             try:
                 prepared, _text = await asyncio.to_thread(
                     _in_phase, "prepare", nbtools.prepare, spec.source, kernel_override=run.kernel,
-                    parameters=run.parameters)
+                    parameters=run.parameters, display=_as_given(spec.source))
             except nbtools.NotebookSetupError as e:
                 return await stop_early(None, failure=Failure(kind="setup_error", message=str(e),
                                                               ename="NotebookSetupError", evalue=str(e)))
@@ -793,6 +793,14 @@ def _not_run(spec: NotebookSpec) -> NotebookResult:
     """A notebook that the run's interruption came before."""
     return NotebookResult(path=spec.path, dir=spec.out_subdir, status="skipped", duration_s=0.0,
                           skip_reason="the run was interrupted before this notebook ran")
+
+
+def _as_given(path: Path) -> str:
+    """A file as people name it where the command ran: relative to that folder when inside it."""
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _name(run: EntryRun, spec: NotebookSpec) -> str:

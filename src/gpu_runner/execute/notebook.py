@@ -60,27 +60,29 @@ class Prepared:
     requires_gpu: bool = False
 
 
-def read_notebook(path: Path) -> tuple[NotebookNode, str]:
-    """Read and validate a notebook; any failure is a :class:`NotebookSetupError` saying why."""
+def read_notebook(path: Path, name: str | None = None) -> tuple[NotebookNode, str]:
+    """Read and validate a notebook; any failure is a :class:`NotebookSetupError` saying why,
+    naming the file ``name`` (the path as people know it; default: the file's name)."""
+    name = name or path.name
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise NotebookSetupError(f"cannot read {path.name}: {e.strerror or e}") from e
+        raise NotebookSetupError(f"cannot read {name}: {e.strerror or e}") from e
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise NotebookSetupError(f"{path.name} is not UTF-8: {e}") from e
+        raise NotebookSetupError(f"{name} is not UTF-8: {e}") from e
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise NotebookSetupError(f"{path.name} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+        raise NotebookSetupError(f"{name} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
     if not isinstance(data, dict) or "cells" not in data:
-        raise NotebookSetupError(f"{path.name} is JSON but not a notebook (no 'cells')")
+        raise NotebookSetupError(f"{name} is JSON but not a notebook (no 'cells')")
     try:
         # schema problems are captured, not fatal: kernels run slightly off-spec notebooks fine
         nb = nbformat.reads(text, as_version=4, capture_validation_error={})
     except Exception as e:  # noqa: BLE001 - nbformat raises many kinds
-        raise NotebookSetupError(f"{path.name} is not a valid notebook: {e}") from e
+        raise NotebookSetupError(f"{name} is not a valid notebook: {e}") from e
     return nb, text
 
 
@@ -258,9 +260,11 @@ def prepare(
     *,
     kernel_override: str | None,
     parameters: dict[str, Any],
+    display: str | None = None,
 ) -> tuple[Prepared, str]:
-    """Read ``path`` and make it ready to run. Returns the prepared notebook and its text."""
-    nb, text = read_notebook(path)
+    """Read ``path`` and make it ready to run. Returns the prepared notebook and its text.
+    ``display``: the path as errors name it."""
+    nb, text = read_notebook(path, display)
     meta = nb.get("metadata", {})
     ks = meta.get("kernelspec") or {}
     kernel_name = kernel_override or ks.get("name") or "python3"

@@ -146,6 +146,8 @@ def collect_notebooks(args: list[str], cwd: Path | None = None) -> list[Notebook
             base = candidate
             files = _walk_notebooks(candidate)
         elif candidate.is_file():
+            if candidate.suffix != ".ipynb":
+                raise ConfigError(f"{arg}: not a notebook (gpu-runner runs .ipynb files)")
             base = candidate.parent
             files = [candidate]
         else:

@@ -166,8 +166,9 @@ def write_entry_reports(
                     write_text_atomic(html_path, body)
                 have_html = True
             except Exception as e:  # noqa: BLE001 - one broken notebook must not stop the others
-                log.warning(f"{entry_dir.name}: {nb.path}: no HTML ({ipynb_rel} is not a readable notebook: "
-                            f"{first_line(e)})")
+                if not (nb.failure is not None and nb.failure.kind == "setup_error"):  # said once, by the run
+                    log.warning(f"{entry_dir.name}: {nb.path}: no HTML ({ipynb_rel} is not a readable notebook: "
+                                f"{first_line(e)})")
                 if nb.files.pop("html", None) is not None:
                     changed = True
                 continue
@@ -253,7 +254,7 @@ class RunReport:
 
 def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = None,
                       baseline: Path | None = None, records: list[Path] | None = None,
-                      plan: list[dict[str, Any]] | None = None) -> RunReport:
+                      plan: list[dict[str, Any]] | None = None, notes: list[str] | None = None) -> RunReport:
     """Merged junit.xml, summary.md and index.html in ``out_dir`` from the entries' results.json;
     in GitHub Actions also annotations, the job summary and the step outputs.
 
@@ -261,7 +262,8 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
     against it (see :mod:`gpu_runner.compare`), and ``comparison.json`` records it.
     ``records`` (the tries' ``gpu-runner-try.json``) and ``plan`` (the plan's entry items) make
     every planned entry show once: a preempted try's results beside its retry's, and an entry
-    with no results as ``not_run`` with its reason (:mod:`gpu_runner.report.collect`)."""
+    with no results as ``not_run`` with its reason (:mod:`gpu_runner.report.collect`).
+    ``notes``: lines the dashboard and the summary show first (the matrix entries a local run left out)."""
     log = _logger(logger)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -310,13 +312,15 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
     report.junit_path = write_junit(junit_for(results, comparison=comparison), out_dir / JUNIT_FILE)
     summary = render_summary(results, max_chars=SUMMARY_MAX_CHARS, comparison=comparison,
                              names=[d.name for d in entries])
+    if notes:
+        summary = "".join(f"> ℹ️ {n}\n\n" for n in notes) + summary
     if report.unreadable:
         summary += (f"\n> ⚠️ {len(report.unreadable)} file(s) could not be read: "
                     + ", ".join(f"`{Path(u).name}`" for u in report.unreadable[:20]) + "\n")
     report.summary_path = out_dir / "summary.md"
     write_text_atomic(report.summary_path, summary)
     report.dashboard_path = out_dir / "index.html"
-    write_text_atomic(report.dashboard_path, render_dashboard(entries, out_dir, comparison=comparison))
+    write_text_atomic(report.dashboard_path, render_dashboard(entries, out_dir, comparison=comparison, notes=notes))
 
     from ..github import workflow
 
