@@ -151,4 +151,4 @@ def test_plan_table_column_headers_say_what_they_hold(tmp_path):
     assert r.returncode == 0, r.stderr
     head = next(line for line in r.stdout.splitlines() if line.strip().startswith("id"))
     assert "$/hour, VMs" not in head
-    assert "$/hour per VM" in head and "worst case" in head
+    assert "$/h per VM" in head and "max $" in head

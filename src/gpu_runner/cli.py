@@ -313,7 +313,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
             for d in outcome.entry_dirs:
                 with phase("reports"):
                     write_entry_reports(d, pdf=pdf, browser=printer, logger=logger, stop=stop,
-                                        made=pages.made(d.name))
+                                        made=pages.made(d.name), setup_errors_said=True)
         finally:
             pages.close(cancel=True)
             if printer is not None:
@@ -665,6 +665,8 @@ def _copy_entries(entry_dirs: list[Path], roots: list[Path], target: Path) -> li
             continue
         root = next((r.resolve() for r in roots if src.is_relative_to(r.resolve())), src.parent)
         rel = src.relative_to(root) if src != root else Path(src.name)
+        if len(roots) > 1 and src != root:  # each RESULTS_DIR's entries under its own name, told apart
+            rel = Path(root.name) / rel
         dst = out / rel
         n = 1
         while dst.exists() and dst.resolve() in {c.resolve() for c in copies}:  # two inputs, one name

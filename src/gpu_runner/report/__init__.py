@@ -93,6 +93,7 @@ def write_entry_reports(
     stop: Any = None,
     dashboard: Path | None = None,
     made: dict[str, Any] | None = None,
+    setup_errors_said: bool = False,
 ) -> EntryResult:
     """junit.xml for the entry; output.html (and output.pdf) next to each executed notebook.
 
@@ -105,7 +106,8 @@ def write_entry_reports(
     second came no more HTML is rendered either. ``made``: the pages a
     :class:`~gpu_runner.report.html.BackgroundHtml` made during the run, by notebook path; each is
     kept when it is still what this model makes of the same executed notebook, else made again.
-    Returns the (updated) model.
+    ``setup_errors_said``: the run has said why each notebook with a setup error could not be
+    read; its missing HTML is not warned about again. Returns the (updated) model.
     """
     def stopped() -> bool:
         return stop is not None and stop.requested
@@ -166,7 +168,7 @@ def write_entry_reports(
                     write_text_atomic(html_path, body)
                 have_html = True
             except Exception as e:  # noqa: BLE001 - one broken notebook must not stop the others
-                if not (nb.failure is not None and nb.failure.kind == "setup_error"):  # said once, by the run
+                if not (setup_errors_said and nb.failure is not None and nb.failure.kind == "setup_error"):
                     log.warning(f"{entry_dir.name}: {nb.path}: no HTML ({ipynb_rel} is not a readable notebook: "
                                 f"{first_line(e)})")
                 if nb.files.pop("html", None) is not None:

@@ -72,10 +72,17 @@ _CSS = """
   padding: 10px 12px; border: 1px solid #d1d9e0; border-radius: 8px; background: #ffffff; color: #1f2328;
   break-inside: avoid; }
 .gr-timeline .gr-title { font-weight: 700; margin: 0 0 6px; }
-.gr-timeline svg { max-width: 100%; height: auto; display: block; }
+.gr-timeline svg { width: 100%; height: auto; display: block; }
 .gr-timeline .gr-meta { color: #59636e; font-size: 12px; margin: 6px 0 0; }
-.gr-failed-cell + .jp-Cell { outline: 3px solid #cf222e; outline-offset: 4px; border-radius: 2px; }
+/* the outline is drawn outside the cell: the cell moves down by as much, clear of its header line */
+.gr-failed-cell + .jp-Cell { outline: 3px solid #cf222e; outline-offset: 4px; border-radius: 2px; margin-top: 10px; }
 @media print {
+  /* JupyterLab prints each output as an unbreakable table (break-inside: avoid-page, overflow hidden):
+     a traceback taller than what is left of a page went whole to the next, leaving the rest empty.
+     An output breaks across pages like any text, its prompt beside it. */
+  html body .jp-OutputArea-child { display: flex !important; break-inside: auto !important; overflow: visible !important; }
+  html body .jp-OutputArea-child > .jp-OutputArea-output { flex: 1 1 auto; min-width: 0; overflow: visible !important; }
+  html body .jp-OutputArea-output pre { overflow: visible !important; }
   /* wrap code, outputs and tracebacks at whitespace; break a token inside only when it cannot fit on
      a line of its own (JupyterLab's own CSS says break-all: anywhere, even inside short words) */
   html body .jp-InputArea-editor pre, html body .jp-OutputArea-output pre, html body .highlight pre,
