@@ -88,6 +88,8 @@ def test_run_matrix_says_which_entries_it_left_out_and_how_to_run_them(tmp_path)
     assert "6 of 8 entries" in line and "--local" in line
     page = (tmp_path / "out/index.html").read_text()
     assert "6 of 8 entries" in page and "jax--a100x4" in page and "--local" in page
+    summary = (tmp_path / "out/summary.md").read_text()
+    assert summary.startswith("## ") and "6 of 8 entries not run here" in summary
 
 
 def test_a_path_that_is_no_notebook_is_a_usage_error(tmp_path):

@@ -28,7 +28,7 @@ from .collect import ShownEntry, artifact_layout, collect, load_entry_result, lo
 from .dashboard import DashboardEntry, in_matrix_order, name_entries, render_dashboard
 from .junit import junit_for, write_junit
 from .pdf import PdfError, PdfPrinter, find_chromium
-from .summary import SUMMARY_MAX_CHARS, render_summary
+from .summary import SUMMARY_MAX_CHARS, md, render_summary
 from .text import describe_failure, failure_details, fmt_counts
 
 __all__ = [
@@ -314,8 +314,9 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
     report.junit_path = write_junit(junit_for(results, comparison=comparison), out_dir / JUNIT_FILE)
     summary = render_summary(results, max_chars=SUMMARY_MAX_CHARS, comparison=comparison,
                              names=[d.name for d in entries])
-    if notes:
-        summary = "".join(f"> ℹ️ {n}\n\n" for n in notes) + summary
+    if notes:  # under the summary's heading
+        head, sep, rest = summary.partition("\n\n")
+        summary = head + sep + "".join(f"> ℹ️ {md(n)}\n\n" for n in notes) + rest
     if report.unreadable:
         summary += (f"\n> ⚠️ {len(report.unreadable)} file(s) could not be read: "
                     + ", ".join(f"`{Path(u).name}`" for u in report.unreadable[:20]) + "\n")
