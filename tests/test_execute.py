@@ -431,13 +431,13 @@ def test_one_cell_numbering_the_entry_named_and_the_traceback_on_the_console(nbd
     out = r.stdout
     assert "[local: notebooks/sub/nb.ipynb] cell 2 ok in " in out and "(code cell 1/2, " in out
     assert "[local: notebooks/sub/nb.ipynb] cell 3 failed in " in out and "(code cell 2/2, " in out
-    assert "[FAILED] local: notebooks/sub/nb.ipynb in " in out and ": cell 3: ValueError: boom" in out
+    assert "[FAILED] local: notebooks/sub/nb.ipynb in " in out and ": cell 3, line 2: ValueError: boom" in out
     result_at = out.index("[FAILED] local: notebooks/sub/nb.ipynb")
     shown = out[result_at:]
     assert "inner()" in shown and "raise ValueError('boom')" in shown  # the last frames, not just the error
     assert "    ValueError: boom" in shown
     summary = (nbdir / "o/summary.md").read_text()
-    assert "| <code>local</code> | <code>notebooks/sub/nb.ipynb</code> | 3 | error |" in summary
+    assert "| <code>local</code> | <code>notebooks/sub/nb.ipynb</code> | 3, line 2 | error |" in summary
     assert "**1 notebook: 1 failed** · no system checks" in summary
     assert "reports: 1 notebook: 0 passed, 1 failed; no system checks; on 1 entry" in out
     # the output folder does not stutter: notebooks/sub/nb, not notebooks/notebooks/sub/nb

@@ -710,7 +710,8 @@ class Executor:
         )
         msg = "" if status == "passed" else (skip_reason or (failure.message if failure else ""))
         if failure and failure.cell_index is not None:
-            msg = f"cell {failure.cell_index + 1}: {msg}"
+            line = f", line {failure.cell_line}" if failure.cell_line else ""
+            msg = f"cell {failure.cell_index + 1}{line}: {msg}"
         # writing is off the critical path: the execution slot is already free
         log_text, ipynb_text = await asyncio.to_thread(
             self._write_outputs, nb, first_pass_nb if (second and second.failure) else None, nb_dir, spec, run
