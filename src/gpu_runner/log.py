@@ -9,7 +9,8 @@ so groups never interleave, while the start and result lines appear live outside
 What a cell prints (stdout, stderr) is shown as it arrives, one console line per line of
 output, prefixed by the notebook's name (``[entry: nb] out| ...``, ``err|`` for stderr):
 with one job inside the notebook's group, with several jobs outside any group (each line
-names its notebook, so interleaved lines stay readable; groups cannot nest or interleave).
+names its notebook, so interleaved lines stay readable; groups cannot nest or interleave:
+https://github.com/actions/runner/issues/802, https://github.com/actions/runner/issues/1477).
 It is bounded: a line is cut at :data:`LIVE_LINE_CHARS`, a notebook shows at most
 ``GPU_RUNNER_LIVE_OUTPUT`` characters (0: none) and at most :data:`LIVE_LINES_PER_S` lines a
 second on average (bursts of :data:`LIVE_BURST` lines), and a progress bar redrawn with a
