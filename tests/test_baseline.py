@@ -85,7 +85,7 @@ def test_the_summary_says_newly_failing_first_then_fixed_then_the_regressions(co
     assert "Baseline: base · 1 newly failing · 1 fixed · 2 regressions · 0 improvements" in section
     assert section.index("Newly failing") < section.index("Fixed") < section.index("Regressions")
     assert ("| <code>rt--here</code> | <code>nbs/flaky.ipynb</code> | passed | "
-            "failed: cell 3: RuntimeError: flaky now |") in section
+            "failed: cell 3, line 2: RuntimeError: flaky now |") in section
     assert "| <code>rt--here</code> | <code>nbs/fixme.ipynb</code> | failed | passed |" in section
     assert ("| <code>rt--here</code> | <code>nbs/train.ipynb</code> | GPU peak memory | 1,000 MiB | 3,000 MiB | "
             "▲ +2,000 MiB (+200 %) |") in section

@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import nbformat
 import pytest
 
 from conftest import FIXTURE_NOTEBOOKS, by_path, gpu_runner, local_env, make_nb, results, saved
+from gpu_runner.log import DEFAULT_LIVE_CHARS, LIVE_LINE_CHARS
 
 pytestmark = pytest.mark.slow
 
@@ -186,6 +188,9 @@ def test_a_gigabyte_of_output_streams_through_bounded_memory_and_a_bounded_file(
     proc = subprocess.Popen([sys.executable, "-m", "gpu_runner", "run", "flood.ipynb", "--out", "o", "--no-pdf",
                              "--no-checks"], cwd=nbdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+    console: list[str] = []  # read as it comes, as a CI log is: the cell's output is shown live
+    reader = threading.Thread(target=lambda: console.append(proc.stdout.read()), daemon=True)
+    reader.start()
     peak_kib = 0  # gpu-runner's own high-water mark of resident memory (the kernel is another process)
     while proc.poll() is None:
         try:
@@ -194,8 +199,11 @@ def test_a_gigabyte_of_output_streams_through_bounded_memory_and_a_bounded_file(
         except (OSError, IndexError, ValueError):
             pass
         time.sleep(0.05)
-    out = proc.stdout.read()
+    reader.join(60)
+    out = console[0]
     assert proc.returncode == 0, out[-3000:]
+    assert len(out) < 2 * DEFAULT_LIVE_CHARS  # the console shows a bounded part of it
+    assert "live output stops here" in out or n * LIVE_LINE_CHARS < DEFAULT_LIVE_CHARS
     peak_mib = peak_kib / 1024
     print(f"{n} MB of output: gpu-runner peak RSS {peak_mib:.0f} MiB")
     assert 0 < peak_mib < 300 and peak_mib < n / 3, f"peak RSS {peak_mib:.0f} MiB for {n} MB of output"
@@ -423,13 +431,13 @@ def test_one_cell_numbering_the_entry_named_and_the_traceback_on_the_console(nbd
     out = r.stdout
     assert "[local: notebooks/sub/nb.ipynb] cell 2 ok in " in out and "(code cell 1/2, " in out
     assert "[local: notebooks/sub/nb.ipynb] cell 3 failed in " in out and "(code cell 2/2, " in out
-    assert "[FAILED] local: notebooks/sub/nb.ipynb in " in out and ": cell 3: ValueError: boom" in out
+    assert "[FAILED] local: notebooks/sub/nb.ipynb in " in out and ": cell 3, line 2: ValueError: boom" in out
     result_at = out.index("[FAILED] local: notebooks/sub/nb.ipynb")
     shown = out[result_at:]
     assert "inner()" in shown and "raise ValueError('boom')" in shown  # the last frames, not just the error
     assert "    ValueError: boom" in shown
     summary = (nbdir / "o/summary.md").read_text()
-    assert "| <code>local</code> | <code>notebooks/sub/nb.ipynb</code> | 3 | error |" in summary
+    assert "| <code>local</code> | <code>notebooks/sub/nb.ipynb</code> | 3, line 2 | error |" in summary
     assert "**1 notebook: 1 failed** · no system checks" in summary
     assert "reports: 1 notebook: 0 passed, 1 failed; no system checks; on 1 entry" in out
     # the output folder does not stutter: notebooks/sub/nb, not notebooks/notebooks/sub/nb

@@ -402,7 +402,8 @@ def test_report_command_exit_codes(run, tmp_path, capsys):
     out = tmp_path / "merged"
     assert _exit(["report", str(run), "--out", str(out), "--no-pdf"]) == 1
     assert {p.name for p in out.iterdir()} >= {"junit.xml", "summary.md", "index.html"}
-    assert (run / "pytorch-a100" / "junit.xml").is_file()  # rendered where absent
+    assert (out / "pytorch-a100" / "junit.xml").is_file()  # rendered where absent, in the copy in --out
+    assert not (run / "pytorch-a100" / "junit.xml").exists()  # the input is left as it was
 
     passing = tmp_path / "passing"
     build_entry(passing, "ok", kinds=("pass",), checks=("ok",))
@@ -434,9 +435,10 @@ def test_runs_of_plain_paths_merged_by_report_are_named_apart(tmp_path):
     assert "run-a/local" in names and "run-b/local" in names
     rows = re.findall(r'<tr><th scope="row">([^<]*)</th>', page)
     assert rows == ["run-a/local", "run-b/local"]  # two rows of the grid, not two tiles in one cell
-    # each notebook page was rendered for its own run's dashboard, and now points at the merged one
-    html = (tmp_path / "run-a/local/notebooks/smoke/output.html").read_text()
-    assert 'class="gr-back" href="../../../../merged/index.html"' in html
+    # each notebook page was rendered for its own run's dashboard; its copy points at the merged one
+    assert (tmp_path / "run-a/local/notebooks/smoke/output.html").read_text() == before
+    html = (tmp_path / "merged/run-a/local/notebooks/smoke/output.html").read_text()
+    assert 'class="gr-back" href="../../../../index.html"' in html
 
 
 def test_notebook_pages_link_back_to_the_dashboard_beside_the_entries(run):

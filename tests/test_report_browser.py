@@ -458,3 +458,89 @@ def test_playwrights_driver_runs_in_its_own_session(printer):
     for d in drivers:
         assert os.getsid(d.pid) == d.pid != os.getsid(0)
         assert os.getpgid(d.pid) != os.getpgrp()
+
+
+def _run_one(tmp_path: Path, name: str, *cells: str) -> Path:
+    """A real run of one notebook (its HTML and PDF made as a user's run makes them); its folder."""
+    from conftest import gpu_runner, make_nb
+
+    make_nb(tmp_path, name, *cells)
+    r = gpu_runner("run", name, "--out", "out", "--no-checks", cwd=tmp_path)
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    return tmp_path / "out/local/notebooks" / name.removesuffix(".ipynb")
+
+
+def test_a_notebook_shorter_than_the_sampling_interval_gets_its_peak_drawn_at_page_width(printer, tmp_path):
+    from gpu_runner.report.chart import RSS_COLOUR
+
+    folder = _run_one(tmp_path, "short.ipynb", "x = 1", "print(x)")
+    timeline = load_results(tmp_path / "out/local").notebooks[0].timeline
+    assert timeline is not None and len(timeline.t_s) == 1  # shorter than the interval: one point
+    shot = tmp_path / "short-chart.png"
+
+    def check(browser):
+        ctx = browser.new_context(viewport={"width": 1100, "height": 900})
+        page = ctx.new_page()
+        page.goto((folder / "output.html").as_uri(), wait_until="load")
+        section = page.locator("section.gr-timeline")
+        out = page.evaluate("""() => {
+          const svg = document.querySelector('svg.gr-chart');
+          const line = [...svg.querySelectorAll('path')].find(p => p.getAttribute('stroke') === '%s');
+          const peak = svg.querySelector('circle.gr-peak');
+          return {svg: svg.getBoundingClientRect().width,
+                  section: document.querySelector('section.gr-timeline').clientWidth,
+                  line: line ? line.getBBox().width : 0,
+                  plot: svg.viewBox.baseVal.width,
+                  stroke: line ? parseFloat(line.getAttribute('stroke-width')) : 0,
+                  scaling: line ? line.getAttribute('vector-effect') : '',
+                  peak: peak !== null,
+                  text: svg.textContent};
+        }""" % RSS_COLOUR)
+        section.screenshot(path=str(shot))
+        ctx.close()
+        return out
+
+    out = printer.run(check)
+    assert out["svg"] >= 0.9 * out["section"] - 30  # the page's width, not a fixed 760 px
+    assert out["line"] >= 0.5 * out["plot"]  # the one point is drawn over the stretch it stands for
+    assert out["stroke"] >= 2 and out["scaling"] == "non-scaling-stroke"  # as thick on paper as on screen
+    assert out["peak"] and "peak " in out["text"]
+    assert shot.stat().st_size > 5_000
+    # and in the PDF: the line is there in its colour
+    subprocess.run(["pdftoppm", "-r", "150", "-f", "1", "-l", "1", str(folder / "output.pdf"), str(tmp_path / "p")],
+                   check=True)
+    _, _, rgb = _ppm_pixels(next(tmp_path.glob("p-*1.ppm")))
+    assert _near(rgb, RSS_COLOUR) > 300
+
+
+def test_the_failed_cells_outline_clears_its_header_and_its_traceback_breaks_across_pages(printer, tmp_path):
+    shutil.which("pdftotext") or _need("pdftotext", None)
+    folder = _run_one(tmp_path, "deep.ipynb", "for i in range(12):\n    print('line', i)",
+                      "def f(n):\n    if n == 0:\n        raise ValueError('deep')\n    return f(n - 1)\nf(12)")
+    shot = tmp_path / "failed-cell.png"
+
+    def check(browser):
+        ctx = browser.new_context(viewport={"width": 1100, "height": 900})
+        page = ctx.new_page()
+        page.goto((folder / "output.html").as_uri(), wait_until="load")
+        out = page.evaluate("""() => {
+          const anchor = document.querySelector('.gr-failed-cell');
+          const cell = anchor.nextElementSibling, header = anchor.previousElementSibling;
+          const s = getComputedStyle(cell);
+          const reach = parseFloat(s.outlineOffset) + parseFloat(s.outlineWidth);
+          const top = cell.getBoundingClientRect().top + window.scrollY;
+          return {header: header.className, header_bottom: header.getBoundingClientRect().bottom + window.scrollY,
+                  outline_top: top - reach, top: top};
+        }""")
+        page.screenshot(path=str(shot), full_page=True,
+                        clip={"x": 0, "y": max(out["top"] - 40, 0), "width": 1100, "height": 90})
+        ctx.close()
+        return out
+
+    out = printer.run(check)
+    assert out["header"] == "gr-cell-meta"
+    assert out["header_bottom"] <= out["outline_top"], out  # the red line passes below the header's text
+    # the PDF: the traceback starts on the page its cell starts on, under the code, not on a page of its own
+    first = subprocess.run(["pdftotext", "-f", "1", "-l", "1", "-layout", str(folder / "output.pdf"), "-"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "def f(n):" in first and "Traceback (most recent call last)" in first

@@ -245,7 +245,7 @@ def test_a_pull_request_is_compared_with_the_last_good_run_on_its_base_branch(wo
     section = body[body.index("### Compared with the baseline"):]
     assert "2 newly failing" in section.splitlines()[2]
     for entry in ("smoke--here", "smoke--l4"):
-        assert f"| <code>{entry}</code> | <code>notebooks/smoke.ipynb</code> | passed | failed: cell 1: ValueError: " \
+        assert f"| <code>{entry}</code> | <code>notebooks/smoke.ipynb</code> | passed | failed: cell 1, line 1: ValueError: " \
                "broken on purpose |" in section
     assert world.gh.calls["artifacts.blob"] == 2 and world.gh.leaked_auth == [] and not world.gh.rejected
     assert (world.artifacts / "gpu-runner-report" / "comparison.json").is_file()

@@ -102,7 +102,35 @@ def _matrix_names(kind: str) -> Any:
     return complete
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+def _first_sentence(text: str) -> str:
+    """The first sentence of a help text's first paragraph, whole (click cuts it at a width)."""
+    para = " ".join(text.split("\n\n")[0].split())
+    m = re.search(r"(?<!\be\.g)(?<!\bi\.e)[.!?](?=\s|$)", para)
+    return para[: m.end()] if m else para
+
+
+class _SummaryHelp:
+    """A command whose summary in ``gpu-runner --help`` is its first sentence, never cut mid-way."""
+
+    short_help: str | None
+    help: str | None
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        if self.short_help or not self.help:
+            return super().get_short_help_str(limit)  # type: ignore[misc]
+        return _first_sentence(self.help)
+
+
+class _Command(_SummaryHelp, click.Command):
+    pass
+
+
+class _Group(_SummaryHelp, click.Group):
+    command_class = _Command
+    group_class = type  # subgroups are _Group too
+
+
+@click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", prog_name="gpu-runner")
 def cli() -> None:
     """Run the notebooks of GPU runtimes on every machine they support, and report."""
@@ -206,6 +234,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
 
     parameters = dict(_parse_param(p) for p in params)
     _check_python(python)
+    notes: list[str] = []
     if matrix_path is not None:
         from .plan import local_runs
 
@@ -222,6 +251,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
         else:
             runs = local_runs(matrix_path, runtimes=list(runtimes), machines=list(machines),
                               local=run_cloud_locally)
+            notes = _left_out_note(matrix_path, runtimes, machines, {r.info.id for r in runs})
         for r in runs:  # the command line overrides the matrix
             r.parameters.update(parameters)
             r.timeout_s = timeout_s or r.timeout_s
@@ -260,6 +290,8 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
     try:
         clean_staging(out_dir)
         logger = Logger.for_environment(jobs=jobs)
+        for note in notes:
+            logger.warning(note)
         pages = BackgroundHtml(write_lock=WRITE_LOCK)
         if any(r.notebooks for r in runs):
             pages.warm()
@@ -267,7 +299,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
         executor.prepare(runs)
         entry_dirs = [out_dir / r.info.id for r in runs]
         # the hard exit (a second signal, then the limit) writes the run's reports from what is known
-        stop.add_final_writer(lambda: write_run_reports(entry_dirs, out_dir, logger=logger))
+        stop.add_final_writer(lambda: write_run_reports(entry_dirs, out_dir, logger=logger, notes=notes))
         stop.add_cleanup(kill_descendants)
         # the browser warms up while the notebooks run
         printer = PdfPrinter(logger=logger) if pdf else None
@@ -281,7 +313,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
             for d in outcome.entry_dirs:
                 with phase("reports"):
                     write_entry_reports(d, pdf=pdf, browser=printer, logger=logger, stop=stop,
-                                        made=pages.made(d.name))
+                                        made=pages.made(d.name), setup_errors_said=True)
         finally:
             pages.close(cancel=True)
             if printer is not None:
@@ -289,11 +321,29 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
             REGISTRY.kill_all()
             kill_descendants()  # nothing this run started is left: not even an orphan without our mark
         with WRITE_LOCK, phase("reports"):
-            report = write_run_reports(outcome.entry_dirs, out_dir, logger=logger)
+            report = write_run_reports(outcome.entry_dirs, out_dir, logger=logger, notes=notes)
         logger.info(f"results: {out_dir}/ (summary.md, index.html, junit.xml)")
     finally:
         lock.release()
     sys.exit(stop.exit_code if stop.requested else report.exit_code)
+
+
+def _left_out_note(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, ...],
+                   ran: set[str]) -> list[str]:
+    """What ``run --matrix`` leaves out (the entries on cloud machines), said with how to run them."""
+    from .plan import load, plan
+
+    path = Path(matrix_path)
+    cwd = Path.cwd().resolve()
+    p = plan(load(path if path.is_absolute() else cwd / path, display=str(matrix_path)),
+             runtimes=list(runtimes), machines=list(machines), limit=None, cwd=cwd)
+    left = [e for e in p.entries if e.id not in ran]
+    if not left:
+        return []
+    n = len(p.entries)
+    return [f"{len(left)} of {n} entr{'y' if n == 1 else 'ies'} not run here (on cloud machines): "
+            f"{', '.join(e.id for e in left)}; run their notebooks on this machine with "
+            f"`gpu-runner run --matrix {matrix_path} --local`, or on their machines with the GitHub workflow"]
 
 
 @cli.command("check")
@@ -532,7 +582,8 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
     """Merge entry folders (every folder holding a results.json under each RESULTS_DIR) into one report.
 
     Writes per-entry junit.xml, HTML and PDF where missing, then the merged junit.xml,
-    summary.md and index.html; with --baseline, what changed against it in each of them and
+    summary.md and index.html (with --out, into a copy of each entry folder made there: the
+    RESULTS_DIRs are left as they are); with --baseline, what changed against it in each of them and
     in comparison.json (a baseline folder without results says so once, and the report goes
     on). Every results.json, and every try's record, is checked first: the results may come
     from untrusted code. The tries' records (gpu-runner-try.json, written by the stop step) and
@@ -606,6 +657,8 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
             more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
             raise ConfigError(f"{len(bad)} results.json or try record(s) refused, nothing reported: "
                               + " | ".join(bad[:3]) + more)
+        if out_dir is not None:  # a report never changes its input: it works on a copy in --out
+            entry_dirs = _copy_entries(entry_dirs, list(results_dirs), target)
         printer = PdfPrinter() if pdf and entry_dirs else None
         try:
             for d in entry_dirs:
@@ -617,6 +670,37 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
     finally:
         lock.release()
     sys.exit(report.exit_code)
+
+
+def _copy_entries(entry_dirs: list[Path], roots: list[Path], target: Path) -> list[Path]:
+    """Each entry folder copied into ``target`` (at its place under its RESULTS_DIR), for the
+    reports to add their files to; an entry folder already in ``target`` stays where it is.
+    Symbolic links are copied as links, never followed."""
+    import shutil
+
+    out = target.resolve()
+    copies: list[Path] = []
+    for d in entry_dirs:
+        src = d.resolve()
+        if src.is_relative_to(out):
+            copies.append(d)
+            continue
+        root = next((r.resolve() for r in roots if src.is_relative_to(r.resolve())), src.parent)
+        rel = src.relative_to(root) if src != root else Path(src.name)
+        if len(roots) > 1 and src != root:  # each RESULTS_DIR's entries under its own name, told apart
+            rel = Path(root.name) / rel
+        dst = out / rel
+        n = 1
+        while dst.exists() and dst.resolve() in {c.resolve() for c in copies}:  # two inputs, one name
+            n += 1
+            dst = out / f"{rel}-{n}"
+        if dst.exists() or dst.is_symlink():  # an earlier report's copy goes; anything else stays
+            if dst.is_symlink() or not (dst / "results.json").is_file():
+                raise ConfigError(f"--out {target}: {dst} is in the way of the copy of {d}")
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst, symlinks=True)
+        copies.append(dst)
+    return copies
 
 
 def _optional_failed(message: str, *, title: str) -> None:

@@ -149,6 +149,9 @@ class Comparison:
     source: BaselineSource = field(default_factory=BaselineSource)
     reason: str = ""
     entries: list[EntryComparison] = field(default_factory=list)
+    nothing_in_common: bool = False
+    """There was a baseline, but not one notebook (entry id and notebook path) is on both
+    sides: nothing could be compared (``available`` False, ``reason`` names both sides)."""
 
     def entry(self, entry_id: str) -> EntryComparison | None:
         return next((e for e in self.entries if e.entry_id == entry_id), None)
@@ -238,7 +241,20 @@ def compare(results: list[EntryResult], baseline: list[EntryResult], *,
             comp.entries.append(EntryComparison(eid, "gone", thresholds_of(old), [
                 NotebookComparison(nb.path, _status(nb), None, "same") for nb in old.notebooks
                 if isinstance(getattr(nb, "path", None), str)]))
+    if not any(n.before_status is not None and n.after_status is not None for _, n in comp._pairs()):
+        comp.available, comp.nothing_in_common = False, True
+        comp.reason = ("not one notebook is in both this run and the baseline (by entry id and notebook path): "
+                       f"this run has {_names(comp, 'after_status')}; the baseline has {_names(comp, 'before_status')}")
     return comp
+
+
+def _names(comp: Comparison, side: str, limit: int = 5) -> str:
+    """Some notebooks of one side, ``entry: path``, for saying why nothing was compared."""
+    names = [f"{e.entry_id}: {n.path}" for e, n in comp._pairs() if getattr(n, side) is not None]
+    if not names:
+        return "no notebook"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def unavailable(reason: str, source: BaselineSource | None = None) -> Comparison:

@@ -6,6 +6,17 @@ opened when the notebook starts and its cell lines stream into it live; with sev
 jobs a notebook's cell lines are held and the whole group is printed when it ends,
 so groups never interleave, while the start and result lines appear live outside.
 
+What a cell prints (stdout, stderr) is shown as it arrives, one console line per line of
+output, prefixed by the notebook's name (``[entry: nb] out| ...``, ``err|`` for stderr):
+with one job inside the notebook's group, with several jobs outside any group (each line
+names its notebook, so interleaved lines stay readable; groups cannot nest or interleave:
+https://github.com/actions/runner/issues/802, https://github.com/actions/runner/issues/1477).
+It is bounded: a line is cut at :data:`LIVE_LINE_CHARS`, a notebook shows at most
+``GPU_RUNNER_LIVE_OUTPUT`` characters (0: none) and at most :data:`LIVE_LINES_PER_S` lines a
+second on average (bursts of :data:`LIVE_BURST` lines), and a progress bar redrawn with a
+carriage return shows at most one state every :data:`LIVE_PROGRESS_S` seconds. What is left out is
+counted on the console; the executed notebook keeps the output whatever the console showed.
+
 Notebook names, error messages, check output and log.py text come from the code under test.
 In GitHub Actions every such line goes through :func:`gpu_runner.github.workflow.safe_log`, so
 the runner never takes one for a workflow command; only the logger's own commands (group,
@@ -33,6 +44,98 @@ def _fmt_s(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m < 60 else f"{m // 60}h{m % 60:02d}m{s:02d}s"
 
 
+LIVE_ENV = "GPU_RUNNER_LIVE_OUTPUT"
+DEFAULT_LIVE_CHARS = 200_000
+"""Characters of a notebook's cell output shown live on the console, at most."""
+LIVE_LINE_CHARS = 1000
+LIVE_LINES_PER_S = 20.0
+LIVE_BURST = 200
+LIVE_PROGRESS_S = 10.0
+
+
+def live_budget() -> int:
+    try:
+        return max(0, int(float(os.environ.get(LIVE_ENV, DEFAULT_LIVE_CHARS))))
+    except ValueError:
+        return DEFAULT_LIVE_CHARS
+
+
+class LiveOutput:
+    """One notebook's cell output on its way to the console: whole lines, bounded (see the module)."""
+
+    def __init__(self, budget: int, *, clock: Any = time.monotonic) -> None:
+        self.budget = budget
+        self.shown = 0
+        self.clock = clock
+        self.partial: dict[str, str] = {}
+        self.tokens = float(LIVE_BURST)
+        self.t_last = clock()
+        self.t_progress = float("-inf")
+        self.dropped_lines = 0
+        self.exhausted = False
+
+    def _allow(self) -> bool:
+        now = self.clock()
+        self.tokens = min(float(LIVE_BURST), self.tokens + (now - self.t_last) * LIVE_LINES_PER_S)
+        self.t_last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def _line(self, stream: str, line: str, out: list[str]) -> None:
+        if self.exhausted:
+            return
+        if len(line) > LIVE_LINE_CHARS:
+            line = line[:LIVE_LINE_CHARS] + f" … [{len(line) - LIVE_LINE_CHARS:,} more characters]"
+        if not self._allow():
+            self.dropped_lines += 1
+            return
+        if self.dropped_lines:
+            out.append(f"… [{self.dropped_lines:,} line(s) not shown: more than {LIVE_LINES_PER_S:g} a second; "
+                       "the notebook keeps them]")
+            self.dropped_lines = 0
+        if self.shown + len(line) > self.budget:
+            self.exhausted = True
+            out.append(f"… [live output stops here: {self.shown:,} characters shown ({LIVE_ENV}={self.budget}); "
+                       "the notebook keeps the rest]")
+            return
+        self.shown += len(line)
+        out.append(("err| " if stream == "stderr" else "out| ") + line)
+
+    def feed(self, stream: str, text: str) -> list[str]:
+        """The console lines ``text`` completes (without the notebook's prefix)."""
+        out: list[str] = []
+        if self.budget <= 0:
+            return out
+        buf = self.partial.get(stream, "") + text.replace("\r\n", "\n")
+        *lines, rest = buf.split("\n")
+        for line in lines:
+            self._line(stream, line.rsplit("\r", 1)[-1] if "\r" in line else line, out)
+        if "\r" in rest:  # a progress bar: its latest state now and then
+            done, rest = rest.rsplit("\r", 1)
+            state = done.rsplit("\r", 1)[-1]
+            now = self.clock()
+            if state.strip() and now - self.t_progress >= LIVE_PROGRESS_S:
+                self.t_progress = now
+                self._line(stream, state, out)
+        self.partial[stream] = rest[-4 * LIVE_LINE_CHARS:]
+        return out
+
+    def flush(self) -> list[str]:
+        """The cell ended: its unfinished lines, and what was left out since the last line shown."""
+        out: list[str] = []
+        for stream, rest in list(self.partial.items()):
+            if rest.strip():
+                self._line(stream, rest, out)
+        self.partial.clear()
+        if self.dropped_lines and not self.exhausted:
+            out.append(f"… [{self.dropped_lines:,} line(s) not shown: more than {LIVE_LINES_PER_S:g} a second; "
+                       "the notebook keeps them]")
+            self.dropped_lines = 0
+        return out
+
+
 class NotebookOutcome(Protocol):
     status: str
     duration_s: float
@@ -45,6 +148,7 @@ class _NbState:
     total_cells: int
     lines: list[str] = field(default_factory=list)
     task_id: Any = None
+    live: LiveOutput | None = None
 
 
 class Logger:
@@ -122,11 +226,31 @@ class Logger:
                 self._command("group", name)
             self._write(f"[start] {name} ({detail})")
 
+    def cell_output(self, name: str, stream: str, text: str) -> None:
+        """Text a cell of notebook ``name`` just printed on ``stream``: shown live (see the module)."""
+        with self._lock:
+            st = self._nbs.get(name)
+            if st is None:
+                return
+            if st.live is None:
+                st.live = LiveOutput(live_budget())
+            self._live_lines(name, st.live.feed(stream, text))
+
+    def _live_lines(self, name: str, lines: list[str]) -> None:
+        for line in lines:
+            self._write(f"[{name}] {line}")
+
+    def _flush_live(self, name: str) -> None:
+        st = self._nbs.get(name)
+        if st is not None and st.live is not None:
+            self._live_lines(name, st.live.flush())
+
     def cell_finished(self, name: str, done: int, total: int, status: str, cell_s: float, label: str = "",
                       number: int | None = None) -> None:
         """``number``: the cell as every report names it (its position among all the notebook's
         cells, from 1); ``done``/``total``: progress over the code cells."""
         with self._lock:
+            self._flush_live(name)
             st = self._nbs.get(name)
             elapsed = time.monotonic() - st.started if st else 0.0
             if number is None:
@@ -143,6 +267,7 @@ class Logger:
                           log_text: str | None = None, detail: str | None = None) -> None:
         """``detail``: shown under the result line (the end of a failure's traceback)."""
         with self._lock:
+            self._flush_live(name)
             st = self._nbs.pop(name, None)
             tail = f": {message}" if message else ""
             result = f"[{status.upper()}] {name} in {_fmt_s(duration_s)}{tail}"
@@ -206,6 +331,7 @@ class RichLogger(Logger):
     def cell_finished(self, name: str, done: int, total: int, status: str, cell_s: float, label: str = "",
                       number: int | None = None) -> None:
         with self._lock:
+            self._flush_live(name)
             st = self._nbs.get(name)
             if st is not None:
                 self.progress.update(st.task_id, completed=done, total=max(total, 1),
@@ -214,6 +340,7 @@ class RichLogger(Logger):
     def notebook_finished(self, name: str, status: str, duration_s: float, message: str = "",
                           log_text: str | None = None, detail: str | None = None) -> None:
         with self._lock:
+            self._flush_live(name)
             st = self._nbs.pop(name, None)
             if st is not None:
                 self.progress.remove_task(st.task_id)

@@ -922,7 +922,7 @@ def table(p: Plan, cost: PlanCost | None = None, width: int = 80) -> Any:
     title = f"{p.matrix.doc.display}: {n} entr{'y' if n == 1 else 'ies'}"
     short = {"STANDARD": "std", "SPOT": "spot"}
     # with prices, each provisioning model of the VM ladder is named with its price: no VMs column
-    heads = ["id", "machine", "GPUs", "zones"] + (["$/hour, VMs", "worst"] if cost is not None else ["VMs"])
+    heads = ["id", "machine", "GPUs", "zones"] + (["$/h per VM", "max $"] if cost is not None else ["VMs"])
     rows: list[list[str]] = []
     for e in p.entries:
         g = e.gce
@@ -951,7 +951,7 @@ def table(p: Plan, cost: PlanCost | None = None, width: int = 80) -> Any:
         # title and caption outside the table: a table as narrow as its names would wrap them
         t = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
         for h in heads:
-            t.add_column(h, no_wrap=True, justify="right" if h == "worst" else "left")
+            t.add_column(h, no_wrap=True, justify="right" if h == "max $" else "left")
         for r in rows:
             t.add_row(*r)
         return Group(Text(title, style="italic"), t, *[Text(line, style="dim") for line in caption])

@@ -64,14 +64,19 @@ class Failure:
     ``cells`` list (markdown and the injected-parameters cell included); every log line,
     report and HTML anchor shows ``cell_number`` = ``cell_index + 1`` ("cell 4"), and
     results.json carries both (see :data:`CELL_NUMBERING`). ``source_line`` is the 1-based line of the ``.ipynb``
-    file where that cell's ``source`` starts, so annotations land on the cell in
-    GitHub's file view.
+    file that holds the failing statement (``cell_line``, from the traceback), else the line where
+    the cell's ``source`` starts, so annotations land on it in GitHub's file view. ``cell_line``
+    is that statement's line within the cell (1-based; None when the traceback names none: a
+    timeout before the cell's code ran, a dead kernel); ``log_py_line`` the same line in log.py
+    (the jupytext view, with ``--log py``).
     """
 
     kind: str
     message: str
     cell_index: int | None = None
     source_line: int | None = None
+    cell_line: int | None = None
+    log_py_line: int | None = None
     ename: str | None = None
     evalue: str | None = None
     traceback: str | None = None

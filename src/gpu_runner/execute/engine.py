@@ -75,8 +75,15 @@ class _Client(NotebookClient):
     cell_limit_s: float | None = None
     caps: nbtools.StreamCap | None = None
     """Bounds the memory and disk a cell's streams cost while they stream (2 GB of print...)."""
+    live: Any = None
+    """``live(stream, text)``: a cell's stream text, as it arrives, for the console (the notebook
+    keeps it as it would anyway)."""
 
     def output(self, outs: Any, msg: dict[str, Any], display_id: Any, cell_index: int) -> Any:  # type: ignore[override]
+        if self.live is not None and msg.get("msg_type") == "stream" and cell_index == self.current_index:
+            content = msg.get("content") or {}
+            text = content.get("text", "")
+            self.live(str(content.get("name", "stdout")), text if isinstance(text, str) else "".join(text))
         if (self.caps is not None and msg.get("msg_type") == "stream"
                 and not self.output_hook_stack[msg["parent_header"].get("msg_id")]
                 and self.caps.take(outs, msg, cell_index)):
@@ -402,7 +409,7 @@ class Executor:
             try:
                 prepared, _text = await asyncio.to_thread(
                     _in_phase, "prepare", nbtools.prepare, spec.source, kernel_override=run.kernel,
-                    parameters=run.parameters)
+                    parameters=run.parameters, display=_as_given(spec.source))
             except nbtools.NotebookSetupError as e:
                 return await stop_early(None, failure=Failure(kind="setup_error", message=str(e),
                                                               ename="NotebookSetupError", evalue=str(e)))
@@ -482,6 +489,8 @@ class Executor:
         )
         client.kc = kernel.kc
         client.caps = nbtools.StreamCap(nb_dir / "outputs")
+        name = _name(run, spec)
+        client.live = lambda stream, text: self.log.cell_output(name, stream, text)
         code_cells = [i for i, c in enumerate(nb.cells) if nbtools.is_code(c)]
         self.log.notebook_started(_name(run, spec), f"kernel {prepared.kernel_name}, {len(code_cells)} code cells",
                                   len(code_cells))
@@ -581,7 +590,8 @@ class Executor:
             self.log.cell_finished(_name(run, spec), n, total, "ok" if status == "passed" else status, cell_s, label,
                                    number=idx + 1)
             if failure is not None:
-                failure.source_line = prepared.source_lines[idx] if idx < len(prepared.source_lines) else None
+                failure.cell_line = nbtools.line_in_cell(failure.traceback, cell.get("execution_count"))
+                failure.source_line = prepared.file_line(idx, failure.cell_line)
                 failure.output_tail = nbtools.tail(nbtools.output_text(cell)) or None
                 p.failure = failure
             if failure is not None or p.skip_reason:
@@ -700,7 +710,8 @@ class Executor:
         )
         msg = "" if status == "passed" else (skip_reason or (failure.message if failure else ""))
         if failure and failure.cell_index is not None:
-            msg = f"cell {failure.cell_index + 1}: {msg}"
+            line = f", line {failure.cell_line}" if failure.cell_line else ""
+            msg = f"cell {failure.cell_index + 1}{line}: {msg}"
         # writing is off the critical path: the execution slot is already free
         log_text, ipynb_text = await asyncio.to_thread(
             self._write_outputs, nb, first_pass_nb if (second and second.failure) else None, nb_dir, spec, run
@@ -714,6 +725,8 @@ class Executor:
             files["kernel_log"] = f"{spec.out_subdir}/{KERNEL_LOG}"
         if (nb_dir / "outputs").is_dir():
             files["outputs"] = sorted(f"{spec.out_subdir}/outputs/{p.name}" for p in (nb_dir / "outputs").iterdir())
+        if failure is not None and failure.cell_index is not None and log_text is not None:
+            failure.log_py_line = _log_py_line(log_text, nb, failure)
         self.log.notebook_finished(_name(run, spec), status, duration, msg, log_text,
                                    detail=_console_traceback(failure))
         nbres = self._finish_files(nbres, nb_dir, spec, nbres.parameters, metrics, prepared)
@@ -783,9 +796,29 @@ def _not_run(spec: NotebookSpec) -> NotebookResult:
                           skip_reason="the run was interrupted before this notebook ran")
 
 
+def _as_given(path: Path) -> str:
+    """A file as people name it where the command ran: relative to that folder when inside it."""
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _name(run: EntryRun, spec: NotebookSpec) -> str:
     """How log lines name a notebook: with its entry, so that several entries' lines can be told apart."""
     return f"{run.info.id}: {spec.path}"
+
+
+def _log_py_line(log_text: str, nb: Any, failure: Failure) -> int | None:
+    """The line of log.py (the jupytext view) where ``failure`` happened: the failing statement's,
+    else the cell's first line; None when log.py's cells cannot be matched with the notebook's."""
+    marks = nbtools.log_py_cell_lines(log_text)
+    idx = failure.cell_index
+    if idx is None or len(marks) != len(nb.cells) or idx >= len(marks):
+        return None
+    n_lines = len(str(nb.cells[idx].get("source", "")).splitlines())
+    line = failure.cell_line if failure.cell_line is not None and 1 <= failure.cell_line <= n_lines else 1
+    return marks[idx] + line
 
 
 CONSOLE_TRACEBACK_LINES = 15

@@ -45,31 +45,44 @@ class Prepared:
     injected_index: int | None = None
     source_lines: list[int | None] = field(default_factory=list)
     """1-based line in the original file where each cell's source starts, by executed index."""
+    line_maps: list[list[int] | None] = field(default_factory=list)
+    """The original file's line of each source line of each cell, by executed index (see
+    :func:`cell_line_maps`); None for the injected cell."""
+
+    def file_line(self, index: int, cell_line: int | None) -> int | None:
+        """The line of the original file that holds line ``cell_line`` of cell ``index``: the
+        cell's first line when the line is unknown (or outside the cell as it is in the file)."""
+        lines = self.line_maps[index] if index < len(self.line_maps) else None
+        if lines and cell_line is not None and 1 <= cell_line <= len(lines):
+            return lines[cell_line - 1]
+        return self.source_lines[index] if index < len(self.source_lines) else None
     timeout_s: float | None = None
     requires_gpu: bool = False
 
 
-def read_notebook(path: Path) -> tuple[NotebookNode, str]:
-    """Read and validate a notebook; any failure is a :class:`NotebookSetupError` saying why."""
+def read_notebook(path: Path, name: str | None = None) -> tuple[NotebookNode, str]:
+    """Read and validate a notebook; any failure is a :class:`NotebookSetupError` saying why,
+    naming the file ``name`` (the path as people know it; default: the file's name)."""
+    name = name or path.name
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise NotebookSetupError(f"cannot read {path.name}: {e.strerror or e}") from e
+        raise NotebookSetupError(f"cannot read {name}: {e.strerror or e}") from e
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise NotebookSetupError(f"{path.name} is not UTF-8: {e}") from e
+        raise NotebookSetupError(f"{name} is not UTF-8: {e}") from e
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise NotebookSetupError(f"{path.name} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+        raise NotebookSetupError(f"{name} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
     if not isinstance(data, dict) or "cells" not in data:
-        raise NotebookSetupError(f"{path.name} is JSON but not a notebook (no 'cells')")
+        raise NotebookSetupError(f"{name} is JSON but not a notebook (no 'cells')")
     try:
         # schema problems are captured, not fatal: kernels run slightly off-spec notebooks fine
         nb = nbformat.reads(text, as_version=4, capture_validation_error={})
     except Exception as e:  # noqa: BLE001 - nbformat raises many kinds
-        raise NotebookSetupError(f"{path.name} is not a valid notebook: {e}") from e
+        raise NotebookSetupError(f"{name} is not a valid notebook: {e}") from e
     return nb, text
 
 
@@ -79,6 +92,14 @@ def cell_source_lines(text: str) -> list[int | None]:
     Scans the file as written (so the line is right for whatever indentation it uses);
     a multi-line source points at its first string, an empty one at the ``source`` key.
     """
+    return [lines[0] if lines else None for lines in cell_line_maps(text)]
+
+
+def cell_line_maps(text: str) -> list[list[int] | None]:
+    """For each cell of the notebook JSON ``text``, the 1-based line of the file that holds each
+    line of its source (``[i]`` for the cell's line ``i + 1``): a source written as a list of
+    strings has one string a line, each on a line of the file; a source written as one string
+    is on one line of the file. None where the file could not be read so far."""
     dec = json.JSONDecoder()
     ws = re.compile(r"[ \t\n\r]*")
     pos = 0
@@ -95,7 +116,7 @@ def cell_source_lines(text: str) -> list[int | None]:
     def line_of(i: int) -> int:
         return text.count("\n", 0, i) + 1
 
-    out: list[int | None] = []
+    out: list[list[int] | None] = []
     try:
         pos = expect(pos, "{")
         while True:
@@ -115,7 +136,7 @@ def cell_source_lines(text: str) -> list[int | None]:
                         pos += 1
                         break
                     pos = expect(pos, "{")
-                    found: int | None = None
+                    found: list[int] | None = None
                     while True:
                         pos = skip_ws(pos)
                         if text[pos] == "}":
@@ -124,16 +145,30 @@ def cell_source_lines(text: str) -> list[int | None]:
                         ckey, pos = dec.raw_decode(text, pos)
                         pos = expect(pos, ":")
                         pos = skip_ws(pos)
-                        start = pos
-                        value, pos = dec.raw_decode(text, pos)
-                        if ckey == "source":
-                            found = start
-                            if isinstance(value, list) and value:
-                                found = skip_ws(start + 1)
+                        if ckey == "source" and text[pos] == "[":
+                            found = []
+                            pos += 1
+                            while True:  # one string after another: each source line where it is
+                                pos = skip_ws(pos)
+                                if text[pos] == "]":
+                                    pos += 1
+                                    break
+                                line = line_of(pos)
+                                value, pos = dec.raw_decode(text, pos)
+                                found += [line] * max(1, str(value).count("\n") + (not str(value).endswith("\n")))
+                                pos = skip_ws(pos)
+                                if text[pos] == ",":
+                                    pos += 1
+                            found = found or [line_of(pos)]
+                        else:
+                            start = pos
+                            value, pos = dec.raw_decode(text, pos)
+                            if ckey == "source":
+                                found = [line_of(start)] * max(1, str(value).count("\n") + 1)
                         pos = skip_ws(pos)
                         if text[pos] == ",":
                             pos += 1
-                    out.append(None if found is None else line_of(found))
+                    out.append(found)
                     pos = skip_ws(pos)
                     if text[pos] == ",":
                         pos += 1
@@ -143,6 +178,47 @@ def cell_source_lines(text: str) -> list[int | None]:
     except (ValueError, IndexError):
         pass
     return out
+
+
+_CELL_FRAME_RE = re.compile(r"^Cell In\[(\d+)\], line (\d+)", re.MULTILINE)
+_INPUT_FRAME_RE = re.compile(r"^(?:File )?\"?<ipython-input-(\d+)-[0-9a-f]+>\"?(?:, line (\d+)|.*)$", re.MULTILINE)
+_ARROW_RE = re.compile(r"^-*> ?(\d+) ", re.MULTILINE)
+
+
+def line_in_cell(traceback: str | None, execution_count: int | None) -> int | None:
+    """The 1-based line of the cell's own code where it failed, read from IPython's traceback.
+
+    IPython names the frames of a cell's code ``Cell In[N], line L`` (IPython 8 and later) or
+    ``<ipython-input-N-...>`` with the line marked ``---->`` (earlier), N being the cell's
+    execution count. The last such frame of this cell is the statement that raised (a function
+    the cell defines and calls counts as the cell's code). None when the traceback names no
+    line of this cell (an error raised before any of its code ran, a timeout, a dead kernel)."""
+    if not traceback:
+        return None
+    text = strip_ansi(traceback)
+    best: int | None = None
+    for m in _CELL_FRAME_RE.finditer(text):
+        if execution_count is None or int(m.group(1)) == execution_count:
+            best = int(m.group(2))
+    if best is not None:
+        return best
+    for m in _INPUT_FRAME_RE.finditer(text):
+        if execution_count is not None and int(m.group(1)) != execution_count:
+            continue
+        if m.group(2):
+            best = int(m.group(2))
+            continue
+        arrow = _ARROW_RE.search(text, m.end())
+        nxt = _INPUT_FRAME_RE.search(text, m.end())
+        if arrow and (nxt is None or arrow.start() < nxt.start()):
+            best = int(arrow.group(1))
+    return best
+
+
+def log_py_cell_lines(log_py: str) -> list[int]:
+    """The 1-based line of each cell's ``# %%`` marker in a percent-format log.py, in cell order
+    (jupytext writes one per cell); a cell's source line ``i`` is ``i`` lines below it."""
+    return [n for n, line in enumerate(log_py.splitlines(), start=1) if line == "# %%" or line.startswith("# %% ")]
 
 
 def _python_literal(value: Any) -> str:
@@ -184,23 +260,27 @@ def prepare(
     *,
     kernel_override: str | None,
     parameters: dict[str, Any],
+    display: str | None = None,
 ) -> tuple[Prepared, str]:
-    """Read ``path`` and make it ready to run. Returns the prepared notebook and its text."""
-    nb, text = read_notebook(path)
+    """Read ``path`` and make it ready to run. Returns the prepared notebook and its text.
+    ``display``: the path as errors name it."""
+    nb, text = read_notebook(path, display)
     meta = nb.get("metadata", {})
     ks = meta.get("kernelspec") or {}
     kernel_name = kernel_override or ks.get("name") or "python3"
     language = (ks.get("language") or (meta.get("language_info") or {}).get("name") or "python")
     if kernel_override:
         language = "python" if kernel_override.startswith("python") else language
-    original_lines = cell_source_lines(text)
+    original_maps = cell_line_maps(text)
+    n_before = len(nb.cells)
     injected = inject_parameters(nb, parameters, language)
-    lines = list(original_lines) + [None] * max(0, len(nb.cells) - len(original_lines))
+    maps = list(original_maps) + [None] * max(0, n_before - len(original_maps))
     if injected is not None:
-        if len(nb.cells) > len(original_lines):  # inserted, not replaced
-            lines = original_lines[:injected] + [None] + original_lines[injected:]
+        if len(nb.cells) > n_before:  # inserted, not replaced
+            maps = maps[:injected] + [None] + maps[injected:]
         else:
-            lines[injected] = None
+            maps[injected] = None
+    lines = [m[0] if m else None for m in maps]
     timeout = (meta.get("execution") or {}).get("timeout")
     own = meta.get("gpu_runner") or {}
     return (
@@ -211,6 +291,7 @@ def prepare(
             parameters=dict(parameters),
             injected_index=injected,
             source_lines=lines,
+            line_maps=maps,
             timeout_s=float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None,
             requires_gpu=bool(own.get("requires_gpu")),
         ),

@@ -162,6 +162,10 @@ def resolve_command(command: str) -> str:
     command = command.strip()
     if not command:
         raise InterpreterError("the runtime's Python is empty")
+    words = command.split()
+    if len(words) > 1 and not os.path.exists(os.path.expanduser(command)) and shutil.which(command) is None:
+        raise InterpreterError(f"the runtime's Python takes one path or command name, without arguments: "
+                               f"{command!r} has {len(words) - 1} (a wrapper script can add them)")
     if os.sep in command or (os.altsep and os.altsep in command):
         path = os.path.abspath(os.path.expanduser(command))
         if not os.path.exists(path):

@@ -100,10 +100,21 @@ def _walk_notebooks(folder: Path) -> list[Path]:
     return found
 
 
+def repository_root(path: Path) -> Path | None:
+    """The nearest folder at or above ``path`` that holds ``.git`` (a git repository's root)."""
+    for folder in (path, *path.parents):
+        if (folder / ".git").exists():
+            return folder
+    return None
+
+
 def display_path(source: Path, given_base: Path, cwd: Path) -> str:
-    """Relative to ``cwd`` when the notebook lies under it, else to the folder given."""
+    """Relative to the root of the git repository that holds the notebook, so that a notebook has
+    one name whichever folder the run started in (a baseline compares notebooks by name); outside
+    a repository relative to ``cwd`` when the notebook lies under it, else to the folder given."""
     source = source.resolve()
-    for base in (cwd.resolve(), given_base.resolve()):
+    root = repository_root(source.parent)
+    for base in ([root] if root is not None else []) + [cwd.resolve(), given_base.resolve()]:
         try:
             return source.relative_to(base).as_posix()
         except ValueError:
@@ -135,6 +146,8 @@ def collect_notebooks(args: list[str], cwd: Path | None = None) -> list[Notebook
             base = candidate
             files = _walk_notebooks(candidate)
         elif candidate.is_file():
+            if candidate.suffix != ".ipynb":
+                raise ConfigError(f"{arg}: not a notebook (gpu-runner runs .ipynb files)")
             base = candidate.parent
             files = [candidate]
         else:

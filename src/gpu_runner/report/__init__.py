@@ -28,8 +28,8 @@ from .collect import ShownEntry, artifact_layout, collect, load_entry_result, lo
 from .dashboard import DashboardEntry, in_matrix_order, name_entries, render_dashboard
 from .junit import junit_for, write_junit
 from .pdf import PdfError, PdfPrinter, find_chromium
+from .summary import SUMMARY_MAX_CHARS, md, render_summary
 from .untrusted import read_text, refuse_links
-from .summary import SUMMARY_MAX_CHARS, render_summary
 from .text import describe_failure, failure_details, fmt_counts
 
 __all__ = [
@@ -94,6 +94,7 @@ def write_entry_reports(
     stop: Any = None,
     dashboard: Path | None = None,
     made: dict[str, Any] | None = None,
+    setup_errors_said: bool = False,
 ) -> EntryResult:
     """junit.xml for the entry; output.html (and output.pdf) next to each executed notebook.
 
@@ -106,7 +107,8 @@ def write_entry_reports(
     second came no more HTML is rendered either. ``made``: the pages a
     :class:`~gpu_runner.report.html.BackgroundHtml` made during the run, by notebook path; each is
     kept when it is still what this model makes of the same executed notebook, else made again.
-    Returns the (updated) model.
+    ``setup_errors_said``: the run has said why each notebook with a setup error could not be
+    read; its missing HTML is not warned about again. Returns the (updated) model.
     """
     def stopped() -> bool:
         return stop is not None and stop.requested
@@ -172,8 +174,9 @@ def write_entry_reports(
                     write_text_atomic(html_path, body)
                 have_html = True
             except Exception as e:  # noqa: BLE001 - one broken notebook must not stop the others
-                log.warning(f"{entry_dir.name}: {nb.path}: no HTML ({ipynb_rel} is not a readable notebook: "
-                            f"{first_line(e)})")
+                if not (setup_errors_said and nb.failure is not None and nb.failure.kind == "setup_error"):
+                    log.warning(f"{entry_dir.name}: {nb.path}: no HTML ({ipynb_rel} is not a readable notebook: "
+                                f"{first_line(e)})")
                 if nb.files.pop("html", None) is not None:
                     changed = True
                 continue
@@ -259,7 +262,7 @@ class RunReport:
 
 def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = None,
                       baseline: Path | None = None, records: list[Path] | None = None,
-                      plan: list[dict[str, Any]] | None = None) -> RunReport:
+                      plan: list[dict[str, Any]] | None = None, notes: list[str] | None = None) -> RunReport:
     """Merged junit.xml, summary.md and index.html in ``out_dir`` from the entries' results.json;
     in GitHub Actions also annotations, the job summary and the step outputs.
 
@@ -267,7 +270,8 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
     against it (see :mod:`gpu_runner.compare`), and ``comparison.json`` records it.
     ``records`` (the tries' ``gpu-runner-try.json``) and ``plan`` (the plan's entry items) make
     every planned entry show once: a preempted try's results beside its retry's, and an entry
-    with no results as ``not_run`` with its reason (:mod:`gpu_runner.report.collect`)."""
+    with no results as ``not_run`` with its reason (:mod:`gpu_runner.report.collect`).
+    ``notes``: lines the dashboard and the summary show first (the matrix entries a local run left out)."""
     log = _logger(logger)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -306,6 +310,9 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
             c = comparison.counts()
             log.info(f"against the baseline ({comparison.source.description}): {c['newly_failing']} newly failing, "
                      f"{c['fixed']} fixed, {c['regressions']} regression(s), {c['improvements']} improvement(s)")
+        elif comparison.nothing_in_common:
+            log.warning(f"against the baseline ({comparison.source.description}): nothing could be compared: "
+                        f"{comparison.reason}")
         else:
             log.info(f"no baseline to compare with: {comparison.reason}; the report goes on without one")
         write_json_atomic(out_dir / COMPARISON_FILE, compare_to_dict(comparison))
@@ -313,13 +320,16 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
     report.junit_path = write_junit(junit_for(results, comparison=comparison), out_dir / JUNIT_FILE)
     summary = render_summary(results, max_chars=SUMMARY_MAX_CHARS, comparison=comparison,
                              names=[d.name for d in entries])
+    if notes:  # under the summary's heading
+        head, sep, rest = summary.partition("\n\n")
+        summary = head + sep + "".join(f"> ℹ️ {md(n)}\n\n" for n in notes) + rest
     if report.unreadable:
         summary += (f"\n> ⚠️ {len(report.unreadable)} file(s) could not be read: "
                     + ", ".join(f"`{Path(u).name}`" for u in report.unreadable[:20]) + "\n")
     report.summary_path = out_dir / "summary.md"
     write_text_atomic(report.summary_path, summary)
     report.dashboard_path = out_dir / "index.html"
-    write_text_atomic(report.dashboard_path, render_dashboard(entries, out_dir, comparison=comparison))
+    write_text_atomic(report.dashboard_path, render_dashboard(entries, out_dir, comparison=comparison, notes=notes))
 
     from ..github import workflow
 

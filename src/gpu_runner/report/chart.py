@@ -79,6 +79,9 @@ class _Data:
                     and 0 <= a <= b <= MAX_TIME_S):
                 self.cells.append((idx, a, b, getattr(c, "rerun", False) is True))
         self.end = max([*self.t, *(c[2] for c in self.cells), 0.0])
+        interval = _num(getattr(tl, "interval_s", None))
+        self.interval = interval if interval is not None and 0 < interval <= MAX_TIME_S else 0.0
+        """Point ``i`` stands for ``t[i]`` to ``t[i] + interval`` (see :class:`~gpu_runner.results.Timeline`)."""
 
     @property
     def empty(self) -> bool:
@@ -99,7 +102,7 @@ class _Data:
                 if any(v is not None for v in mem):
                     out.append((f"GPU {idx}: memory in use, all processes", DEVICE_COLOURS[k % len(DEVICE_COLOURS)], mem, "4 3"))
         if any(v is not None for v in self.rss):
-            out.append(("kernel RSS (host memory)", RSS_COLOUR, self.rss, "2 2"))
+            out.append(("kernel RSS (host memory)", RSS_COLOUR, self.rss, "6 3"))
         return out
 
 
@@ -132,16 +135,27 @@ def _fmt_t(seconds: float) -> str:
     return f"{h} h" if not rest else f"{h} h {rest // 60} m"
 
 
-def _path(ts: list[float], values: list[float | None], x: Any, y: Any) -> str:
-    """An SVG path through the points, broken where a value is missing."""
+def _path(ts: list[float], values: list[float | None], x: Any, y: Any, *, span: float = 0.0,
+          end: float | None = None, min_px: float = 0.0) -> str:
+    """An SVG path through the points, broken where a value is missing. A point alone (no
+    neighbour with a value: a notebook shorter than the sampling interval has one point) is
+    drawn over the stretch it stands for, ``span`` seconds clipped to ``end``, at least
+    ``min_px`` wide: a path of one point draws nothing."""
     parts: list[str] = []
-    pen_down = False
-    for t, v in zip(ts, values):
+    n = len(values)
+    for i, (t, v) in enumerate(zip(ts, values)):
         if v is None:
-            pen_down = False
             continue
+        pen_down = i > 0 and values[i - 1] is not None
+        alone = not pen_down and (i + 1 >= n or values[i + 1] is None)
         parts.append(f"{'L' if pen_down else 'M'}{x(t):.1f} {y(v):.1f}")
-        pen_down = True
+        if alone and min_px > 0:
+            t2 = t + span if end is None else min(t + span, end)
+            x1, x2 = x(t), x(t2)
+            if x2 - x1 < min_px:
+                x1, x2 = x1 - min_px / 2, x1 + min_px / 2
+                parts[-1] = f"M{x1:.1f} {y(v):.1f}"
+            parts.append(f"L{x2:.1f} {y(v):.1f}")
     return "".join(parts)
 
 
@@ -150,7 +164,7 @@ def _peak_text(values: list[float | None]) -> str:
     return fmt_mib(top) if top is not None else "—"
 
 
-def timeline_svg(tl: Any, *, cells: Any = None, width: int = 760, title: str = "Memory and GPU utilisation") -> str:
+def timeline_svg(tl: Any, *, cells: Any = None, width: int = 1000, title: str = "Memory and GPU utilisation") -> str:
     """The chart of one notebook, or "" when there is nothing to draw.
 
     ``cells``: the notebook's :class:`~gpu_runner.results.CellResult` list, for the peaks
@@ -196,7 +210,7 @@ def timeline_svg(tl: Any, *, cells: Any = None, width: int = 760, title: str = "
     e = html.escape
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="gr-chart" role="img" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif" '
+        f'width="100%" preserveAspectRatio="xMinYMin meet" font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif" '
         f'font-size="11" aria-label="{e(summary)}"><title>{e(summary)}</title>',
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
     ]
@@ -236,21 +250,31 @@ def timeline_svg(tl: Any, *, cells: Any = None, width: int = 760, title: str = "
     out.append(f'<text x="4" y="{mem_top - 14}" fill="#1f2328" font-weight="600">Memory</text>')
     gridlines(mem_top, mem_h, lambda frac: fmt_mib(y_max * frac))
     for label, colour, values, dash in reversed(mem_series):
-        p = _path(d.t, values, x, y_mem)
+        p = _path(d.t, values, x, y_mem, span=d.interval, end=end, min_px=8)
         if p:
-            width_px = 2 if colour == MEMORY_COLOUR else 1.3
+            width_px = 2.5 if colour == MEMORY_COLOUR else 2
             dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
             out.append(f'<path d="{p}" fill="none" stroke="{colour}" stroke-width="{width_px}" '
-                       f'stroke-linejoin="round"{dash_attr}/>')
+                       f'stroke-linejoin="round" vector-effect="non-scaling-stroke"{dash_attr}/>')
+    if mem_series:  # the first series' peak, marked and named: what is known even of a single point
+        _, colour, values, _ = mem_series[0]
+        k = max((i for i, v in enumerate(values) if v is not None), key=lambda i: values[i], default=None)
+        if k is not None:
+            px, py = x(d.t[k]), y_mem(values[k])
+            anchor = "end" if px > left + plot_w * 0.8 else "start"
+            dx = -6 if anchor == "end" else 6
+            out.append(f'<circle class="gr-peak" cx="{px:.1f}" cy="{py:.1f}" r="3.5" fill="{colour}"/>'
+                       f'<text x="{px + dx:.1f}" y="{max(py - 6, mem_top + 9):.1f}" text-anchor="{anchor}" '
+                       f'fill="#1f2328">peak {e(fmt_mib(values[k]))}</text>')
     # utilisation panel
     if has_util:
         out.append(f'<text x="4" y="{util_top - 12}" fill="#1f2328" font-weight="600">GPU utilisation</text>')
         gridlines(util_top, util_h, lambda frac: f"{int(frac * 100)} %")
         for k, (_, _, util) in enumerate(d.devices):
-            p = _path(d.t, util, x, y_util)
+            p = _path(d.t, util, x, y_util, span=d.interval, end=end, min_px=8)
             if p:
                 out.append(f'<path d="{p}" fill="none" stroke="{UTIL_COLOURS[k % len(UTIL_COLOURS)]}" '
-                           'stroke-width="1.4" stroke-linejoin="round"/>')
+                           'stroke-width="2" stroke-linejoin="round" vector-effect="non-scaling-stroke"/>')
     # time axis
     out.append(f'<line x1="{left}" y1="{axis_y}" x2="{width - right}" y2="{axis_y}" stroke="#8c959f" '
                'stroke-width="0.8"/>')

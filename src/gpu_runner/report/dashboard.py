@@ -317,9 +317,10 @@ def _short(text: str, n: int = 90) -> str:
 
 
 def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str = "GPU notebooks",
-                     comparison: Comparison | None = None) -> str:
+                     comparison: Comparison | None = None, notes: list[str] | None = None) -> str:
     """The whole index.html text, for a page that will live in ``out_dir``; with a
-    ``comparison``, its section and each notebook's changes (arrows) against the baseline."""
+    ``comparison``, its section and each notebook's changes (arrows) against the baseline.
+    ``notes``: said above the totals (entries of the matrix this run left out, and how to run them)."""
     base = Path(out_dir)
     entries = name_entries(list(entries))
     results = [d.result for d in entries]
@@ -334,10 +335,11 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
     failed_entries = sum(1 for r in results if r.status == "failed")
     not_run = sum(1 for r in results if r.status == "not_run")
     overall = "failed" if failed_entries else "not_run" if not_run else ("passed" if results else "skipped")
+    of_n = f"of {len(results)} entr{'y' if len(results) == 1 else 'ies'}"
     verdict = ", ".join(x for x in (
-        f"{failed_entries} of {len(results)} entries failed" if failed_entries else "",
-        f"{not_run} of {len(results)} entries not run" if not_run else "") if x) or (
-        f"All {len(results)} entries passed" if results else "No results")
+        f"{failed_entries} {of_n} failed" if failed_entries else "",
+        f"{not_run} {of_n} not run" if not_run else "") if x) or (
+        f"{len(results)} {of_n} passed" if results else "No results")
 
     # the matrix's order, as the entry list below: rows by runtime, columns by machine
     keys = [grid_keys(d.result, d.name) for d in entries]
@@ -406,12 +408,17 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
         f'<header class="top s-{overall}"><div><h1>{_e(title)}</h1><p class="sub">{" · ".join(sub)}</p></div>'
         f'<p class="verdict" role="status"><span aria-hidden="true">{_ICON.get(overall, "")}</span> {_e(verdict)}</p></header>',
         "<main>",
+        *[f'<p class="note" role="note">{_e(n)}</p>' for n in (notes or [])],
         '<section class="totals" aria-label="Totals">'
-        f'<div class="stat s-passed"><span class="n">{totals["passed"]}</span> notebooks passed</div>'
-        f'<div class="stat s-failed"><span class="n">{totals["failed"]}</span> notebooks failed</div>'
-        f'<div class="stat s-skipped"><span class="n">{totals["skipped"]}</span> notebooks skipped</div>'
-        f'<div class="stat{" s-failed" if check_totals["failed"] else ""}"><span class="n">'
-        f'{check_totals["passed"]}/{check_totals["total"]}</span> system checks passed{checks_skipped}</div>'
+        f'<div class="stat{" s-passed" if totals["passed"] else ""}"><span class="n">{totals["passed"]}</span> '
+        'notebooks passed</div>'
+        f'<div class="stat{" s-failed" if totals["failed"] else ""}"><span class="n">{totals["failed"]}</span> '
+        'notebooks failed</div>'
+        f'<div class="stat{" s-skipped" if totals["skipped"] else ""}"><span class="n">{totals["skipped"]}</span> '
+        'notebooks skipped</div>'
+        + (f'<div class="stat{" s-failed" if check_totals["failed"] else ""}"><span class="n">'
+           f'{check_totals["passed"]}/{check_totals["total"]}</span> system checks passed{checks_skipped}</div>'
+           if check_totals["total"] else "")
         + (f'<div class="stat s-not_run"><span class="n">{not_run}</span> not run</div>' if not_run else "") +
         f'<div class="stat"><span class="n">{len(results)}</span> entr{"y" if len(results) == 1 else "ies"}</div>'
         f'<div class="stat"><span class="n">{fmt_duration(longest)}</span> longest entry</div>'

@@ -57,6 +57,8 @@ def markdown_blocks(comp: Comparison | None, results: list[Any], code: Any, md: 
     """(block, what it is) pairs for summary.md's budget; ``code``/``md`` are its escapers."""
     if comp is None:
         return []
+    if comp.nothing_in_common:
+        return [(f"> ⚠️ Against the baseline, nothing could be compared: {md(comp.reason)}.\n", "")]
     if not comp.available:
         return [(f"> ℹ️ No baseline to compare with: {md(comp.reason)}. The report goes on without one.\n", "")]
     by_id = {r.entry.id: r for r in results}
@@ -159,6 +161,9 @@ def dashboard_section(comp: Comparison | None, entry_anchor: dict[str, int]) -> 
     if comp is None:
         return ""
     e = html.escape
+    if comp.nothing_in_common:
+        return (f'<section class="baseline" aria-labelledby="base-h"><h2 id="base-h">Compared with the baseline</h2>'
+                f'<p class="warn">⚠️ Nothing could be compared ({e(source_text(comp))}): {e(comp.reason)}.</p></section>')
     if not comp.available:
         return (f'<section class="baseline" aria-labelledby="base-h"><h2 id="base-h">Compared with the baseline</h2>'
                 f'<p class="muted">No baseline to compare with: {e(comp.reason)}.</p></section>')

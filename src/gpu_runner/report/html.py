@@ -22,7 +22,7 @@ from jinja2 import DictLoader
 
 from ..results import EntryResult, NotebookResult
 from .chart import timeline_svg
-from .text import KIND_LABELS, clean_output, describe_failure, fmt_duration, fmt_mib, fmt_pct, tail
+from .text import KIND_LABELS, clean_output, describe_failure, failure_place, file_lines, fmt_duration, fmt_mib, fmt_pct, tail
 
 TEMPLATE_NAME = "gpu_runner_notebook.html.j2"
 
@@ -72,10 +72,17 @@ _CSS = """
   padding: 10px 12px; border: 1px solid #d1d9e0; border-radius: 8px; background: #ffffff; color: #1f2328;
   break-inside: avoid; }
 .gr-timeline .gr-title { font-weight: 700; margin: 0 0 6px; }
-.gr-timeline svg { max-width: 100%; height: auto; display: block; }
+.gr-timeline svg { width: 100%; height: auto; display: block; }
 .gr-timeline .gr-meta { color: #59636e; font-size: 12px; margin: 6px 0 0; }
-.gr-failed-cell + .jp-Cell { outline: 3px solid #cf222e; outline-offset: 4px; border-radius: 2px; }
+/* the outline is drawn outside the cell: the cell moves down by as much, clear of its header line */
+.gr-failed-cell + .jp-Cell { outline: 3px solid #cf222e; outline-offset: 4px; border-radius: 2px; margin-top: 10px; }
 @media print {
+  /* JupyterLab prints each output as an unbreakable table (break-inside: avoid-page, overflow hidden):
+     a traceback taller than what is left of a page went whole to the next, leaving the rest empty.
+     An output breaks across pages like any text, its prompt beside it. */
+  html body .jp-OutputArea-child { display: flex !important; break-inside: auto !important; overflow: visible !important; }
+  html body .jp-OutputArea-child > .jp-OutputArea-output { flex: 1 1 auto; min-width: 0; overflow: visible !important; }
+  html body .jp-OutputArea-output pre { overflow: visible !important; }
   /* wrap code, outputs and tracebacks at whitespace; break a token inside only when it cannot fit on
      a line of its own (JupyterLab's own CSS says break-all: anywhere, even inside short words) */
   html body .jp-InputArea-editor pre, html body .jp-OutputArea-output pre, html body .highlight pre,
@@ -135,7 +142,9 @@ def banner_html(result: EntryResult, nb: NotebookResult, back: str | None = None
             title = f'✗ Failed: {e(describe_failure(f))} <span class="gr-kind">{e(kind)}</span>'
             body = ""
             if f.cell_number is not None:
-                body += f'<p><a href="#cell-{f.cell_number}">Go to cell {f.cell_number}</a>, where it failed.</p>'
+                in_files = file_lines(f)
+                body += (f'<p><a href="#cell-{f.cell_number}">Go to {e(failure_place(f))}</a>, where it failed'
+                         f'{f" ({e(in_files)})" if in_files else ""}.</p>')
             if f.kind in ("timeout", "kernel_died", "setup_error") and f.message:
                 body += f"<p>{e(clean_output(f.message))}</p>"
             out = clean_output(f.output_tail)

@@ -21,6 +21,7 @@ from .text import (
     clean_output,
     count_parts,
     describe_failure,
+    failure_place,
     fmt_counts,
     fmt_duration,
     fmt_mib,
@@ -140,10 +141,12 @@ def _totals(results: list[EntryResult]) -> tuple[dict[str, int], dict[str, int]]
 def _failure_row(result: EntryResult, name: str, item_failure, kind_default: str, entry_name: str) -> str:
     f = item_failure
     cell = str(f.cell_number) if f is not None and f.cell_number is not None else "—"
+    if f is not None and f.cell_number is not None and f.cell_line:
+        cell += f", line {f.cell_line}"
     kind = KIND_LABELS.get(f.kind, f.kind) if f is not None else kind_default
     msg = describe_failure(f, max_chars=300) if f is not None else "failed"
-    if f is not None and f.cell_number is not None and msg.startswith(f"cell {f.cell_number}: "):
-        msg = msg[len(f"cell {f.cell_number}: "):]
+    if f is not None and f.cell_number is not None and msg.startswith(f"{failure_place(f)}: "):
+        msg = msg[len(f"{failure_place(f)}: "):]
     return f"| {_code(entry_name)} | {_code(name)} | {cell} | {md(kind)} | {md(msg)} |"
 
 
@@ -239,7 +242,7 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
                 continue
             text = tail(text.strip("\n"), max_chars=3000, max_lines=40)
             block = (f"<details><summary>{_code_html(name_of(r))} · {_code_html(name)}"
-                     f"{f' · cell {f.cell_number}' if f.cell_number is not None else ''}</summary>\n\n"
+                     f"{f' · {failure_place(f)}' if f.cell_number is not None else ''}</summary>\n\n"
                      f"{_fence(text)}\n\n</details>")
             b.add(block, "tracebacks")
         b.add("")

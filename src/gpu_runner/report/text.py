@@ -115,11 +115,30 @@ def failure_headline(f: Failure) -> str:
     return one_line(core or f.message or kind)
 
 
+def failure_place(f: Failure) -> str:
+    """Where it failed, as a reader counts: ``cell 4, line 2`` (the failing statement's line in
+    the cell, from the traceback), ``cell 4`` when that line is unknown, else ``""``."""
+    if f.cell_number is None:
+        return ""
+    return f"cell {f.cell_number}" + (f", line {f.cell_line}" if f.cell_line else "")
+
+
+def file_lines(f: Failure) -> str:
+    """The failing line in the files, for people looking for it: ``.ipynb line 57, log.py line 23``."""
+    parts = []
+    if f.source_line:
+        parts.append(f".ipynb line {f.source_line}")
+    if f.log_py_line:
+        parts.append(f"log.py line {f.log_py_line}")
+    return ", ".join(parts)
+
+
 def describe_failure(f: Failure, *, max_chars: int = 500) -> str:
-    """One line naming the cell as a reader counts it: ``cell 4: ZeroDivisionError: division by zero``."""
+    """One line naming the cell as a reader counts it: ``cell 4, line 2: ZeroDivisionError: division by zero``."""
     head = failure_headline(f)
-    if f.cell_number is not None:
-        head = f"cell {f.cell_number}: {head}"
+    place = failure_place(f)
+    if place:
+        head = f"{place}: {head}"
     return one_line(head, max_chars)
 
 
