@@ -35,7 +35,7 @@ from pathlib import Path
 CLIENT = Path(__file__).with_name("launcher_client.py")
 SOCKET_ENV = "GPU_RUNNER_TEST_LAUNCHER"
 PRELOAD = (
-    "gpu_runner.cli", "gpu_runner.execute.engine", "gpu_runner.execute.checks", "gpu_runner.report",
+    "gpu_runner.cli", "gpu_runner.execute.engine", "gpu_runner.checks", "gpu_runner.report",
     "gpu_runner.report.html", "gpu_runner.cloud.lifecycle", "gpu_runner.cloud.gce", "gpu_runner.github.client",
     "gpu_runner.github.comments", "gpu_runner.plan", "google.cloud.compute_v1", "github", "nbconvert",
 )

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from gpu_runner.execute.checks import CheckContext, default_specs, kernel_pythons, run_checks
-from gpu_runner.execute.checks import builtin
-from gpu_runner.execute.checks import nvidia_smi as smi
+from gpu_runner.checks import CheckContext, default_specs, kernel_pythons, run_checks
+from gpu_runner.checks import builtin
+from gpu_runner.checks import nvidia_smi as smi
 
 FIX = Path(__file__).parent / "checks_fixtures"
 

@@ -498,7 +498,7 @@ def test_the_compute_stand_in_sets_and_clears_the_termination_time(make_vm, monk
     cleared when the VM stops, and a stopped VM is not deleted when that time passes."""
     from google.cloud import compute_v1
 
-    from gpu_runner.cloud.base import epoch_of
+    from gpu_runner.timestamps import epoch_of
     from gpu_runner.cloud.gce import client_kwargs
 
     vm = make_vm(gpus_listed=1, expected=1, max_run_duration_s=600)

@@ -15,7 +15,7 @@ from standins.compute import ComputeStandIn
 from standins.github import GitHubStandIn
 
 from gpu_runner.cloud import lifecycle
-from gpu_runner.cloud.base import epoch_of
+from gpu_runner.timestamps import epoch_of
 from gpu_runner.cost import catalog
 from gpu_runner.cost.prices import PriceBook, Shape, table
 from gpu_runner.cost.usage import cost_of, price_from_dict, vm_use

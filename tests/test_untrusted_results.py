@@ -18,7 +18,7 @@ from standins.runner_log import commands, injected
 
 from gpu_runner.report.dashboard import DashboardEntry, render_dashboard
 from gpu_runner.results import EntryResult
-from gpu_runner.results_schema import ResultsError, validate
+from gpu_runner.results_validation import ResultsError, validate
 
 REPO = "octo-org/runtime"
 PWN = "\n::error::pwned\n::add-mask::hunter2\n::stop-commands::pwned\n##[error]pwned\n"

@@ -219,7 +219,7 @@ def _run(stop: Any, paths: tuple[str, ...], matrix_path: Path | None, runtimes: 
          kernel_overlay: bool | None) -> None:
     import threading
 
-    from .execute.checks import default_specs
+    from .checks import default_specs
     from .execute.engine import Executor, run_entries
     from .execute.kernels import REGISTRY
     from .execute.spec import DEFAULT_CELL_TIMEOUT_S, DEFAULT_TIMEOUT_S, EntryRun, collect_notebooks
@@ -367,7 +367,7 @@ def check_cmd(matrix_path: Path | None, entry_id: str | None, out_dir: Path, ker
     1 when one failed, 2 on a usage or matrix error.
     """
 
-    from .execute.checks import default_specs
+    from .checks import default_specs
     from .execute.spec import EntryRun
     from .outdir import EntryFolder, OutLock
     from .results import EntryInfo
@@ -406,8 +406,8 @@ def _check(run: Any, folder: Any) -> None:
     import time
     from datetime import datetime, timezone
 
+    from .checks import context_for, log_outcome, run_checks
     from .execute import runtime as runtimes
-    from .execute.checks import context_for, log_outcome, run_checks
     from .execute.engine import host_facts
     from .log import Logger
     from .report import write_entry_reports
@@ -497,6 +497,7 @@ def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, 
         click.echo(line, err=True)
     gated = False
     if approval_label is not None:
+        from .github.approval import fork_gate
         from .github.comments import read_event
         from .github.workflow import append_step_summary
 
@@ -518,7 +519,7 @@ def plan_cmd(matrix_path: Path, runtimes: tuple[str, ...], machines: tuple[str, 
         def reviewed_by(number: int, head_sha: str) -> str | None:
             return approvals().approving_reviewer(number, head_sha)  # type: ignore[no-any-return]
 
-        gate = planning.fork_gate(event_name, read_event(), approval_label, may_approve, reviewed_by)
+        gate = fork_gate(event_name, read_event(), approval_label, may_approve, reviewed_by)
         dropped = [e for e in p.entries if gate.keep == "none" or (gate.keep == "local" and not e.is_local)]
         if dropped:
             gated = True
@@ -1028,7 +1029,7 @@ def _vm_use(entry: Any, retry: int, stopped: Any, started: dict[str, Any], logge
     if price is not None and model and price.provisioning_model != model:
         price = None  # a price for another model than the VM got is no price for it
     held = stopped.held.hold_until if stopped.held is not None else None
-    from .cloud.base import rfc3339
+    from .timestamps import rfc3339
 
     use = vm_use(name=seen.name, spec=entry.gce, zone=zone, provisioning_model=model, created_at=seen.created_at,
                  deleted_at=seen.deleted_at, last_stop_at=seen.last_stop_at, timed_by=seen.timed_by, price=price,
@@ -1156,8 +1157,8 @@ def revoke_approval_cmd(label: str) -> None:
     Needs GITHUB_REPOSITORY, the event (GITHUB_EVENT_NAME, GITHUB_EVENT_PATH) and a token that may
     write pull requests (GPU_RUNNER_GITHUB_TOKEN or GITHUB_TOKEN).
     """
+    from .github.approval import is_fork
     from .github.comments import read_event
-    from .plan import is_fork
 
     event_name, event = os.environ.get("GITHUB_EVENT_NAME", ""), read_event()
     pull = event.get("pull_request")

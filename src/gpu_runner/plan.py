@@ -32,7 +32,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -62,7 +62,7 @@ from .config import (
     load,
     slug,
 )
-from .errors import ConfigError, GpuRunnerError
+from .errors import ConfigError
 from .execute.spec import DEFAULT_CELL_TIMEOUT_S, DEFAULT_TIMEOUT_S, EntryRun, NotebookSpec, collect_notebooks
 from .results import EntryInfo
 
@@ -681,81 +681,6 @@ def entry_run_here(matrix_path: Path, entry_id_: str, *, cwd: Path | None = None
     return entry_run(e, notebooks_for(lm, e.runtime, lm.root_dir(cwd)), ran_locally=not own_vm)
 
 
-@dataclass
-class Gate:
-    """What a pull request's run may run (:func:`fork_gate`)."""
-
-    keep: str
-    """``all`` entries, only the ``local`` ones, or ``none``."""
-    reason: str | None = None
-    """Why entries were left out (None when none were)."""
-    approved: str | None = None
-    """For an approved pull request from a fork: who approved which commit."""
-
-
-def is_fork(pull: Mapping[str, Any]) -> bool:
-    head = ((pull.get("head") or {}).get("repo") or {}).get("full_name")
-    base = ((pull.get("base") or {}).get("repo") or {}).get("full_name")
-    return not (head and base and head == base)  # a deleted fork has no head repository: a fork
-
-
-def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str,
-              may_approve: Callable[[str], bool] | None = None,
-              reviewed_by: Callable[[int, str], str | None] | None = None) -> Gate:
-    """What a pull request from a fork may run (anything else runs everything).
-
-    * ``pull_request`` from a fork: GitHub gives the run no secrets and a read-only token, so no
-      VM can start: the local entries only (where they run comes from the base branch's matrix).
-    * ``pull_request_target`` from a fork: nothing at all, until a user who may write to the
-      repository applies ``approval_label``: the approval is that ``labeled`` event (``label``
-      is ``approval_label`` and ``may_approve(sender)``), for the commit it was applied to
-      (``pull_request.head.sha``, which the run checks out), and only when a user with write access
-      approved exactly that commit in a review (``reviewed_by(number, head_sha)`` names them). A
-      label that is merely there (a reopen, a push, an edit, another label) approves nothing, nor
-      does a label applied after a force-push to code nobody reviewed.
-    ``may_approve`` (login -> bool) and ``reviewed_by`` may raise
-    :class:`~gpu_runner.errors.InfraError`: then nothing runs, and the reason says why.
-    """
-    pull = event.get("pull_request")
-    if not event_name.startswith("pull_request") or not isinstance(pull, dict) or not is_fork(pull):
-        return Gate("all")
-    head_sha = str((pull.get("head") or {}).get("sha") or "")
-    if event_name != "pull_request_target":
-        return Gate("local", "a pull request from a fork: GitHub gives its pull_request run no secrets, so no GPU "
-                    f"machine can start; a maintainer who has reviewed it applies the label '{approval_label}' "
-                    "and the pull_request_target workflow runs it")
-    waiting = (f"a pull request from a fork: nothing of it runs until a user with write access approves commit "
-               f"{head_sha[:12] or '?'} in a review and applies the label '{approval_label}'")
-    action = str(event.get("action") or "")
-    label = str((event.get("label") or {}).get("name") or "")
-    if action != "labeled" or label != approval_label:
-        applied = approval_label in {lb.get("name") for lb in pull.get("labels") or [] if isinstance(lb, dict)}
-        if applied and action in ("synchronize", "reopened"):  # what the revoke job acts on
-            return Gate("none", f"{waiting} again: the label was applied to older code ('{action}' event; the "
-                        "workflow removes it)")
-        return Gate("none", f"{waiting} (this is a '{action}' event{', of the label ' + repr(label) if label else ''})")
-    sender = str((event.get("sender") or {}).get("login") or "")
-    if not sender or may_approve is None:
-        return Gate("none", f"{waiting}: cannot tell who applied the label")
-    try:
-        ok = may_approve(sender)
-    except GpuRunnerError as e:
-        return Gate("none", f"{waiting}: could not check that {sender} may write to the repository ({e})")
-    if not ok:
-        return Gate("none", f"{waiting}: {sender}, who applied it, may not write to this repository")
-    number = pull.get("number") or event.get("number")
-    if reviewed_by is None or not isinstance(number, int) or not head_sha:
-        return Gate("none", f"{waiting}: cannot tell which commit was reviewed")
-    try:
-        reviewer = reviewed_by(number, head_sha)
-    except GpuRunnerError as e:
-        return Gate("none", f"{waiting}: could not read the pull request's reviews ({e})")
-    if not reviewer:
-        return Gate("none", f"{waiting}: the label was applied, but no user with write access approved commit "
-                    f"{head_sha[:12]} in a review (a review of an earlier commit approves nothing)")
-    return Gate("all", approved=f"approved by {reviewer} in a review of commit {head_sha}, labelled by {sender}")
-
-
 def expected_gpus(entry: Entry) -> int | None:
     """The GPU count the ``gpu`` check holds the entry's machine to: the matrix's count; None
     for a local machine that declares no accelerator (any machine may run it)."""
@@ -966,7 +891,7 @@ def table(p: Plan, cost: PlanCost | None = None, width: int = 80) -> Any:
 
 
 __all__ = [
-    "Entry", "GceSpec", "Gate", "Plan", "is_fork", "PlanCost", "cost_markdown", "entry_id", "price_entries", "entry_run", "entry_run_here", "expand", "fork_gate", "expected_gpus", "find_entry", "glob_regex", "local_runs",
+    "Entry", "GceSpec", "Plan", "PlanCost", "cost_markdown", "entry_id", "price_entries", "entry_run", "entry_run_here", "expand", "expected_gpus", "find_entry", "glob_regex", "local_runs",
     "path_matches", "plan", "read_changed_files", "run_identity", "runner_label", "runtimes_for_changes",
     "LABEL_RE", "label_is_for", "label_with_nonce", "new_nonce",
     "table", "warning_lines", "write_github_output",

@@ -338,7 +338,7 @@ class EntryResult:
     def from_dict(cls, data: dict[str, Any]) -> EntryResult:
         """The model of a results.json's data, once its schema (``results.schema.json``) accepts it:
         what ran on the entry's machine may have written anything (:mod:`gpu_runner.results_schema`)."""
-        from .results_schema import validate
+        from .results_validation import validate
 
         if not isinstance(data, dict):
             raise ValueError(f"results.json holds a JSON {type(data).__name__}, not an object")
@@ -453,7 +453,7 @@ class TryRecord:
                 ok = type(value) is bool
             elif key == "vm":
                 if value is not None:
-                    from .results_schema import ResultsError, validate_part
+                    from .results_validation import ResultsError, validate_part
 
                     try:
                         validate_part("VmUse", value)

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import InfraError
+from ..timestamps import rfc3339
 
 OURS_LABEL = "gpu-runner"
 """Every VM we create carries ``gpu-runner=1``; the janitor and ``stop`` look for it."""
@@ -113,26 +114,6 @@ class VmRequest:
     labels: dict[str, str]
     metadata: dict[str, str]
     """Instance metadata; values may be secret (the runner's config): never log them."""
-
-
-def epoch_of(stamp: str | None) -> float:
-    """Epoch seconds of an RFC 3339 timestamp (Compute Engine writes ``2026-12-01T09:30:12.345-08:00``);
-    0.0 for none or one that cannot be read."""
-    import datetime as dt
-
-    if not stamp:
-        return 0.0
-    try:
-        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
-
-
-def rfc3339(epoch: float) -> str:
-    """Epoch seconds as an RFC 3339 timestamp in UTC, to the millisecond."""
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def gce_label_value(text: str) -> str:

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..timestamps import epoch_of, rfc3339
 from .base import (
     OURS_LABEL,
     CapacityError,
@@ -32,8 +33,6 @@ from .base import (
     VmRequest,
     VmTimes,
     ZoneNotOfferedError,
-    epoch_of,
-    rfc3339,
 )
 from .retry import RATE_LIMIT_REASONS, call_with_retry, is_rate_limited
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError, InfraError
+from ..timestamps import rfc3339
 from .base import (
     OURS_LABEL,
     STATES_FAILED,
@@ -30,7 +31,6 @@ from .base import (
     ZoneNotOfferedError,
     gce_label_value,
     parse_status_line,
-    rfc3339,
 )
 from ..plan import LABEL_RE
 from .startup import HEALTH_TRIES, HEALTH_WAIT_S, render

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .prices import SOURCE_CATALOG, Rates
+from .rates import SOURCE_CATALOG, Rates
 
 COMPUTE_SERVICE = "services/6F81-5844-456A"
 EMULATOR_ENV = "GPU_RUNNER_BILLING_EMULATOR_HOST"

@@ -25,12 +25,9 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from .rates import SOURCE_MATRIX, SOURCE_NAMES, SOURCE_TABLE, Rates
+
 MODELS = ("STANDARD", "SPOT")
-SOURCE_MATRIX = "matrix"
-SOURCE_CATALOG = "billing-catalog"
-SOURCE_TABLE = "table"
-SOURCE_NAMES = {SOURCE_MATRIX: "the matrix's price_per_hour", SOURCE_CATALOG: "Cloud Billing Catalog",
-                SOURCE_TABLE: "gpu-runner's price table"}
 TABLE_FILE = "prices-table.json"
 HOURS_PER_MONTH = 730.0
 """Google bills a disk's GiB-month over 730 hours."""
@@ -125,22 +122,6 @@ def machine_shape(machine_type: str) -> tuple[int, float] | None:
     if len(parts) >= 4 and parts[-3] == "custom" and parts[-2].isdigit() and parts[-1].isdigit():
         return int(parts[-2]), int(parts[-1]) / 1024.0
     return None
-
-
-@dataclass
-class Rates:
-    """Per-unit prices from one source, for one region and provisioning model: what
-    :func:`price_from_rates` multiplies a :class:`Shape` by."""
-
-    source: str
-    as_of: str | None
-    vcpu_hour: dict[str, float] = field(default_factory=dict)
-    """By machine family (``n1``, ``g2``, ...)."""
-    gib_hour: dict[str, float] = field(default_factory=dict)
-    gpu_hour: dict[str, float] = field(default_factory=dict)
-    """By accelerator type (``nvidia-l4``, ...)."""
-    disk_gib_month: dict[str, float] = field(default_factory=dict)
-    """By disk type (``pd-balanced``, ...)."""
 
 
 def table_rates(model: str) -> Rates:

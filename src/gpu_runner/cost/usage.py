@@ -7,12 +7,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..results import Cost, VmUse
+from ..timestamps import epoch_of
 from .prices import HourlyPrice, Shape, region_of
 
 
 def _epoch(stamp: str | None) -> float | None:
-    from ..cloud.base import epoch_of
-
     value = epoch_of(stamp)
     return value or None
 

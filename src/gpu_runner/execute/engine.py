@@ -33,6 +33,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from .. import __version__, phases
+from ..checks import run_entry_checks
 from ..errors import EXIT_FAILED, EXIT_OK
 from ..files import write_text_atomic
 from ..log import Logger
@@ -48,7 +49,6 @@ from ..results import (
 )
 from . import notebook as nbtools
 from . import runtime as runtimes
-from .checks import run_entry_checks
 from .kernels import REGISTRY, ForkServers, Kernel, KernelSpecs, KernelStartError, signal_name, start_kernel
 from .metrics import Sampler, Track, gpu_presence
 from .spec import EntryRun, NotebookSpec

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..results import EntryInfo
 
 BUILTIN_CHECKS = ("gpu", "cuda", "compilers", "frameworks", "resources")
-"""The built-in system checks (see :mod:`gpu_runner.execute.checks`), by name: here, so that running
+"""The built-in system checks (see :mod:`gpu_runner.checks`), by name: here, so that running
 them needs no matrix model, and the matrix model validates against the same names."""
 
 DEFAULT_TIMEOUT_S = 3600.0

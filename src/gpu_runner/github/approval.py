@@ -1,4 +1,6 @@
-"""The approval of a pull request from a fork (``pull_request_target``).
+"""The approval of a pull request from a fork (``pull_request_target``): :func:`fork_gate` decides
+what a pull request's run may run, :class:`Approvals` asks GitHub who approved and takes an
+approval back.
 
 A ``pull_request_target`` run holds the base repository's secrets and a token that may write, so
 nothing of a fork's pull request runs in it until a user who may write to the repository has
@@ -20,12 +22,89 @@ Who may approve: the repository permission ``admin`` or ``write`` (``maintain`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ..errors import InfraError
+from ..errors import GpuRunnerError, InfraError
 
 APPROVING_PERMISSIONS = ("admin", "write")
+
+
+@dataclass
+class Gate:
+    """What a pull request's run may run (:func:`fork_gate`)."""
+
+    keep: str
+    """``all`` entries, only the ``local`` ones, or ``none``."""
+    reason: str | None = None
+    """Why entries were left out (None when none were)."""
+    approved: str | None = None
+    """For an approved pull request from a fork: who approved which commit."""
+
+
+def is_fork(pull: Mapping[str, Any]) -> bool:
+    head = ((pull.get("head") or {}).get("repo") or {}).get("full_name")
+    base = ((pull.get("base") or {}).get("repo") or {}).get("full_name")
+    return not (head and base and head == base)  # a deleted fork has no head repository: a fork
+
+
+def fork_gate(event_name: str, event: Mapping[str, Any], approval_label: str,
+              may_approve: Callable[[str], bool] | None = None,
+              reviewed_by: Callable[[int, str], str | None] | None = None) -> Gate:
+    """What a pull request from a fork may run (anything else runs everything).
+
+    * ``pull_request`` from a fork: GitHub gives the run no secrets and a read-only token, so no
+      VM can start: the local entries only (where they run comes from the base branch's matrix).
+    * ``pull_request_target`` from a fork: nothing at all, until a user who may write to the
+      repository applies ``approval_label``: the approval is that ``labeled`` event (``label``
+      is ``approval_label`` and ``may_approve(sender)``), for the commit it was applied to
+      (``pull_request.head.sha``, which the run checks out), and only when a user with write access
+      approved exactly that commit in a review (``reviewed_by(number, head_sha)`` names them). A
+      label that is merely there (a reopen, a push, an edit, another label) approves nothing, nor
+      does a label applied after a force-push to code nobody reviewed.
+    ``may_approve`` (login -> bool) and ``reviewed_by`` may raise
+    :class:`~gpu_runner.errors.InfraError`: then nothing runs, and the reason says why.
+    """
+    pull = event.get("pull_request")
+    if not event_name.startswith("pull_request") or not isinstance(pull, dict) or not is_fork(pull):
+        return Gate("all")
+    head_sha = str((pull.get("head") or {}).get("sha") or "")
+    if event_name != "pull_request_target":
+        return Gate("local", "a pull request from a fork: GitHub gives its pull_request run no secrets, so no GPU "
+                    f"machine can start; a maintainer who has reviewed it applies the label '{approval_label}' "
+                    "and the pull_request_target workflow runs it")
+    waiting = (f"a pull request from a fork: nothing of it runs until a user with write access approves commit "
+               f"{head_sha[:12] or '?'} in a review and applies the label '{approval_label}'")
+    action = str(event.get("action") or "")
+    label = str((event.get("label") or {}).get("name") or "")
+    if action != "labeled" or label != approval_label:
+        applied = approval_label in {lb.get("name") for lb in pull.get("labels") or [] if isinstance(lb, dict)}
+        if applied and action in ("synchronize", "reopened"):  # what the revoke job acts on
+            return Gate("none", f"{waiting} again: the label was applied to older code ('{action}' event; the "
+                        "workflow removes it)")
+        return Gate("none", f"{waiting} (this is a '{action}' event{', of the label ' + repr(label) if label else ''})")
+    sender = str((event.get("sender") or {}).get("login") or "")
+    if not sender or may_approve is None:
+        return Gate("none", f"{waiting}: cannot tell who applied the label")
+    try:
+        ok = may_approve(sender)
+    except GpuRunnerError as e:
+        return Gate("none", f"{waiting}: could not check that {sender} may write to the repository ({e})")
+    if not ok:
+        return Gate("none", f"{waiting}: {sender}, who applied it, may not write to this repository")
+    number = pull.get("number") or event.get("number")
+    if reviewed_by is None or not isinstance(number, int) or not head_sha:
+        return Gate("none", f"{waiting}: cannot tell which commit was reviewed")
+    try:
+        reviewer = reviewed_by(number, head_sha)
+    except GpuRunnerError as e:
+        return Gate("none", f"{waiting}: could not read the pull request's reviews ({e})")
+    if not reviewer:
+        return Gate("none", f"{waiting}: the label was applied, but no user with write access approved commit "
+                    f"{head_sha[:12]} in a review (a review of an earlier commit approves nothing)")
+    return Gate("all", approved=f"approved by {reviewer} in a review of commit {head_sha}, labelled by {sender}")
 
 
 class Approvals:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import psutil
 
-from ...results import Failure
+from ..results import Failure
 from . import _proc
 from . import nvidia_smi as smi
 
@@ -213,7 +213,7 @@ class GpuState:
 
 
 def _nvml_view() -> dict[str, Any]:
-    from ..metrics import Nvml
+    from ..execute.metrics import Nvml
 
     nv = Nvml()
     try:
@@ -755,7 +755,7 @@ def kernel_pythons(kernel_names: list[str | None], runtime: Any = None) -> tuple
     runs under it, as the kernels do (else under this interpreter, as jupyter_client starts it)."""
     from jupyter_client.kernelspec import NoSuchKernel
 
-    from ..kernels import KernelSpecs, kernel_python
+    from ..execute.kernels import KernelSpecs, kernel_python
 
     named = runtime is not None and runtime.named
     default = runtime.executable if named else sys.executable

@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ...results import CheckResult
-from ..spec import BUILTIN_CHECKS
+from ..execute.spec import BUILTIN_CHECKS
+from ..results import CheckResult
 from . import builtin
 from .builtin import (
     DISK_FAIL_GIB,

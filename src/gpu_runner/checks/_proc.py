@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from ..kernels import REGISTRY, kill_group, signal_name
+from ..execute.kernels import REGISTRY, kill_group, signal_name
 
 OUTPUT_MAX_CHARS = 200_000
 """What a check keeps of one command's output (head and tail), in memory and on disk."""
