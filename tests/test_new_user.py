@@ -87,7 +87,8 @@ def test_run_matrix_says_which_entries_it_left_out_and_how_to_run_them(tmp_path)
         assert e in line
     assert "6 of 8 entries" in line and "--local" in line
     page = (tmp_path / "out/index.html").read_text()
-    assert "6 of 8 entries" in page and "jax--a100x4" in page and "--local" in page
+    assert "6 of 8 entries" in page and "jax--a100x4" in page
+    assert "<code>gpu-runner run --matrix matrix/example.yml --local</code>" in page  # the command, not backticks
     summary = (tmp_path / "out/summary.md").read_text()
     assert summary.startswith("## ") and "6 of 8 entries not run here" in summary
 

@@ -316,6 +316,14 @@ def _short(text: str, n: int = 90) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _note_html(note: str) -> str:
+    """A note's text, escaped, its `code spans` as <code> (the same note is markdown in the summary)."""
+    parts = _e(note).split("`")
+    if len(parts) % 2 == 0:  # an unmatched backtick: the text as it is
+        return _e(note)
+    return "".join(f"<code>{s}</code>" if i % 2 else s for i, s in enumerate(parts))
+
+
 def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str = "GPU notebooks",
                      comparison: Comparison | None = None, notes: list[str] | None = None) -> str:
     """The whole index.html text, for a page that will live in ``out_dir``; with a
@@ -408,7 +416,7 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
         f'<header class="top s-{overall}"><div><h1>{_e(title)}</h1><p class="sub">{" · ".join(sub)}</p></div>'
         f'<p class="verdict" role="status"><span aria-hidden="true">{_ICON.get(overall, "")}</span> {_e(verdict)}</p></header>',
         "<main>",
-        *[f'<p class="note" role="note">{_e(n)}</p>' for n in (notes or [])],
+        *[f'<p class="note" role="note">{_note_html(n)}</p>' for n in (notes or [])],
         '<section class="totals" aria-label="Totals">'
         f'<div class="stat{" s-passed" if totals["passed"] else ""}"><span class="n">{totals["passed"]}</span> '
         'notebooks passed</div>'
