@@ -70,6 +70,24 @@ def gpu_runner_command() -> tuple[list[str], dict[str, str]]:
     return lau.command(), lau.env()
 
 
+def make_zip(members: dict[str, bytes], *, links: dict[str, str] | None = None) -> bytes:
+    """A zip archive (an artifact's download) of ``members`` (name -> bytes) and symbolic ``links``
+    (name -> target), as a hostile archive may hold them."""
+    import io
+    import stat
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return buf.getvalue()
+
+
 def local_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment as a user's shell has it, outside GitHub Actions (no ``GITHUB_*``),
     with ``extra`` on top."""

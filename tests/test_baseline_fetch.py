@@ -5,14 +5,11 @@ of its forms, and artifacts as hostile zip files."""
 
 from __future__ import annotations
 
-import io
 import json
-import stat
-import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import gpu_runner
+from conftest import gpu_runner, make_zip
 from standins.github import GitHubStandIn, github_standin
 
 from gpu_runner.cli import main
@@ -30,18 +27,6 @@ def results_json(entry_id: str, duration: float = 10.0) -> bytes:
                     notebooks=[NotebookResult(path="nbs/a.ipynb", dir="notebooks/nbs/a", status="passed",
                                               duration_s=duration, gpu_peak_memory_mib=1000.0)])
     return json.dumps(r.to_dict()).encode()
-
-
-def make_zip(members: dict[str, bytes], *, links: dict[str, str] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-        for name, target in (links or {}).items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, target)
-    return buf.getvalue()
 
 
 def entry_artifact(entry_id: str, duration: float = 10.0) -> bytes:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import io
 import json
-import stat
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import make_zip
 from standins.github import GitHubStandIn, github_standin
 
 from gpu_runner.cli import main
@@ -60,18 +60,6 @@ def entry(machine: str, notebooks: list[NotebookResult], *, runtime: str = "rt",
                                        matrix_position=[0, MACHINES[machine]], retry=retry),
                        status=status, started_at="2025-01-01T00:00:00Z", finished_at="2025-01-01T00:10:00Z",  # type: ignore[arg-type]
                        duration_s=sum(n.duration_s for n in notebooks), notebooks=notebooks)
-
-
-def make_zip(members: dict[str, bytes], *, links: dict[str, str] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-        for name, target in (links or {}).items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, target)
-    return buf.getvalue()
 
 
 def entry_zip(r: EntryResult) -> bytes:
