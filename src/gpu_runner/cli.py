@@ -1397,8 +1397,9 @@ def history_cmd(limit: int, branch: str | None, workflow: str | None, out_dir: P
               help="table: one line per check (✓ / ✗ / ?) with the fix under each that fails; json: for machines.")
 @click.option("--allow-unknown", is_flag=True,
               help="What could not be checked (?) does not fail the command (exit 0 unless something is ✗).")
+@_runner_group_option
 def doctor_cmd(matrix_path: Path | None, project: str | None, max_parallel: int, approval_label: str, fmt: str,
-               allow_unknown: bool) -> None:
+               allow_unknown: bool, runner_group_id: int) -> None:
     """Prove the GCP project and the GitHub repository are ready, before the first GPU minute.
 
     Asks, read-only: the credentials and the launcher's permissions; for each GCE machine of the
@@ -1407,14 +1408,16 @@ def doctor_cmd(matrix_path: Path | None, project: str | None, max_parallel: int,
     external IP or Cloud NAT); the GPU quota per region (on-demand and preemptible) and in all
     regions against what --max-parallel entries hold at once; on GitHub, that the token
     administers runners, the runner release resolves, fork pull requests wait for approval, the
-    default workflow token only reads and the approval label exists. Exit 0 when all hold, 1 when
+    default workflow token only reads and the approval label exists, and with --runner-group-id that
+    the group is limited to selected workflows including this one and lets the repository in. Exit 0 when all hold, 1 when
     something does not (✗), 3 when something could not be checked (?) and nothing failed, 2 on
     a usage or matrix error. In GitHub Actions the table also goes to the job summary.
     """
     from .doctor import diagnose
     from .github.workflow import append_step_summary, safe_log
 
-    report = diagnose(matrix_path, project=project, max_parallel=max_parallel, approval_label=approval_label)
+    report = diagnose(matrix_path, project=project, max_parallel=max_parallel, approval_label=approval_label,
+                      runner_group_id=runner_group_id)
     if fmt == "json":
         click.echo(json.dumps(report.to_json(allow_unknown=allow_unknown), indent=2, ensure_ascii=False))
     else:

@@ -612,19 +612,20 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
         """A runner group of the organisation; ``repositories`` are the ones a ``selected`` group lets in."""
         with self.lock:
             gid = 1 if default else next(self.group_ids)
-            org = self.repo.split("/", 1)[0]
-            base = f"{self.url}/orgs/{org}/actions/runner-groups/{gid}"
-            g: dict[str, Any] = {"id": gid, "name": name, "visibility": visibility, "default": default,
-                                 "runners_url": f"{base}/runners", "hosted_runners_url": f"{base}/hosted-runners",
-                                 "inherited": False, "allows_public_repositories": allows_public_repositories,
-                                 "restricted_to_workflows": restricted_to_workflows,
-                                 "selected_workflows": list(selected_workflows or []),
-                                 "workflow_restrictions_read_only": False}
-            if visibility == "selected":
-                g["selected_repositories_url"] = f"{base}/repositories"
-            self.runner_groups[gid] = g
+            self.runner_groups[gid] = {"id": gid, "name": name, "visibility": visibility, "default": default,
+                                       "inherited": False, "allows_public_repositories": allows_public_repositories,
+                                       "restricted_to_workflows": restricted_to_workflows,
+                                       "selected_workflows": list(selected_workflows or []),
+                                       "workflow_restrictions_read_only": False}
             self.group_repositories[gid] = list(repositories if repositories is not None else [self.repo])
             return gid
+
+    def _group_json(self, g: dict[str, Any]) -> dict[str, Any]:
+        base = f"{self.url}/orgs/{self.repo.split('/', 1)[0]}/actions/runner-groups/{g['id']}"
+        out = {**g, "runners_url": f"{base}/runners", "hosted_runners_url": f"{base}/hosted-runners"}
+        if g["visibility"] == "selected":
+            out["selected_repositories_url"] = f"{base}/repositories"
+        return out
 
     def _org(self, org: str) -> None:
         if org.lower() != self.repo.split("/", 1)[0].lower():  # "The organization name is not case sensitive"
@@ -697,7 +698,7 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
     def runner_groups_list(self, org: str, query: dict[str, str], **_: Any) -> Any:
         self._org(org)
         with self.lock:
-            items = [dict(g) for _, g in sorted(self.runner_groups.items())]
+            items = [self._group_json(g) for _, g in sorted(self.runner_groups.items())]
         chunk, headers = self._page(items, query, f"/orgs/{org}/actions/runner-groups")
         out = {"total_count": len(items), "runner_groups": chunk}
         assert not problems(github_validator(RG, "get", "200"), out)
@@ -709,8 +710,9 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
             g = self.runner_groups.get(int(runner_group_id))
         if g is None:
             raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
-        assert not problems(github_validator(RG + "/{runner_group_id}", "get", "200"), g)
-        return dict(g)
+        out = self._group_json(g)
+        assert not problems(github_validator(RG + "/{runner_group_id}", "get", "200"), out)
+        return out
 
     def may_take(self, runner_name: str, *, repo: str, workflow_ref: str, job_workflow_ref: str = "",
                  repo_public: bool = False) -> bool:

@@ -234,14 +234,18 @@ REUSABLE_WORKFLOW_FILES = ("gpu-entry.yml", "gpu-notebooks.yml")
 GROUP_SETTINGS = "Settings > Actions > Runner groups"
 
 
-def _lists_workflow(selected: list[Any], workflow_ref: str) -> str | None:
+def _lists_workflow(selected: list[Any], workflow_ref: str, repo: str) -> str | None:
     """The entry of ``selected`` that names the calling workflow ``workflow_ref`` exactly (path and
-    ref), or one of gpu-runner's reusable workflows at some ref; None when none does."""
+    ref), or one of gpu-runner's reusable workflows at some ref; None when none does. Without a
+    ``workflow_ref`` (outside GitHub Actions: doctor on a laptop) any workflow of ``repo`` at a ref
+    counts as the calling one."""
     for item in selected:
         text = str(item).strip()
         if workflow_ref and text == workflow_ref:
             return text
         path, at, ref = text.partition("@")
+        if not workflow_ref and at and ref and path.startswith(f"{repo}/.github/workflows/"):
+            return text
         parts = path.split("/")
         if (at and ref and len(parts) == 5 and parts[2:4] == [".github", "workflows"]
                 and parts[4] in REUSABLE_WORKFLOW_FILES):
@@ -270,12 +274,12 @@ def group_problem(group: dict[str, Any] | None, *, group_id: int, repo: str, wor
     if not group.get("restricted_to_workflows"):
         return (f"{name} lets every workflow use its runners: in {where}, set Workflow access to 'Selected "
                 f"workflows' and list {wanted}")
-    if _lists_workflow(list(group.get("selected_workflows") or []), workflow_ref) is None:
+    if _lists_workflow(list(group.get("selected_workflows") or []), workflow_ref, repo) is None:
         return (f"{name} does not list this workflow among its selected workflows: add {wanted} (or gpu-runner's "
                 f"reusable workflow, OWNER/REPO/.github/workflows/{REUSABLE_WORKFLOW_FILES[0]}@REF) in {where}")
     visibility = group.get("visibility")
     if visibility not in ("all", "selected", "private") or (visibility == "private" and repo_public):
-        return (f"{name} does not let {repo} use it (repository access: {visibility}): in {where}, give "
+        return (f"{name} does not let {repo} use it (repository access {visibility}): in {where}, give "
                 f"{repo} access (selected repositories)")
     if repo_public and not group.get("allows_public_repositories"):
         return (f"{name} does not allow public repositories and {repo} is public: in {where}, tick 'Allow public "
