@@ -64,6 +64,7 @@ def test_a_group_listing_the_reusable_workflow_is_accepted(world: World) -> None
     gid = _group(world, selected_workflows=[REUSABLE])
     r = world.start(L4, GPU_RUNNER_RUNNER_GROUP_ID=gid)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert world.gh.runners == {} and [g["runner_group_id"] for g in world.gh.org_runners.values()] == [int(gid)]
     assert world.stop(GPU_RUNNER_RUNNER_GROUP_ID=gid).returncode == 0
     world.assert_clean()
 
