@@ -844,6 +844,12 @@ class _HoldType(_DurationType):
         return seconds
 
 
+_runner_group_option = click.option(
+    "--runner-group-id", type=click.IntRange(min=1), default=1, show_default=True, envvar="GPU_RUNNER_RUNNER_GROUP_ID",
+    help="Runner group of the just-in-time runner: any but the default (1) makes it an organisation runner in that "
+         "group, which must be limited to selected workflows that include this one (start checks; stop and janitor "
+         "look for registrations there too).  [env: GPU_RUNNER_RUNNER_GROUP_ID]")
+
 _debug_hold_option = click.option(
     "--debug-hold", "debug_hold_s", type=_HoldType(), default=None, envvar="GPU_RUNNER_DEBUG_HOLD",
     help="Keep a failed entry's VM this long after its job, for a look (0: never); overrides the matrix's "
@@ -880,10 +886,7 @@ def _on_sigterm_raise_interrupt() -> None:
               help="How long to wait for GitHub to list the runner online once the VM is created.")
 @click.option("--poll", "poll_s", type=_DurationType(), default="5s", show_default=True,
               help="How often to look at the runner, the VM and its serial console while waiting.")
-@click.option("--runner-group-id", type=click.IntRange(min=1), default=1, show_default=True,
-              envvar="GPU_RUNNER_RUNNER_GROUP_ID",
-              help="Runner group of the just-in-time runner: one an admin limits to the workflows that call "
-                   "gpu-runner (selected workflows; organisation runners only).  [env: GPU_RUNNER_RUNNER_GROUP_ID]")
+@_runner_group_option
 @click.option("--runner-version", default=None, metavar="VERSION", envvar="GPU_RUNNER_RUNNER_VERSION",
               help="Pin the actions/runner release (at least 2.329.0; with --runner-sha256) instead of the current "
                    "one, which start asks GitHub for; wins over the matrix's gce.runner.  "
@@ -923,7 +926,8 @@ def start_cmd(matrix_path: Path, entry_id: str, retry: int, project: str | None,
             logger.info(f"{entry.id} runs on a local machine ({entry.runs_on}): no VM to start")
             set_outputs({"label": entry.runs_on, "instance": "", "zone": "", "provisioning-model": ""})
             return
-        ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
+        ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask,
+                                     runner_group_id=runner_group_id)
         opts = lifecycle.StartOptions(online_timeout_s=timeout_s, poll_s=poll_s, runner_group_id=runner_group_id,
                                       runner=pin)
         if retry:
@@ -1060,9 +1064,10 @@ def _vm_use(entry: Any, retry: int, stopped: Any, started: dict[str, Any], logge
                    "debug hold.")
 @_debug_hold_option
 @click.option("--force", is_flag=True, help="Delete a VM held for a look now, before its hold ends.")
+@_runner_group_option
 def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: str | None, project: str | None,
              record_dir: Path | None, start_result: str, start_outputs: str | None, run_result: str,
-             debug_hold_s: float | None, force: bool) -> None:
+             debug_hold_s: float | None, force: bool, runner_group_id: int) -> None:
     """Delete the entry's VM (in whatever zone it is) and its runner registration.
 
     Idempotent: succeeds when both are already gone, and after a start that failed or was
@@ -1104,7 +1109,8 @@ def stop_cmd(matrix_path: Path | None, entry_id: str | None, retry: int, label: 
             logger.info(f"{entry.id} runs on a local machine: nothing to stop")
             return
         hold = debug_hold_s if debug_hold_s is not None else (entry.gce.debug_hold_s if entry and entry.gce else 0)
-        ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask)
+        ctx = lifecycle.make_context(lifecycle.project_for(entry, project), log=logger.info, mask=logger.mask,
+                                     runner_group_id=runner_group_id)
         if label:
             names = [label]
         elif started_label:
@@ -1193,7 +1199,8 @@ def revoke_approval_cmd(label: str) -> None:
               help="How long past its lifetime a VM whose run GitHub cannot tell about may live.")
 @click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
 @click.option("--project", default=None, metavar="PROJECT", help="GCP project.  [default: GOOGLE_CLOUD_PROJECT]")
-def janitor_cmd(max_age_s: float, margin_s: float, dry_run: bool, project: str | None) -> None:
+@_runner_group_option
+def janitor_cmd(max_age_s: float, margin_s: float, dry_run: bool, project: str | None, runner_group_id: int) -> None:
     """Delete what this repository's runs left behind, and nothing else.
 
     VMs labelled gpu-runner=1 and gh-repo-id=<this repository's id, GITHUB_REPOSITORY_ID>, named
@@ -1201,11 +1208,13 @@ def janitor_cmd(max_age_s: float, margin_s: float, dry_run: bool, project: str |
     deleted once GitHub says that attempt of their workflow run is over, never while it is in
     progress; when GitHub cannot tell, once older than their own maxRunDuration (else --max-age)
     plus --margin. Runner registrations: offline ones of that name pattern, carrying their name as
-    their label, with no VM left, whose run is over."""
+    their label, with no VM left, whose run is over; with --runner-group-id, the organisation's
+    registrations in that group too, under the same rules (only this repository's runs)."""
     from .cloud import lifecycle
 
     logger = _runner_logger()
-    ctx = lifecycle.make_context(lifecycle.project_for(None, project), log=logger.info, mask=logger.mask)
+    ctx = lifecycle.make_context(lifecycle.project_for(None, project), log=logger.info, mask=logger.mask,
+                                 runner_group_id=runner_group_id)
     swept = lifecycle.janitor(ctx, max_age_s=max_age_s, margin_s=margin_s, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     logger.info(f"janitor: {verb} {len(swept.vms)} VM(s) and {len(swept.runners)} registration(s); "
@@ -1388,8 +1397,9 @@ def history_cmd(limit: int, branch: str | None, workflow: str | None, out_dir: P
               help="table: one line per check (✓ / ✗ / ?) with the fix under each that fails; json: for machines.")
 @click.option("--allow-unknown", is_flag=True,
               help="What could not be checked (?) does not fail the command (exit 0 unless something is ✗).")
+@_runner_group_option
 def doctor_cmd(matrix_path: Path | None, project: str | None, max_parallel: int, approval_label: str, fmt: str,
-               allow_unknown: bool) -> None:
+               allow_unknown: bool, runner_group_id: int) -> None:
     """Prove the GCP project and the GitHub repository are ready, before the first GPU minute.
 
     Asks, read-only: the credentials and the launcher's permissions; for each GCE machine of the
@@ -1398,14 +1408,16 @@ def doctor_cmd(matrix_path: Path | None, project: str | None, max_parallel: int,
     external IP or Cloud NAT); the GPU quota per region (on-demand and preemptible) and in all
     regions against what --max-parallel entries hold at once; on GitHub, that the token
     administers runners, the runner release resolves, fork pull requests wait for approval, the
-    default workflow token only reads and the approval label exists. Exit 0 when all hold, 1 when
+    default workflow token only reads and the approval label exists, and with --runner-group-id that
+    the group is limited to selected workflows including this one and lets the repository in. Exit 0 when all hold, 1 when
     something does not (✗), 3 when something could not be checked (?) and nothing failed, 2 on
     a usage or matrix error. In GitHub Actions the table also goes to the job summary.
     """
     from .doctor import diagnose
     from .github.workflow import append_step_summary, safe_log
 
-    report = diagnose(matrix_path, project=project, max_parallel=max_parallel, approval_label=approval_label)
+    report = diagnose(matrix_path, project=project, max_parallel=max_parallel, approval_label=approval_label,
+                      runner_group_id=runner_group_id)
     if fmt == "json":
         click.echo(json.dumps(report.to_json(allow_unknown=allow_unknown), indent=2, ensure_ascii=False))
     else:

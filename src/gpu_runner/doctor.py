@@ -596,7 +596,35 @@ def _runner_release_check(gh: _GitHub) -> Finding:
     return Finding(PASS, "runner release", "actions/runner", f"{rel.version} ({rel.source}), sha256 published")
 
 
-def github_findings(approval_label: str) -> list[Finding]:
+def _runner_group_check(gh: _GitHub, group_id: int) -> Finding:
+    """Runner group ``group_id`` (GET /orgs/{org}/actions/runner-groups/{id}) is what ``start``
+    requires before it registers an organisation runner there: restricted to selected workflows that
+    include this repository's gpu-runner workflow, open to this repository
+    (:func:`gpu_runner.github.runners.group_problem`)."""
+    import os
+
+    from .github.runners import ORG_PERMISSION_HINT, group_problem, repository_is_public
+
+    repo = gh.repo_name
+    org = repo.split("/", 1)[0]
+    subject = f"group {group_id} of {org}"
+    try:
+        status, data = gh.get(f"{gh.gh_base()}/orgs/{org}/actions/runner-groups/{int(group_id)}")
+    except _Unknown as e:
+        return Finding(UNKNOWN, "runner group", subject, str(e), "retry later")
+    if status in (401, 403):
+        return Finding(FAIL, "runner group", subject, f"the token cannot read the organisation's runner groups: "
+                       f"{status} {data}", ORG_PERMISSION_HINT[0].upper() + ORG_PERMISSION_HINT[1:])
+    problem = group_problem(data if status == 200 else None, group_id=group_id, repo=repo,
+                            workflow_ref=os.environ.get("GITHUB_WORKFLOW_REF", ""), repo_public=repository_is_public())
+    if problem:
+        finding, _, fix = problem.partition(": ")
+        return Finding(FAIL, "runner group", subject, finding, fix)
+    return Finding(PASS, "runner group", subject, f"{data.get('name')!r}: restricted to selected workflows that "
+                   f"include this one, open to {repo}")
+
+
+def github_findings(approval_label: str, runner_group_id: int | None = None) -> list[Finding]:
     from .errors import missing_extra
 
     checks = ("runner admin", "runner release", "fork approval", "workflow token", "approval label")
@@ -675,6 +703,8 @@ def github_findings(approval_label: str) -> list[Finding]:
                                f"--repo {repo}`"))
         else:
             out.append(Finding(UNKNOWN, "approval label", repo, f"{status} {data}", "give the token Issues: read"))
+    if runner_group_id is not None and runner_group_id != 1:
+        out.append(_runner_group_check(gh, runner_group_id))
     return out
 
 
@@ -684,7 +714,8 @@ def github_findings(approval_label: str) -> list[Finding]:
 
 
 def diagnose(matrix_path: Path | None, *, project: str | None = None, max_parallel: int = DEFAULT_MAX_PARALLEL,
-             approval_label: str = DEFAULT_APPROVAL_LABEL, github: bool = True) -> Report:
+             approval_label: str = DEFAULT_APPROVAL_LABEL, github: bool = True,
+             runner_group_id: int | None = None) -> Report:
     """Every check, in the order a start meets them. A matrix that does not load is a ConfigError
     (exit 2); everything else is a finding."""
     entries: list[Any] = []
@@ -696,5 +727,5 @@ def diagnose(matrix_path: Path | None, *, project: str | None = None, max_parall
         entries = plan(matrix_path).entries
     findings = gce_findings(entries, project, max_parallel)
     if github:
-        findings += github_findings(approval_label)
+        findings += github_findings(approval_label, runner_group_id)
     return Report(findings)

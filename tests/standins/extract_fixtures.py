@@ -41,6 +41,11 @@ GITHUB_PATHS = {
     "/repos/{owner}/{repo}/issues/{issue_number}/labels": ["get"],
     "/repos/{owner}/{repo}/pulls/{pull_number}/reviews": ["get"],
     "/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt_number}/jobs": ["get"],
+    "/orgs/{org}/actions/runners": ["get"],
+    "/orgs/{org}/actions/runners/{runner_id}": ["get", "delete"],
+    "/orgs/{org}/actions/runners/generate-jitconfig": ["post"],
+    "/orgs/{org}/actions/runner-groups": ["get"],
+    "/orgs/{org}/actions/runner-groups/{runner_group_id}": ["get"],
 }
 
 
@@ -113,7 +118,7 @@ def main(ref: Path) -> None:
     paths = {p: {m: _strip(g["paths"][p][m]) for m in ms} for p, ms in GITHUB_PATHS.items()}
     out = {"_source": "github-openapi-subset.json: generated/api.github.com.deref.json in the npm package "
                       "@octokit/openapi 23.0.2, MIT (Octokit contributors); the runner, workflow-run, artifact, "
-                      "comment, collaborator-permission, issue-label, latest-release, review and run-job paths the stand-in serves, descriptions and examples dropped",
+                      "comment, collaborator-permission, issue-label, latest-release, review, run-job, organisation-runner and runner-group paths the stand-in serves, descriptions and examples dropped",
            "openapi": g["openapi"], "paths": paths}
     (FIXTURES / "github-runners-openapi.json").write_text(json.dumps(out, indent=1) + "\n")
 

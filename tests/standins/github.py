@@ -24,6 +24,14 @@ not a collaborator: 404) answers the collaborator-permission endpoint; ``pr_labe
 label names) is what listing and removing an issue's labels read and act on; ``pr_reviews``
 (number -> reviews with their commit) answers a pull request's reviews. ``run_jobs`` ((run id,
 attempt) -> jobs with their runner) answers a run attempt's jobs; ``missing_runs`` answer 404.
+
+Organisation runners and runner groups (the repository owner is the organisation): ``org_runners``
+(id -> runner, with ``runner_group_id``), registered by POST /orgs/{org}/actions/runners/generate-jitconfig
+into an existing group, listed (``name`` filter), got and deleted like the repository's;
+``runner_groups`` (id -> group in the published shape; 1 is the Default group) with
+``group_repositories`` (id -> repository full names a ``selected`` group lets in). ``org_runner_admin``
+False answers 403 on every organisation route (a token without "Self-hosted runners").
+:meth:`may_take` is GitHub's assignment rule: which job a runner may be given.
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ from .http import Reply, StandIn
 from .schemas import github_validator, problems
 
 R = "/repos/{owner}/{repo}/actions/runners"
+OR = "/orgs/{org}/actions/runners"
+RG = "/orgs/{org}/actions/runner-groups"
 P = "/repos/{owner}/{repo}/actions/runners"
 IC = "/repos/{owner}/{repo}/issues/{issue_number}/comments"
 ICI = "/repos/{owner}/{repo}/issues/comments/{comment_id}"
@@ -67,6 +77,13 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
         self.token = token
         self.repo = repo
         self.runners: dict[int, dict[str, Any]] = {}
+        self.org_runners: dict[int, dict[str, Any]] = {}
+        self.org_runner_admin = True
+        self.runner_groups: dict[int, dict[str, Any]] = {}
+        self.group_repositories: dict[int, list[str]] = {}
+        self.group_ids = itertools.count(2)
+        self.add_runner_group("Default", default=True, visibility="all", allows_public_repositories=False,
+                              restricted_to_workflows=False)
         self.jit: dict[str, int] = {}
         self.secrets: list[str] = []
         self.finished_runs: set[str] = set()
@@ -130,6 +147,12 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
             ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews", "pull-reviews.list", self.list_reviews),
             ("GET", "/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt_number}/jobs", "run-jobs.list",
              self.run_attempt_jobs),
+            ("POST", OR + "/generate-jitconfig", "org-runners.jitconfig", self.org_jitconfig),
+            ("GET", OR, "org-runners.list", self.org_list),
+            ("GET", OR + "/{runner_id}", "org-runners.get", self.org_get),
+            ("DELETE", OR + "/{runner_id}", "org-runners.delete", self.org_delete),
+            ("GET", RG, "runner-groups.list", self.runner_groups_list),
+            ("GET", RG + "/{runner_group_id}", "runner-groups.get", self.runner_group_get),
         ]:
             self.route(method, path, name, handler)
         self._doctor_setup()  # what gpu-runner doctor reads (github_doctor.py)
@@ -142,6 +165,9 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
         if auth not in (f"token {self.token}", f"Bearer {self.token}"):
             raise Reply(401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"})
         self._doctor_before(name)
+        if name.startswith(("org-runners.", "runner-groups.")) and not self.org_runner_admin:
+            raise Reply(403, {"message": "Resource not accessible by personal access token",
+                              "documentation_url": "https://docs.github.com/rest/actions/self-hosted-runners"})
         with self.lock:
             if self.throttle:
                 status, after = self.throttle.pop(0)
@@ -153,23 +179,26 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
             raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
 
     def count(self) -> int:
+        """Registrations of both scopes, the repository's and the organisation's."""
         with self.lock:
-            return len(self.runners)
+            return len(self.runners) + len(self.org_runners)
 
     # -- the VM side ------------------------------------------------------------------------
     def runner_connects(self, jit_config: str) -> None:
         with self.lock:
             rid = self.jit.get(jit_config)
-            if rid in self.runners:
-                self.runners[rid]["status"] = "online"
-                self.runners[rid]["version"] = self.runner_release["version"]
+            for table in (self.runners, self.org_runners):
+                if rid in table:
+                    table[rid]["status"] = "online"
+                    table[rid]["version"] = self.runner_release["version"]
 
     def runner_disconnects(self, jit_config: str) -> None:
         with self.lock:
             rid = self.jit.get(jit_config)
-            if rid in self.runners:
-                self.runners[rid]["status"] = "offline"
-                self.runners[rid]["busy"] = False
+            for table in (self.runners, self.org_runners):
+                if rid in table:
+                    table[rid]["status"] = "offline"
+                    table[rid]["busy"] = False
 
     def add_runner(self, name: str, status: str = "offline") -> int:
         """Register a runner directly (an orphan from an earlier run, for janitor tests)."""
@@ -569,6 +598,150 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
         assert not problems(github_validator("/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt_number}/jobs",
                                              "get", "200"), out)
         return 200, out, headers
+
+    # -- organisation runners and runner groups ---------------------------------------------------
+    # https://docs.github.com/en/rest/actions/self-hosted-runners (the organisation's endpoints) and
+    # https://docs.github.com/en/rest/actions/self-hosted-runner-groups: a group has a repository access
+    # policy (visibility all, selected or private; allows_public_repositories) and a workflow access
+    # policy (restricted_to_workflows, selected_workflows: "owner/repo/.github/workflows/file.yml@ref",
+    # "a ref, tag, or long SHA is required"). Groups exist only for organisation (and enterprise)
+    # runners: https://docs.github.com/en/actions/concepts/runners/runner-groups
+    def add_runner_group(self, name: str, *, default: bool = False, visibility: str = "selected",
+                         allows_public_repositories: bool = False, restricted_to_workflows: bool = True,
+                         selected_workflows: list[str] | None = None, repositories: list[str] | None = None) -> int:
+        """A runner group of the organisation; ``repositories`` are the ones a ``selected`` group lets in."""
+        with self.lock:
+            gid = 1 if default else next(self.group_ids)
+            self.runner_groups[gid] = {"id": gid, "name": name, "visibility": visibility, "default": default,
+                                       "inherited": False, "allows_public_repositories": allows_public_repositories,
+                                       "restricted_to_workflows": restricted_to_workflows,
+                                       "selected_workflows": list(selected_workflows or []),
+                                       "workflow_restrictions_read_only": False}
+            self.group_repositories[gid] = list(repositories if repositories is not None else [self.repo])
+            return gid
+
+    def _group_json(self, g: dict[str, Any]) -> dict[str, Any]:
+        base = f"{self.url}/orgs/{self.repo.split('/', 1)[0]}/actions/runner-groups/{g['id']}"
+        out = {**g, "runners_url": f"{base}/runners", "hosted_runners_url": f"{base}/hosted-runners"}
+        if g["visibility"] == "selected":
+            out["selected_repositories_url"] = f"{base}/repositories"
+        return out
+
+    def _org(self, org: str) -> None:
+        if org.lower() != self.repo.split("/", 1)[0].lower():  # "The organization name is not case sensitive"
+            raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+
+    def add_org_runner(self, name: str, *, group_id: int, status: str = "offline") -> int:
+        """An organisation runner registered directly (another repository's, or an orphan, for janitor tests)."""
+        with self.lock:
+            rid = next(self.ids)
+            self.org_runners[rid] = {"id": rid, "runner_group_id": group_id, "name": name, "os": "Linux",
+                                     "status": status, "busy": False, "ephemeral": True,
+                                     "labels": [{"id": 1, "name": "self-hosted", "type": "read-only"},
+                                                {"id": 2, "name": name, "type": "custom"}]}
+            return rid
+
+    def org_jitconfig(self, org: str, body: Any, **_: Any) -> Any:
+        self._org(org)
+        path = OR + "/generate-jitconfig"
+        errs = problems(github_validator(path, "post"), body)
+        if errs:
+            self.rejected.append("; ".join(errs))
+            raise Reply(422, {"message": "Invalid request.\n\n" + "\n".join(errs),
+                              "documentation_url": "https://docs.github.com/rest"})
+        with self.lock:
+            if body["runner_group_id"] not in self.runner_groups:
+                raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+            if any(r["name"] == body["name"] for r in self.org_runners.values()):
+                raise Reply(409, {"message": "Already exists - A runner with the name "
+                                  f"{body['name']} already exists.", "documentation_url": "https://docs.github.com/rest"})
+            rid = self.add_org_runner(body["name"], group_id=body["runner_group_id"])
+            self.org_runners[rid]["labels"] = [{"id": 1, "name": "self-hosted", "type": "read-only"},
+                                               {"id": 3, "name": "Linux", "type": "read-only"},
+                                               {"id": 4, "name": "X64", "type": "read-only"},
+                                               *({"id": 10 + i, "name": lb, "type": "custom"}
+                                                 for i, lb in enumerate(body["labels"]))]
+            secret = base64.b64encode(secrets.token_bytes(48)).decode()
+            self.jit[secret] = rid
+            self.secrets.append(secret)
+            out = {"runner": self.org_runners[rid], "encoded_jit_config": secret}
+        assert not problems(github_validator(path, "post", "201"), out)
+        return 201, out
+
+    def org_list(self, org: str, query: dict[str, str], **_: Any) -> Any:
+        """GET /orgs/{org}/actions/runners: ``name`` filters by the runner's name."""
+        self._org(org)
+        with self.lock:
+            items = sorted((r for r in self.org_runners.values() if "name" not in query or r["name"] == query["name"]),
+                           key=lambda r: r["id"])
+        chunk, headers = self._page(items, query, f"/orgs/{org}/actions/runners")
+        out = {"total_count": len(items), "runners": chunk}
+        assert not problems(github_validator(OR, "get", "200"), out)
+        return 200, out, headers
+
+    def org_get(self, org: str, runner_id: str, **_: Any) -> Any:
+        self._org(org)
+        with self.lock:
+            r = self.org_runners.get(int(runner_id))
+        if r is None:
+            raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+        assert not problems(github_validator(OR + "/{runner_id}", "get", "200"), r)
+        return r
+
+    def org_delete(self, org: str, runner_id: str, **_: Any) -> Any:
+        self._org(org)
+        with self.lock:
+            if self.org_runners.pop(int(runner_id), None) is None:
+                raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+        return 204, None
+
+    def runner_groups_list(self, org: str, query: dict[str, str], **_: Any) -> Any:
+        self._org(org)
+        with self.lock:
+            items = [self._group_json(g) for _, g in sorted(self.runner_groups.items())]
+        chunk, headers = self._page(items, query, f"/orgs/{org}/actions/runner-groups")
+        out = {"total_count": len(items), "runner_groups": chunk}
+        assert not problems(github_validator(RG, "get", "200"), out)
+        return 200, out, headers
+
+    def runner_group_get(self, org: str, runner_group_id: str, **_: Any) -> Any:
+        self._org(org)
+        with self.lock:
+            g = self.runner_groups.get(int(runner_group_id))
+        if g is None:
+            raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+        out = self._group_json(g)
+        assert not problems(github_validator(RG + "/{runner_group_id}", "get", "200"), out)
+        return out
+
+    def may_take(self, runner_name: str, *, repo: str, workflow_ref: str, job_workflow_ref: str = "",
+                 repo_public: bool = False) -> bool:
+        """Whether GitHub gives a job of ``repo`` (from workflow ``workflow_ref``; a job defined in a
+        reusable workflow also has that workflow's ``job_workflow_ref``) to the runner ``runner_name``.
+        A repository runner serves only its repository. An organisation runner serves a repository its
+        group lets in (visibility all; selected: the listed ones; private: private ones; a public one
+        only with allows_public_repositories) and, when the group is restricted to workflows, only a job
+        whose workflow is among ``selected_workflows``: "you can configure a self-hosted runner group to
+        run either selected workflows or all workflows"
+        (https://docs.github.com/en/actions/how-tos/manage-runners/self-hosted-runners/manage-access
+        #changing-which-workflows-can-access-a-runner-group); a job of another workflow waits for a runner."""
+        with self.lock:
+            if any(r["name"] == runner_name for r in self.runners.values()):
+                return repo == self.repo
+            r = next((r for r in self.org_runners.values() if r["name"] == runner_name), None)
+            if r is None or repo.split("/", 1)[0].lower() != self.repo.split("/", 1)[0].lower():
+                return False
+            g = self.runner_groups[r["runner_group_id"]]
+            allowed = self.group_repositories.get(g["id"], [])
+        if g["visibility"] == "selected" and repo not in allowed:
+            return False
+        if g["visibility"] == "private" and repo_public:
+            return False
+        if repo_public and not g["allows_public_repositories"]:
+            return False
+        if g.get("restricted_to_workflows"):
+            return bool({workflow_ref, job_workflow_ref} & set(g.get("selected_workflows") or []) - {""})
+        return True
 
     # -- comments ----------------------------------------------------------------------------
     def _user(self, login: str) -> dict[str, Any]:

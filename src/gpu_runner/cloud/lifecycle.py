@@ -94,6 +94,33 @@ class Context:
     labels (``org/gpu.tests`` and ``org/gpu-tests`` are both ``org_gpu-tests``), ids never do."""
     workflow_ref: str = ""
     """``GITHUB_WORKFLOW_REF`` of the run that starts the runner: the job-started hook checks it."""
+    runner_group_id: int = 1
+    """The runner group the entries' runners go in; anything but the default group (1) makes them
+    organisation runners (a group limited to selected workflows exists only for those)."""
+    org_runners: Any = None
+    """The organisation-scoped :class:`gpu_runner.github.runners.Runners` when ``runner_group_id``
+    is not the default group: stop and the janitor look there too."""
+
+
+def runner_scopes(ctx: Context) -> list[Any]:
+    """Where this context's registrations can be: the repository's runners, and the organisation's
+    when a runner group is configured."""
+    return [r for r in (ctx.runners, ctx.org_runners) if r is not None]
+
+
+def group_runners(ctx: Context, group_id: int) -> Any:
+    """The organisation-scoped runners to register in runner group ``group_id``, once the group is
+    checked: restricted to selected workflows that include this repository's gpu-runner workflow,
+    and open to this repository. Anything else is a ConfigError (one line: what to set), raised
+    before anything is registered."""
+    from ..github.runners import group_problem, repository_is_public
+
+    org = ctx.org_runners if ctx.org_runners is not None else ctx.runners.for_org()
+    problem = group_problem(org.runner_group(group_id), group_id=group_id, repo=ctx.repo,
+                            workflow_ref=ctx.workflow_ref, repo_public=repository_is_public())
+    if problem:
+        raise ConfigError(problem)
+    return org
 
 
 def vm_labels(ctx: Context, entry: Any, now: float | None = None) -> dict[str, str]:
@@ -276,10 +303,13 @@ def start(ctx: Context, entry: Any, opts: StartOptions | None = None) -> Started
     spec = entry.gce
     from ..github.releases import resolve_runner_release
 
+    if opts.runner_group_id != 1:  # an organisation runner, in a group checked first
+        ctx = replace(ctx, runners=group_runners(ctx, opts.runner_group_id))
     nonce = new_nonce()
     label = label_with_nonce(entry.id, entry.label, nonce)
     ctx = replace(ctx, log=_hiding(ctx.log, nonce))
-    ctx.log(f"registering just-in-time runner {label} in {ctx.repo} (label {label}, runner group "
+    where = getattr(ctx.runners, "where", ctx.repo)
+    ctx.log(f"registering just-in-time runner {label} in {where} (label {label}, runner group "
             f"{opts.runner_group_id})")
     jit = ctx.runners.create_jit(label, [label], runner_group_id=opts.runner_group_id)
     ctx.mask(jit.encoded_jit_config)
@@ -491,10 +521,10 @@ def stop(ctx: Context, label: str, zones: list[str] | None = None, *, hold_s: fl
             if not times.deleted_at:
                 out.vm.deleted_at = rfc3339(now)
                 out.vm.note = "gone before stop, by no operation it could find: counted until stop found it gone"
-    if ctx.runners is not None:
-        runner = ctx.runners.find(label)
+    for runners in runner_scopes(ctx):
+        runner = runners.find(label)
         if runner is not None:
-            out.removed_runner = ctx.runners.delete(runner.id)
+            out.removed_runner = runners.delete(runner.id) or out.removed_runner
     ctx.log(out.summary())
     return out
 
@@ -558,9 +588,9 @@ def labels_of(ctx: Context, entry: Any) -> list[str]:
 
     names = {vm.name for vm in ctx.provider.list_ours(ctx.project, {"entry": gce_label_value(entry.id)})
              if label_is_for(entry, vm.name)}
-    if ctx.runners is not None:
-        prefix = re.match(r"^gpu-runner-[^-]+-[^-]+-", entry.label)
-        names |= {r.name for r in ctx.runners.list(prefix.group(0) if prefix else RUNNER_PREFIX)
+    prefix = re.match(r"^gpu-runner-[^-]+-[^-]+-", entry.label)
+    for runners in runner_scopes(ctx):
+        names |= {r.name for r in runners.list(prefix.group(0) if prefix else RUNNER_PREFIX)
                   if label_is_for(entry, r.name)}
     return sorted(names)
 DEFAULT_LIFETIME_S = 3 * 3600.0
@@ -594,7 +624,9 @@ def janitor(ctx: Context, *, max_age_s: float = DEFAULT_LIFETIME_S, margin_s: fl
 
     A runner registration is deleted only when its name has the full pattern, it carries its name as
     its label (as every just-in-time runner ``start`` registers does), it is offline and idle, no VM
-    of that name is left, and its run is over."""
+    of that name is left, and its run is over. With a runner group, the organisation's registrations
+    are swept too, under the same rules, and only those in that group: one whose run GitHub answers
+    404 for (another repository's run) is left alone."""
     now = time.time() if now is None else now
     if not ctx.repo_id.isdigit():
         raise ConfigError("the janitor needs the repository's numeric id in GITHUB_REPOSITORY_ID (GitHub Actions "
@@ -655,21 +687,30 @@ def janitor(ctx: Context, *, max_age_s: float = DEFAULT_LIFETIME_S, margin_s: fl
         out.vms.append(vm.name)
         live.discard(vm.name)
         ctx.log(f"{verb} VM {vm.name} in {vm.zone} ({vm.status}): {why}")
-    if ctx.runners is not None:
-        for r in ctx.runners.list(RUNNER_PREFIX):
+    for runners in runner_scopes(ctx):
+        org = getattr(runners, "org", None)
+        for r in runners.list(RUNNER_PREFIX):
             m = NAME_RE.match(r.name)
-            if m is None or r.name not in r.labels:
+            if m is None or r.name not in r.labels or (org and r.group_id != ctx.runner_group_id):
                 out.left_alone.append(r.name)
-                ctx.log(f"left alone runner {r.name}: not a just-in-time runner that gpu-runner registers")
+                ctx.log(f"left alone runner {r.name}: not a just-in-time runner that gpu-runner registers"
+                        + (f" in runner group {ctx.runner_group_id}" if org else ""))
                 continue
-            if r.status != "offline" or r.busy or r.name in live:
+            if r.status != "offline" or r.busy or r.name in live or m.group("run") == "local":
                 continue
-            if m.group("run") == "local" or run_ended(m.group("run"), m.group("attempt")) is not True:
+            state = run_ended(m.group("run"), m.group("attempt"))
+            if state is None and org:
+                out.left_alone.append(r.name)
+                ctx.log(f"left alone runner {r.name} of organisation {org}: workflow run {m.group('run')} is not "
+                        f"one of {ctx.repo} (GitHub answers 404)")
+                continue
+            if state is not True:
                 continue
             if not dry_run:
-                ctx.runners.delete(r.id)
+                runners.delete(r.id)
             out.runners.append(r.name)
-            ctx.log(f"{verb} offline runner registration {r.name}: its workflow run has ended")
+            ctx.log(f"{verb} offline runner registration {r.name}"
+                    f"{f' of organisation {org}' if org else ''}: its workflow run has ended")
     if not out.vms and not out.runners:
         ctx.log("nothing to delete")
     return out
@@ -694,8 +735,9 @@ def project_for(entry: Any | None, explicit: str | None = None, env: Any = None)
 
 
 def make_context(project: str, *, log: Log, mask: Callable[[str], None] = lambda _s: None,
-                 github: bool = True) -> Context:
-    """A context on Compute Engine and this repository's runners, from the environment."""
+                 github: bool = True, runner_group_id: int = 1) -> Context:
+    """A context on Compute Engine and this repository's runners, from the environment; with a
+    runner group other than the default (1), on its organisation's runners too."""
     import os
 
     from ..errors import require_extra
@@ -714,4 +756,5 @@ def make_context(project: str, *, log: Log, mask: Callable[[str], None] = lambda
     repo_id = os.environ.get("GITHUB_REPOSITORY_ID", "").strip()
     return Context(provider=GceProvider(log=log), runners=runners, project=project, repo=repo, log=log, mask=mask,
                    run_id=run_id, attempt=attempt, repo_id=repo_id if repo_id.isdigit() else "",
-                   workflow_ref=os.environ.get("GITHUB_WORKFLOW_REF", ""))
+                   workflow_ref=os.environ.get("GITHUB_WORKFLOW_REF", ""), runner_group_id=runner_group_id,
+                   org_runners=runners.for_org() if runners is not None and runner_group_id != 1 else None)
