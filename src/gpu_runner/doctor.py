@@ -217,28 +217,16 @@ class _Unknown(Exception):
     """A call that could not answer (permission, outage): the finding is ?, with why."""
 
 
-def _client_kwargs(env_name: str) -> dict[str, Any]:
-    host = os.environ.get(env_name, "").strip()
-    if not host:
-        return {"transport": "rest"}
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-
-    endpoint = host if host.startswith(("http://", "https://")) else f"http://{host}"
-    return {"transport": "rest", "credentials": AnonymousCredentials(),
-            "client_options": ClientOptions(api_endpoint=endpoint)}
-
-
 class Gce:
     """The read-only Compute Engine and Resource Manager calls of the doctor."""
 
     def __init__(self, project: str) -> None:
         from google.cloud import compute_v1
 
-        from .cloud.gce import EMULATOR_ENV
+        from .cloud.gce import EMULATOR_ENV, client_kwargs
 
         self.project = project
-        kw = _client_kwargs(EMULATOR_ENV)
+        kw = client_kwargs(EMULATOR_ENV)
         self.machine_types = compute_v1.MachineTypesClient(**kw)
         self.accelerator_types = compute_v1.AcceleratorTypesClient(**kw)
         self.images = compute_v1.ImagesClient(**kw)
@@ -289,11 +277,11 @@ def permission_findings(project: str, specs: Iterable[Any]) -> list[Finding]:
     if any(s.service_account for s in specs):
         wanted += SERVICE_ACCOUNT_PERMISSIONS
     try:
-        from .cloud.gce import EMULATOR_ENV
+        from .cloud.gce import EMULATOR_ENV, client_kwargs
 
         # a test server for Compute Engine serves Resource Manager too, unless one is named for it
         env = RESOURCEMANAGER_EMULATOR_ENV if os.environ.get(RESOURCEMANAGER_EMULATOR_ENV) else EMULATOR_ENV
-        crm = resourcemanager_v3.ProjectsClient(**_client_kwargs(env))
+        crm = resourcemanager_v3.ProjectsClient(**client_kwargs(env))
         got = crm.test_iam_permissions(request={"resource": f"projects/{project}", "permissions": wanted},
                                        timeout=60.0)
     except gexc.GoogleAPICallError as e:

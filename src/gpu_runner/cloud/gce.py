@@ -48,9 +48,10 @@ HOLD_METADATA_KEY = "gpu-runner-hold"
 REMOVED_BY = ("delete", "compute.instances.preempted")
 
 
-def client_kwargs() -> dict[str, Any]:
-    """Constructor arguments for the compute_v1 clients (emulator aware)."""
-    host = os.environ.get(EMULATOR_ENV, "").strip()
+def client_kwargs(env_name: str = EMULATOR_ENV) -> dict[str, Any]:
+    """Constructor arguments for a Google Cloud client on REST: the compute_v1 clients, or another
+    service's whose emulator address ``env_name`` holds (plain HTTP, anonymous credentials)."""
+    host = os.environ.get(env_name, "").strip()
     if not host:
         return {"transport": "rest"}
     from google.api_core.client_options import ClientOptions
