@@ -1413,6 +1413,9 @@ def _history(limit: int, branch: str | None, workflow: str | None, out_dir: Path
             except GithubException as e:
                 raise InfraError(f"cannot read this workflow run ({e.status}): the token needs `actions: read`") from None
     docs = f.gather(session, cache, workflow=workflow, branch=branch, limit=limit, log=_fetch_log)
+    if not docs and session is not None:
+        raise ConfigError(f"no finished run of the workflow in {repo_name}" + (f" on '{branch}'" if branch else "")
+                          + " yet")
     if not docs:
         raise ConfigError(f"no runs of {repo_name} cached" + (" (--offline)" if offline else "")
                           + "; run `gpu-runner fetch` or `gpu-runner runs` first")

@@ -264,7 +264,7 @@ class RunReport:
 def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = None,
                       baseline: Path | None = None, records: list[Path] | None = None,
                       plan: list[dict[str, Any]] | None = None, notes: list[str] | None = None,
-                      history: HistoryMarks | None = None) -> RunReport:
+                      history: HistoryMarks | None = None, actions: bool | None = None) -> RunReport:
     """Merged junit.xml, summary.md and index.html in ``out_dir`` from the entries' results.json;
     in GitHub Actions also annotations, the job summary and the step outputs.
 
@@ -276,7 +276,10 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
     ``notes``: lines the dashboard and the summary show first (the matrix entries a local run left out).
     ``history``: what earlier runs say (:func:`gpu_runner.history.read_history`, read by the caller):
     each notebook of this run it calls flaky, slower or hungrier is marked in summary.md, the
-    dashboard and junit.xml; without one (or with no marks) the reports are as they were."""
+    dashboard and junit.xml; without one (or with no marks) the reports are as they were.
+    ``actions``: whether to write the annotations, job summary and step outputs (default: when in
+    GitHub Actions); False for the reports of another run (``gpu-runner fetch``/``history`` rebuilding
+    an earlier run's dashboard), which are no part of this job's."""
     log = _logger(logger)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -344,7 +347,7 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
 
     from ..github import workflow
 
-    if workflow.in_github_actions():
+    if workflow.in_github_actions() if actions is None else actions:
         annotations = _annotations(results)
         report.annotations, report.annotations_left_out = workflow.annotate_errors(annotations)
         if report.annotations_left_out:
