@@ -1411,7 +1411,8 @@ def _history(limit: int, branch: str | None, workflow: str | None, out_dir: Path
             try:
                 workflow = str(session.repo.get_workflow_run(int(os.environ["GITHUB_RUN_ID"])).workflow_id)
             except GithubException as e:
-                raise InfraError(f"cannot read this workflow run ({e.status}): the token needs `actions: read`") from None
+                raise InfraError(f"cannot read this workflow run ({e.status}): the token needs `actions: read`"
+                                 ) from None
     docs = f.gather(session, cache, workflow=workflow, branch=branch, limit=limit, log=_fetch_log)
     if not docs and session is not None:
         raise ConfigError(f"no finished run of the workflow in {repo_name}" + (f" on '{branch}'" if branch else "")
