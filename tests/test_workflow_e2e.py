@@ -236,7 +236,7 @@ def test_a_pull_request_is_compared_with_the_last_good_run_on_its_base_branch(wo
         p.name: _zip_folder(p) for p in world.artifacts.iterdir() if p.name != "gpu-runner-report"})
     shutil_rmtree(world.artifacts)
     make_nb(world.ws / "notebooks", "smoke.ipynb", "raise ValueError('broken on purpose')")
-    r = world.runner("pull_request", _pr_event(fork=False))
+    r = world.runner("pull_request", _pr_event(fork=False), **{"history-runs": 0})  # the baseline's downloads alone
     res = r.run_workflow()
     assert res["report"]["result"] == "failure"  # the notebook failed, as before the baseline existed
     report = res["_jobs"]["report"][0]

@@ -27,14 +27,14 @@ base="${RUNNER_TEMP:-/tmp}/gpu-runner"
 # job on a GPU VM installs no cloud client and no browser driver.
 case "${GPU_RUNNER_MODE:-}" in
   start | stop | janitor | doctor) extras="gce,github" ;;
-  comment | baseline) extras="github" ;;
+  comment | baseline | history) extras="github" ;;
   report) extras="pdf,github" ;;
   *) extras="" ;;
 esac
 # Only the jobs of the code under test (run, check: no secret, no token that may write) restore a
 # cache. Any job may write the cache (the run job's own steps, the notebook among them, hold its
 # ACTIONS_RUNTIME_TOKEN), so a mode that holds a secret or decides what runs (plan, start, stop,
-# janitor, revoke-approval, baseline, report, comment) executes nothing restored from one: the
+# janitor, revoke-approval, baseline, history, report, comment) executes nothing restored from one: the
 # cache step is skipped, and the install uses fresh folders and fetches uv anew.
 case "${GPU_RUNNER_MODE:-}" in
   run | check) cache=true ;;

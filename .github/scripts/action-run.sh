@@ -111,6 +111,12 @@ case "$INPUT_MODE" in
   baseline)
     args=(baseline fetch --out "${INPUT_BASELINE_DIR:-gpu-runner-baseline}" --optional)
     ;;
+  history)
+    # earlier runs' artifacts, downloaded into this job's temporary folder (never the caller's home),
+    # checked as untrusted; no history is a notice, never a failure (see below)
+    export GPU_RUNNER_CACHE_DIR="${RUNNER_TEMP:-/tmp}/gpu-runner/runs"
+    args=(history --runs "${INPUT_HISTORY_RUNS:-20}" --out "${INPUT_HISTORY_DIR:-gpu-runner-history}" --optional)
+    ;;
   report)
     # the results were written by the code under test: the report gets no GitHub token
     unset GPU_RUNNER_GITHUB_TOKEN GITHUB_TOKEN
@@ -121,6 +127,13 @@ case "$INPUT_MODE" in
         args+=(--baseline "$INPUT_BASELINE_DIR")
       else
         echo "gpu-runner: no baseline folder $INPUT_BASELINE_DIR (the baseline step did not run): no comparison"
+      fi
+    fi
+    if [ -n "${INPUT_HISTORY_DIR:-}" ]; then
+      if [ -f "$INPUT_HISTORY_DIR/history.json" ]; then
+        args+=(--history "$INPUT_HISTORY_DIR/history.json")
+      else
+        echo "gpu-runner: no $INPUT_HISTORY_DIR/history.json (no history of earlier runs): no flaky or trend marks"
       fi
     fi
     if [ -n "${INPUT_PLAN:-}" ]; then
@@ -150,7 +163,7 @@ case "$INPUT_MODE" in
     if flag "${INPUT_DRY_RUN:-false}" dry-run; then args+=(--dry-run); fi
     ;;
   *)
-    echo "::error title=gpu-runner::input 'mode' must be plan, doctor, start, run, check, stop, baseline, report, comment, revoke-approval or janitor; got '$INPUT_MODE'"
+    echo "::error title=gpu-runner::input 'mode' must be plan, doctor, start, run, check, stop, baseline, history, report, comment, revoke-approval or janitor; got '$INPUT_MODE'"
     exit 2
     ;;
 esac
@@ -160,4 +173,9 @@ code=0
 "$GPU_RUNNER_BIN" "${args[@]}" || code=$?
 if $group; then echo "::endgroup::"; fi
 echo "exit-code=$code" >>"$GITHUB_OUTPUT"
+if [ "$INPUT_MODE" = history ] && [ "$code" != 0 ]; then
+  # the history only adds marks to the report: whatever went wrong, the report job goes on
+  echo "::notice title=gpu-runner history::no history (gpu-runner history exited $code): the report goes on without flaky or trend marks"
+  exit 0
+fi
 exit "$code"

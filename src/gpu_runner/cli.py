@@ -578,8 +578,12 @@ REPORT_FILES = ("summary.md", "index.html", "junit.xml", "comparison.json")
               metavar="DIR",
               help="A previous run's results (as `gpu-runner baseline fetch` leaves them): say what newly fails, "
                    "what was fixed, and which notebooks got slower or hungrier, by the matrix's thresholds.")
+@click.option("--history", "history_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE",
+              help="A history.json (as `gpu-runner history` writes it): mark each notebook of this run it calls "
+                   "flaky, slower or hungrier. One it cannot use is a warning, and the report goes on without.")
 def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: Path | None, pdf: bool,
-               baseline: Path | None) -> None:
+               baseline: Path | None, history_path: Path | None) -> None:
     """Merge entry folders (every folder holding a results.json under each RESULTS_DIR) into one report.
 
     Writes per-entry junit.xml, HTML and PDF where missing, then the merged junit.xml,
@@ -592,7 +596,9 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
     --plan each downloaded artifact speaks only for its own entry and try. Exit 0 when everything
     passed, 1 when a notebook or check failed, else 3 when an entry was not run; 2 when there is
     nothing to report, a results.json or record is not valid (then no report is written at all),
-    or --baseline is not a folder.
+    or --baseline is not a folder. With --history, each notebook that history.json calls flaky,
+    slower or hungrier is marked in every report; a history that cannot be read or is not valid
+    (it may come from another run's artifacts) is one warning, and the report goes on without marks.
     """
     from .report import PdfPrinter, artifact_layout, load_entry, load_record, read_plan, write_entry_reports
     from .report import write_run_reports
@@ -602,6 +608,7 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
         raise ConfigError(f"--baseline {baseline}: no such folder")
     base_root = baseline.resolve() if baseline is not None else None
     plan = read_plan(plan_path) if plan_path is not None else None
+    history = _read_history(history_path) if history_path is not None else None
     entry_dirs: list[Path] = []
     records: list[Path] = []
     for d in results_dirs:
@@ -667,10 +674,23 @@ def report_cmd(results_dirs: tuple[Path, ...], out_dir: Path | None, plan_path: 
         finally:
             if printer is not None:
                 printer.close()
-        report = write_run_reports(entry_dirs, target, baseline=baseline, records=records, plan=plan)
+        report = write_run_reports(entry_dirs, target, baseline=baseline, records=records, plan=plan,
+                                   history=history)
     finally:
         lock.release()
     sys.exit(report.exit_code)
+
+
+def _read_history(path: Path) -> Any:
+    """The marks of ``--history``, or None (one warning) when the file cannot be used."""
+    from .history import HistoryError, read_history
+
+    try:
+        return read_history(path)
+    except HistoryError as e:
+        _optional_failed(f"history not used: {e}; the report goes on without flaky or trend marks",
+                         title="gpu-runner history")
+        return None
 
 
 def _copy_entries(entry_dirs: list[Path], roots: list[Path], target: Path) -> list[Path]:
@@ -1344,11 +1364,43 @@ def runs_cmd(branch: str | None, limit: int, workflow: str | None, fmt: str, off
               help="A trend from this fraction up is marked (0.2: 20 % slower or more memory).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--offline", is_flag=True, help="Only what is cached; no GitHub API call.")
+@click.option("--optional", is_flag=True,
+              help="No history (no runs, no token, a GitHub error) is one notice and exit 0, with no history.json "
+                   "written: the report job goes on without marks.")
 def history_cmd(limit: int, branch: str | None, workflow: str | None, out_dir: Path | None, threshold: float,
-                fmt: str, offline: bool) -> None:
+                fmt: str, offline: bool, optional: bool) -> None:
     """Across the newest runs, per notebook and machine: pass rate, flaky (both outcomes on one commit,
     or alternating), wall-time and GPU-memory trends. Writes history.html (linked from each run's
-    dashboard) and history.json, and prints the flagged cells (or the JSON)."""
+    dashboard) and history.json, and prints the flagged cells (or the JSON). In GitHub Actions,
+    without --workflow, the runs are those of the workflow of the run it is part of (GITHUB_RUN_ID)."""
+    from .errors import InfraError
+    from .github.workflow import command, in_github_actions, safe_log
+
+    try:
+        hist, page = _history(limit, branch, workflow, out_dir, threshold, offline)
+    except (ConfigError, InfraError) as e:
+        if not optional:
+            raise
+        message = f"no history: {first_line(e)}; the report goes on without flaky or trend marks"
+        click.echo(command("notice", message, title="gpu-runner history") if in_github_actions()
+                   else f"gpu-runner: {message}", err=True)
+        return
+    if fmt == "json":  # the names in it come from results of code under test: never a workflow command
+        click.echo(safe_log(json.dumps(hist, indent=2)))
+        return
+    flagged = [c for c in hist["cells"] if c["marks"]]
+    lines = [f"{len(hist['runs'])} runs, {len(hist['cells'])} notebook x machine cells, {len(flagged)} flagged"]
+    for c in flagged:
+        rate = "-" if c["pass_rate"] is None else f"{c['pass_rate'] * 100:.0f}%"
+        lines.append(f"  {c['notebook']} on {c['machine']}: {', '.join(c['marks'])} (pass rate {rate}"
+                     + (f"; {c['flaky_why']}" if c["flaky_why"] else "") + ")")
+    lines.append(str(page))
+    click.echo(safe_log("\n".join(lines)))
+
+
+def _history(limit: int, branch: str | None, workflow: str | None, out_dir: Path | None, threshold: float,
+             offline: bool) -> tuple[dict[str, Any], Path]:
+    """history.json and history.html written; (the history, the page)."""
     from .github import fetch as f
     from .history import compute
     from .report.history import HISTORY_JSON, link_from_dashboard, write_history_page
@@ -1357,7 +1409,23 @@ def history_cmd(limit: int, branch: str | None, workflow: str | None, out_dir: P
     repo_name = f.repository(os.environ)
     session = _session_or_offline(offline, repo_name)
     cache = f.repo_cache(os.environ, repo_name)
+    if workflow is None and session is not None and os.environ.get("GITHUB_RUN_ID", "").isdigit():
+        from .github.workflow import in_github_actions
+
+        if in_github_actions():  # the report job has no checkout of the caller's workflows: ask the run
+            from github import GithubException
+
+            from .errors import InfraError
+
+            try:
+                workflow = str(session.repo.get_workflow_run(int(os.environ["GITHUB_RUN_ID"])).workflow_id)
+            except GithubException as e:
+                raise InfraError(f"cannot read this workflow run ({e.status}): the token needs `actions: read`"
+                                 ) from None
     docs = f.gather(session, cache, workflow=workflow, branch=branch, limit=limit, log=_fetch_log)
+    if not docs and session is not None:
+        raise ConfigError(f"no finished run of the workflow in {repo_name}" + (f" on '{branch}'" if branch else "")
+                          + " yet")
     if not docs:
         raise ConfigError(f"no runs of {repo_name} cached" + (" (--offline)" if offline else "")
                           + "; run `gpu-runner fetch` or `gpu-runner runs` first")
@@ -1369,16 +1437,7 @@ def history_cmd(limit: int, branch: str | None, workflow: str | None, out_dir: P
     for d in docs:
         if d.get("dashboard") and d.get("folder"):
             link_from_dashboard(Path(d["folder"]) / d["dashboard"], page)
-    if fmt == "json":
-        click.echo(json.dumps(hist, indent=2))
-        return
-    flagged = [c for c in hist["cells"] if c["marks"]]
-    click.echo(f"{len(hist['runs'])} runs, {len(hist['cells'])} notebook x machine cells, {len(flagged)} flagged")
-    for c in flagged:
-        rate = "-" if c["pass_rate"] is None else f"{c['pass_rate'] * 100:.0f}%"
-        click.echo(f"  {c['notebook']} on {c['machine']}: {', '.join(c['marks'])} (pass rate {rate}"
-                   + (f"; {c['flaky_why']}" if c["flaky_why"] else "") + ")")
-    click.echo(str(page))
+    return hist, page
 
 
 @cli.command("doctor")

@@ -148,3 +148,189 @@ def run_summary(digest: dict[str, Any]) -> dict[str, Any]:
                          for w in ("passed", "failed", "not run", "skipped", "unknown")},
         "notebooks": counts,
     }
+
+
+# -- a history.json as the report reads it: untrusted input, checked before anything is shown ---------
+HISTORY_MAX_BYTES = 64 * 2**20
+"""A larger file is refused: 1,000 runs of 400 notebook x machine cells stay well below it."""
+_TEXT_MAX = 2000
+_MARKS = ("flaky", "slower", "faster", "more memory", "less memory")
+_STATUSES = ("passed", "failed", "skipped", "not_run", "unknown")
+
+
+class HistoryError(ValueError):
+    """A history.json the report will not use (one line: where and what)."""
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What the history says of one notebook on one machine, as the reports show it."""
+
+    runs: int
+    """Runs in the history with an outcome for it (passed or failed)."""
+    failed: int
+    flaky: bool = False
+    flaky_why: str | None = None
+    slower: float | None = None
+    """The newer half's median wall time over the older half's, when the history marked it slower."""
+    more_memory: float | None = None
+    """Likewise for the GPU peak memory, when the history marked it."""
+
+    @property
+    def shown(self) -> bool:
+        return self.flaky or self.slower is not None or self.more_memory is not None
+
+    def words(self) -> list[str]:
+        """``flaky: 3 of 10 runs failed (passed and failed on the same commit (abc1234))``,
+        ``slower: wall time +45 %``, ``more GPU memory: +30 %``: plain text, for the caller to escape."""
+        out = []
+        if self.flaky:
+            out.append(f"flaky: {self.failed} of {self.runs} runs failed" + (f" ({self.flaky_why})" if self.flaky_why
+                                                                            else ""))
+        if self.slower is not None:
+            out.append(f"slower: wall time {(self.slower - 1) * 100:+.0f}%")
+        if self.more_memory is not None:
+            out.append(f"more GPU memory: {(self.more_memory - 1) * 100:+.0f}%")
+        return out
+
+    def properties(self) -> list[tuple[str, object]]:
+        """JUnit properties: ``history_runs``, ``history_failed``, ``history_marks`` and the figures."""
+        marks = [m for m, on in (("flaky", self.flaky), ("slower", self.slower is not None),
+                                 ("more_memory", self.more_memory is not None)) if on]
+        return [("history_runs", self.runs), ("history_failed", self.failed),
+                ("history_flaky", "true" if self.flaky else None), ("history_flaky_why", self.flaky_why),
+                ("history_duration_trend_pct", round((self.slower - 1) * 100, 1) if self.slower is not None else None),
+                ("history_gpu_peak_memory_trend_pct",
+                 round((self.more_memory - 1) * 100, 1) if self.more_memory is not None else None),
+                ("history_marks", ",".join(marks))]
+
+
+@dataclass(frozen=True)
+class HistoryMarks:
+    """The marks of a history, by (notebook row, machine) as :func:`compute` keys its cells; only the
+    cells the history flagged flaky, slower or hungrier are kept."""
+
+    runs: int
+    marks: dict[tuple[str, str], Mark] = field(default_factory=dict)
+
+    def of(self, runtime: str | None, machine: str | None, entry_id: str, path: str) -> Mark | None:
+        """The mark of notebook ``path`` of an entry (its runtime, machine, id), or None."""
+        row = f"{runtime}: {path}" if runtime else str(path)
+        return self.marks.get((row, machine or entry_id or "?"))
+
+    def __bool__(self) -> bool:
+        return bool(self.marks)
+
+
+def _bad(where: str, what: str) -> HistoryError:
+    return HistoryError(f"{where}: {what}")
+
+
+def _is_num(x: Any) -> bool:
+    import math
+
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 10**6
+
+
+def _text(x: Any, *, none: bool = False) -> bool:
+    return (none and x is None) or (isinstance(x, str) and 0 < len(x) <= _TEXT_MAX and "\x00" not in x)
+
+
+def marks_from(doc: Any) -> HistoryMarks:
+    """The marks of a history document (``gpu-runner history``'s JSON), checked as untrusted input:
+    every field the reports use must have its type and range; anything else is a :class:`HistoryError`."""
+    if not isinstance(doc, dict):
+        raise _bad("history", "not a JSON object")
+    if doc.get("history_version") != 1:
+        raise _bad("history_version", f"{doc.get('history_version')!r} is not 1 (gpu-runner history writes 1)")
+    runs, cells = doc.get("runs"), doc.get("cells")
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise _bad("runs", "not a list of objects")
+    if not isinstance(cells, list):
+        raise _bad("cells", "not a list")
+    out: dict[tuple[str, str], Mark] = {}
+    for i, c in enumerate(cells):
+        at = f"cells[{i}]"
+        if not isinstance(c, dict):
+            raise _bad(at, "not an object")
+        for key in ("notebook", "machine"):
+            if not _text(c.get(key)):
+                raise _bad(f"{at}.{key}", f"not a string of 1 to {_TEXT_MAX} characters")
+        for key in ("passed", "failed"):
+            if not _is_count(c.get(key)):
+                raise _bad(f"{at}.{key}", "not a count")
+        if c["passed"] + c["failed"] > len(runs):
+            raise _bad(at, f"{c['passed'] + c['failed']} outcomes in a history of {len(runs)} runs")
+        if not isinstance(c.get("flaky"), bool):
+            raise _bad(f"{at}.flaky", "not true or false")
+        if not _text(c.get("flaky_why"), none=True):
+            raise _bad(f"{at}.flaky_why", f"not null or a string of 1 to {_TEXT_MAX} characters")
+        marks = c.get("marks")
+        if not isinstance(marks, list) or any(m not in _MARKS for m in marks) or len(set(marks)) != len(marks):
+            raise _bad(f"{at}.marks", f"not a list of distinct marks among {', '.join(_MARKS)}")
+        if ("flaky" in marks) != c["flaky"]:
+            raise _bad(at, "'flaky' and the marks disagree")
+        for key in ("time_trend", "memory_trend"):
+            v = c.get(key)
+            if v is not None and not (_is_num(v) and v > 0):
+                raise _bad(f"{at}.{key}", "not null or a positive number")
+        if "slower" in marks and c.get("time_trend") is None:
+            raise _bad(at, "marked slower without a time_trend")
+        if "more memory" in marks and c.get("memory_trend") is None:
+            raise _bad(at, "marked 'more memory' without a memory_trend")
+        points = c.get("points", [])
+        if not isinstance(points, list) or any(not isinstance(p, dict) or p.get("status") not in _STATUSES
+                                               for p in points):
+            raise _bad(f"{at}.points", "not a list of runs with a known status")
+        key = (c["notebook"], c["machine"])
+        if key in out:
+            raise _bad(at, "a second cell for the same notebook and machine")
+        mark = Mark(runs=c["passed"] + c["failed"], failed=c["failed"], flaky=c["flaky"],
+                    flaky_why=c["flaky_why"] if c["flaky"] else None,
+                    slower=float(c["time_trend"]) if "slower" in marks else None,
+                    more_memory=float(c["memory_trend"]) if "more memory" in marks else None)
+        out[key] = mark
+    return HistoryMarks(runs=len(runs), marks={k: m for k, m in out.items() if m.shown})
+
+
+def read_history(path: Any) -> HistoryMarks:
+    """The marks of the history.json at ``path`` (a plain file, at most :data:`HISTORY_MAX_BYTES`);
+    :class:`HistoryError` (one line) when it cannot be read or is not a history."""
+    import json
+    import os
+    import stat
+    from pathlib import Path
+
+    p = Path(path)
+    try:  # a plain file, not through a link at its own name (it may sit in a folder others wrote)
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang the report
+    except FileNotFoundError:
+        raise HistoryError(f"{p}: no such file") from None
+    except OSError as e:
+        raise HistoryError(f"{p}: cannot be read: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise HistoryError(f"{p}: not a plain file")
+        if st.st_size > HISTORY_MAX_BYTES:
+            raise HistoryError(f"{p}: larger than {HISTORY_MAX_BYTES // 2**20} MiB")
+        data = f.read(HISTORY_MAX_BYTES + 1)
+    if len(data) > HISTORY_MAX_BYTES:
+        raise HistoryError(f"{p}: larger than {HISTORY_MAX_BYTES // 2**20} MiB")
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        doc = json.loads(data.decode("utf-8"), parse_constant=no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise HistoryError(f"{p}: not JSON: {' '.join(str(e).split())[:200]}") from None
+    try:
+        return marks_from(doc)
+    except HistoryError as e:
+        raise HistoryError(f"{p}: {e}") from None

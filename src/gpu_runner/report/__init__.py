@@ -20,6 +20,7 @@ from typing import Any
 
 from ..compare import Comparison, load_baseline
 from ..compare import to_dict as compare_to_dict
+from ..history import HistoryMarks
 from ..errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, first_line
 from ..files import inside, write_text_atomic
 from ..phases import phase
@@ -262,7 +263,8 @@ class RunReport:
 
 def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = None,
                       baseline: Path | None = None, records: list[Path] | None = None,
-                      plan: list[dict[str, Any]] | None = None, notes: list[str] | None = None) -> RunReport:
+                      plan: list[dict[str, Any]] | None = None, notes: list[str] | None = None,
+                      history: HistoryMarks | None = None, actions: bool | None = None) -> RunReport:
     """Merged junit.xml, summary.md and index.html in ``out_dir`` from the entries' results.json;
     in GitHub Actions also annotations, the job summary and the step outputs.
 
@@ -271,7 +273,13 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
     ``records`` (the tries' ``gpu-runner-try.json``) and ``plan`` (the plan's entry items) make
     every planned entry show once: a preempted try's results beside its retry's, and an entry
     with no results as ``not_run`` with its reason (:mod:`gpu_runner.report.collect`).
-    ``notes``: lines the dashboard and the summary show first (the matrix entries a local run left out)."""
+    ``notes``: lines the dashboard and the summary show first (the matrix entries a local run left out).
+    ``history``: what earlier runs say (:func:`gpu_runner.history.read_history`, read by the caller):
+    each notebook of this run it calls flaky, slower or hungrier is marked in summary.md, the
+    dashboard and junit.xml; without one (or with no marks) the reports are as they were.
+    ``actions``: whether to write the annotations, job summary and step outputs (default: when in
+    GitHub Actions); False for the reports of another run (``gpu-runner fetch``/``history`` rebuilding
+    an earlier run's dashboard), which are no part of this job's."""
     log = _logger(logger)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -317,9 +325,14 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
             log.info(f"no baseline to compare with: {comparison.reason}; the report goes on without one")
         write_json_atomic(out_dir / COMPARISON_FILE, compare_to_dict(comparison))
 
-    report.junit_path = write_junit(junit_for(results, comparison=comparison), out_dir / JUNIT_FILE)
+    if history is not None:
+        marked = sum(1 for r in results for nb in r.notebooks
+                     if history.of(r.entry.runtime, r.entry.machine, r.entry.id, nb.path) is not None)
+        log.info(f"history of {history.runs} earlier run(s): {marked} notebook(s) of this run marked flaky, "
+                 "slower or hungrier")
+    report.junit_path = write_junit(junit_for(results, comparison=comparison, history=history), out_dir / JUNIT_FILE)
     summary = render_summary(results, max_chars=SUMMARY_MAX_CHARS, comparison=comparison,
-                             names=[d.name for d in entries])
+                             names=[d.name for d in entries], history=history)
     if notes:  # under the summary's heading
         head, sep, rest = summary.partition("\n\n")
         summary = head + sep + "".join(f"> ℹ️ {md(n)}\n\n" for n in notes) + rest
@@ -329,11 +342,12 @@ def write_run_reports(entry_dirs: list[Path], out_dir: Path, *, logger: Any = No
     report.summary_path = out_dir / "summary.md"
     write_text_atomic(report.summary_path, summary)
     report.dashboard_path = out_dir / "index.html"
-    write_text_atomic(report.dashboard_path, render_dashboard(entries, out_dir, comparison=comparison, notes=notes))
+    write_text_atomic(report.dashboard_path, render_dashboard(entries, out_dir, comparison=comparison, notes=notes,
+                                                                   history=history))
 
     from ..github import workflow
 
-    if workflow.in_github_actions():
+    if workflow.in_github_actions() if actions is None else actions:
         annotations = _annotations(results)
         report.annotations, report.annotations_left_out = workflow.annotate_errors(annotations)
         if report.annotations_left_out:

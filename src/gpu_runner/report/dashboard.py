@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..compare import Comparison
+from ..history import HistoryMarks, Mark
 from ..files import inside
 from ..results import EntryResult, NotebookResult
 from .chart import sparkline_svg
@@ -176,14 +177,27 @@ def _failure_text(nb_or_check) -> str:
             f'<span class="msg">{_e(describe_failure(f, max_chars=400))}</span>')
 
 
-def _nb_rows(d: DashboardEntry, base: Path, comparison: Comparison | None = None) -> list[str]:
+def _mark(history: HistoryMarks | None, r: EntryResult, path: str) -> Mark | None:
+    return history.of(r.entry.runtime, r.entry.machine, r.entry.id, path) if history else None
+
+
+def _history_badges(mark: Mark | None) -> str:
+    """What earlier runs say of a notebook (flaky, slower, more GPU memory), one badge each."""
+    if mark is None:
+        return ""
+    return "".join(f'<span class="badge warn history" title="Across the last runs">⚠ {_e(w)}</span>'
+                   for w in mark.words())
+
+
+def _nb_rows(d: DashboardEntry, base: Path, comparison: Comparison | None = None,
+             history: HistoryMarks | None = None) -> list[str]:
     rows = []
     e = d.result.entry
     for nb in d.result.notebooks:
         nc = comparison.notebook(e.id, nb.path) if comparison is not None and comparison.available else None
         rows.append(
             f'<tr class="s-{_e(nb.status)}"><th scope="row"><code>{_e(nb.path)}</code></th>'
-            f"<td>{_pill(nb.status)}{change_badge(nc)}</td>"
+            f"<td>{_pill(nb.status)}{change_badge(nc)}{_history_badges(_mark(history, d.result, nb.path))}</td>"
             f"<td class=num>{fmt_duration(nb.duration_s)}{delta_html(nc, 'duration_s')}</td>"
             f"<td class=num>{fmt_mib(nb.gpu_peak_memory_mib)}{delta_html(nc, 'gpu_peak_memory_mib')}</td>"
             f"<td class=num>{fmt_pct(nb.gpu_mean_utilization_pct)}</td>"
@@ -223,7 +237,8 @@ def _earlier(d: DashboardEntry, base: Path) -> str:
     return "".join(parts)
 
 
-def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison | None = None) -> str:
+def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison | None = None,
+                   history: HistoryMarks | None = None) -> str:
     r = d.result
     e = r.entry
     row, col = grid_keys(r, d.name)
@@ -238,7 +253,7 @@ def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison
     ):
         if value:
             facts.append(f"<div><dt>{label}</dt><dd>{_e(value)}</dd></div>")
-    nb_rows = _nb_rows(d, base, comparison)
+    nb_rows = _nb_rows(d, base, comparison, history)
     check_rows = []
     for ch in r.checks:
         check_rows.append(
@@ -281,7 +296,22 @@ def _entry_section(i: int, d: DashboardEntry, base: Path, comparison: Comparison
     return "\n".join(parts)
 
 
-def _tile(i: int, d: DashboardEntry) -> str:
+def _tile_history(d: DashboardEntry, history: HistoryMarks | None) -> tuple[str, str]:
+    """(a badge for the grid cell, words for its label): how many of its notebooks earlier runs
+    call flaky, slower or hungrier, each named in the badge's title."""
+    marks = [(nb.path, m) for nb in d.result.notebooks if (m := _mark(history, d.result, nb.path)) is not None]
+    if not marks:
+        return "", ""
+    counts = [(n, w) for n, w in ((sum(1 for _, m in marks if m.flaky), "flaky"),
+                                  (sum(1 for _, m in marks if m.slower is not None), "slower"),
+                                  (sum(1 for _, m in marks if m.more_memory is not None), "more GPU memory")) if n]
+    words = ", ".join(f"{n} {w}" for n, w in counts)
+    title = "; ".join(f"{path}: {', '.join(m.words())}" for path, m in marks)
+    return (f'<span class="badge warn history" title="{_e(title)}">⚠ {_e(words)}</span>',
+            f" Across the last runs: {words}.")
+
+
+def _tile(i: int, d: DashboardEntry, history: HistoryMarks | None = None) -> str:
     r = d.result
     n, c = r.notebook_counts(), r.check_counts()
     row, col = grid_keys(r, d.name)
@@ -293,8 +323,9 @@ def _tile(i: int, d: DashboardEntry) -> str:
         return (f'<a class="tile s-not_run" href="#entry-{i}" aria-label="{_e(label)}">{status}'
                 f'<span class="tile-reason">{_e(_short(r.reason or ""))}</span>'
                 + (f'<span class="tile-id">{_e(d.name)}</span>' if show_id else "") + "</a>")
+    badge, said = _tile_history(d, history)
     label = (f"{d.name}: {_WORD.get(r.status, r.status)}; {fmt_counts(n, 'notebook')}; "
-             f"{fmt_counts(c, 'system check')}. Show its notebooks.")
+             f"{fmt_counts(c, 'system check')}.{said} Show its notebooks.")
     meta = " · ".join(x for x in (_gpu_text(r), fmt_duration(r.duration_s),
                                   entry_cost_text(r.cost) if r.cost is not None else "") if x)
     checks = (f'<span class="tile-checks{" nz" if c["failed"] else ""}">checks: '
@@ -307,7 +338,7 @@ def _tile(i: int, d: DashboardEntry) -> str:
         f'<span class="n-s" title="notebooks skipped">{n["skipped"]}<small> skipped</small></span></span>'
         + checks
         + (f'<span class="tile-id">{_e(d.name)}</span>' if show_id else "")
-        + f'<span class="tile-meta">{_e(meta)}</span>{_badges(r)}</a>'
+        + f'<span class="tile-meta">{_e(meta)}</span>{_badges(r)}{badge}</a>'
     )
 
 
@@ -325,9 +356,12 @@ def _note_html(note: str) -> str:
 
 
 def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str = "GPU notebooks",
-                     comparison: Comparison | None = None, notes: list[str] | None = None) -> str:
+                     comparison: Comparison | None = None, notes: list[str] | None = None,
+                     history: HistoryMarks | None = None) -> str:
     """The whole index.html text, for a page that will live in ``out_dir``; with a
-    ``comparison``, its section and each notebook's changes (arrows) against the baseline.
+    ``comparison``, its section and each notebook's changes (arrows) against the baseline; with a
+    ``history`` (earlier runs' marks), a badge on each grid cell and notebook it calls flaky, slower
+    or hungrier.
     ``notes``: said above the totals (entries of the matrix this run left out, and how to run them)."""
     base = Path(out_dir)
     entries = name_entries(list(entries))
@@ -374,7 +408,7 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
             if not idx:
                 grid.append('<td class="empty"><span class="none" aria-label="not in this run">—</span></td>')
             else:
-                grid.append("<td>" + "".join(_tile(i, entries[i]) for i in idx) + "</td>")
+                grid.append("<td>" + "".join(_tile(i, entries[i], history) for i in idx) + "</td>")
         grid.append("</tr>")
     grid.append("</tbody></table></div>")
 
@@ -445,7 +479,7 @@ def render_dashboard(entries: list[DashboardEntry], out_dir: Path, *, title: str
         '<div class="controls"><label><input type="checkbox" id="only-failed"> only failed and not run entries</label>'
         '<button type="button" id="expand-all">Expand all</button>'
         '<button type="button" id="collapse-all">Collapse all</button></div></div>',
-        *[_entry_section(i, d, base, comparison) for i, d in enumerate(entries)],
+        *[_entry_section(i, d, base, comparison, history) for i, d in enumerate(entries)],
         "</section></main>",
         '<footer>Made by gpu-runner from each entry\'s results.json. Links are relative: keep the entry folders next to this page.</footer>',
     ]

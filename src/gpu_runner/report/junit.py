@@ -24,6 +24,10 @@ against a baseline also ``baseline_status`` (``absent`` when it was not there),
 ``same``), ``baseline_<figure>``, ``<figure>_change_s|_mib``, ``<figure>_change_pct`` and the
 lists ``regressions`` / ``improvements`` (figures: ``duration_s``, ``gpu_peak_memory_mib``,
 ``peak_rss_mib``). The entry's suite says ``baseline`` (where it came from, or why none).
+With a history of earlier runs (``gpu-runner report --history``), a notebook it marked also carries
+``history_runs``, ``history_failed``, ``history_marks`` (``flaky``, ``slower``, ``more_memory``),
+``history_flaky`` / ``history_flaky_why`` and ``history_duration_trend_pct`` /
+``history_gpu_peak_memory_trend_pct``.
 
 An entry that did not run (``not_run``: no capacity, runner never online, cancelled, preempted on
 every try) is one test case ``not run`` (classname ``<entry id>.entry``) with an ``<error>``
@@ -41,6 +45,7 @@ from junitparser import Failure as JFailure
 from junitparser import JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
 from ..compare import Comparison, NotebookComparison
+from ..history import HistoryMarks, Mark
 from ..files import atomic_file
 from ..results import CheckResult, EntryResult, NotebookResult
 from .text import clean_output, describe_failure, failure_details, one_line, runtime_packages, tail, xml_safe
@@ -78,7 +83,8 @@ def _set_failure(case: TestCase, failure, fallback_message: str) -> None:
     case.result = [jf]
 
 
-def notebook_case(entry_id: str, nb: NotebookResult, nc: NotebookComparison | None = None) -> TestCase:
+def notebook_case(entry_id: str, nb: NotebookResult, nc: NotebookComparison | None = None,
+                  mark: Mark | None = None) -> TestCase:
     case = TestCase(xml_safe(nb.path), _classname(entry_id, "notebooks"), _time(nb.duration_s))
     case._elem.set("file", xml_safe(nb.path))
     if nb.status == "failed":
@@ -95,6 +101,7 @@ def notebook_case(entry_id: str, nb: NotebookResult, nc: NotebookComparison | No
         ("gpu_mean_utilization_pct", nb.gpu_mean_utilization_pct),
         ("peak_rss_mib", nb.peak_rss_mib),
         *_baseline_properties(nc),
+        *(mark.properties() if mark is not None else []),
     ])
     return case
 
@@ -160,9 +167,10 @@ def not_run_case(entry_id: str, reason: str) -> TestCase:
     return case
 
 
-def entry_suite(result: EntryResult, comparison: Comparison | None = None) -> TestSuite:
+def entry_suite(result: EntryResult, comparison: Comparison | None = None,
+                history: HistoryMarks | None = None) -> TestSuite:
     """The ``<testsuite>`` of one entry; with a ``comparison``, the baseline in its properties
-    and in each notebook's."""
+    and in each notebook's; with a ``history``, its marks in each marked notebook's."""
     entry = result.entry
     suite = TestSuite(xml_safe(entry.id))
     props: list[tuple[str, object]] = [
@@ -202,7 +210,8 @@ def entry_suite(result: EntryResult, comparison: Comparison | None = None) -> Te
     for check in result.checks:
         suite.add_testcase(check_case(entry.id, check))
     for nb in result.notebooks:
-        suite.add_testcase(notebook_case(entry.id, nb, ec.notebook(nb.path) if ec is not None else None))
+        mark = history.of(entry.runtime, entry.machine, entry.id, nb.path) if history else None
+        suite.add_testcase(notebook_case(entry.id, nb, ec.notebook(nb.path) if ec is not None else None, mark))
     if result.status == "not_run":
         suite.add_testcase(not_run_case(entry.id, result.reason or "not run"))
     suite.update_statistics()
@@ -221,10 +230,11 @@ def _set_suite_time(suite: TestSuite, result: EntryResult) -> None:
     suite.time = _time(result.duration_s)
 
 
-def junit_for(results: list[EntryResult], *, name: str = "gpu-runner", comparison: Comparison | None = None) -> JUnitXml:
+def junit_for(results: list[EntryResult], *, name: str = "gpu-runner", comparison: Comparison | None = None,
+              history: HistoryMarks | None = None) -> JUnitXml:
     """A ``<testsuites>`` document with one suite per entry; its counts are the sums."""
     xml = JUnitXml(name)
-    suites = [entry_suite(result, comparison) for result in results]
+    suites = [entry_suite(result, comparison, history) for result in results]
     for suite in suites:
         xml.add_testsuite(suite)
     xml.update_statistics()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 
 from ..compare import Comparison
+from ..history import HistoryMarks, Mark
 from ..results import EntryResult, NotebookResult
 from .cost import markdown_section as cost_section
 from .collect import describe_tries
@@ -151,10 +152,13 @@ def _failure_row(result: EntryResult, name: str, item_failure, kind_default: str
 
 
 def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_CHARS, title: str = "GPU notebooks",
-                   comparison: Comparison | None = None, names: list[str] | None = None) -> str:
+                   comparison: Comparison | None = None, names: list[str] | None = None,
+                   history: HistoryMarks | None = None) -> str:
     """The whole summary.md text, at most ``max_chars`` characters; with a ``comparison``, the
     section "Compared with the baseline" follows the entry rows. ``names``: how to name each
-    entry where ids repeat (see :func:`gpu_runner.report.dashboard.name_entries`)."""
+    entry where ids repeat (see :func:`gpu_runner.report.dashboard.name_entries`). ``history``:
+    the marks of earlier runs (:func:`gpu_runner.history.read_history`); each notebook of this run
+    it calls flaky, slower or hungrier is named in a section of its own and in its notebook row."""
     b = _Budget(max_chars)
     label = {id(r): n for r, n in zip(results, names or [])}
 
@@ -216,6 +220,17 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
     for block, what in markdown_blocks(comparison, results, _code, md):
         b.add(block, what or None)
 
+    # -- what earlier runs say: flaky, slower, more GPU memory ---------------------------------
+    marked = [(r, nb, m) for r in results for nb, m in ((nb, mark_of(history, r, nb.path)) for nb in r.notebooks)
+              if m is not None]
+    if marked and history is not None:
+        b.add(f"### ⚠️ Across the last {history.runs} run{'s' if history.runs != 1 else ''} ({len(marked)})")
+        b.add("")
+        b.add("| Entry | Notebook | What the earlier runs show |\n|---|---|---|")
+        for r, nb, m in marked:
+            b.add(f"| {_code(name_of(r))} | {_code(nb.path)} | {md('; '.join(m.words()))} |", "history rows")
+        b.add("")
+
     # -- failures --------------------------------------------------------------------------
     failures: list[tuple[EntryResult, str, object]] = []
     for r in results:
@@ -254,7 +269,7 @@ def render_summary(results: list[EntryResult], *, max_chars: int = SUMMARY_MAX_C
         for r in results:
             if not r.notebooks:
                 continue
-            rows = [_nb_row(nb) for nb in r.notebooks]
+            rows = [_nb_row(nb, mark_of(history, r, nb.path)) for nb in r.notebooks]
             block = (f"<details{' open' if r.status == 'failed' else ''}><summary>{_code_html(name_of(r))}: "
                      f"{html.escape(fmt_counts(r.notebook_counts(), 'notebook'))}</summary>\n\n"
                      "| Notebook | Result | Duration | GPU peak memory | GPU util (mean) | Note |\n"
@@ -278,7 +293,14 @@ def _short_counts(c: dict[str, int]) -> str:
     return md(count_parts(c)) if c.get("total") else "—"
 
 
-def _nb_row(nb: NotebookResult) -> str:
+def mark_of(history: HistoryMarks | None, r: EntryResult, path: str) -> Mark | None:
+    """What the history says of notebook ``path`` of entry ``r`` (None without a history or a mark)."""
+    if not history:
+        return None
+    return history.of(r.entry.runtime, r.entry.machine, r.entry.id, path)
+
+
+def _nb_row(nb: NotebookResult, mark: Mark | None = None) -> str:
     note = ""
     if nb.status == "failed" and nb.failure is not None:
         note = describe_failure(nb.failure, max_chars=160)
@@ -286,5 +308,7 @@ def _nb_row(nb: NotebookResult) -> str:
         note = nb.skip_reason or ""
     elif nb.rerun is not None:
         note = f"rerun {nb.rerun.status}"
+    if mark is not None:
+        note = "; ".join([*(["⚠ " + w for w in mark.words()]), *([note] if note else [])])
     return (f"| {_code(nb.path)} | {_status(nb.status)} | {fmt_duration(nb.duration_s)} | "
             f"{fmt_mib(nb.gpu_peak_memory_mib)} | {fmt_pct(nb.gpu_mean_utilization_pct)} | {md(note)} |")
