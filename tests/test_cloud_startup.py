@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -220,7 +221,7 @@ def test_by_default_the_job_runs_unprivileged_behind_the_firewall_then_the_vm_wa
     for rule in FIREWALL:
         assert log.index(rule) < run_at, log
     assert "useradd --create-home --shell /bin/bash gpu-runner" in log
-    assert f"chown -R gpu-runner: {vm.runner_dir}" in log
+    assert f"chown -R gpu-runner: {vm.runner_dir}" not in log  # the runner's folder stays root's (below)
     assert log[run_at - 1] == "runuser -u gpu-runner" and "poweroff" not in log
     assert not any(line.startswith("usermod") for line in log)  # no Docker for a job without a container
     assert vm.compute.count() == 1 and vm.compute.deleted == []
@@ -516,3 +517,100 @@ def test_the_compute_stand_in_sets_and_clears_the_termination_time(make_vm, monk
     vm.compute.advance(3600)
     assert not _until(lambda: vm.compute.count() == 0, timeout_s=0.5)  # a stopped VM outlives its limit
     assert client.get(project=PROJECT, zone=ZONE, instance=NAME).status == "TERMINATED"
+
+
+# What the real runner writes in its own folder (actions/runner): run.sh copies
+# run-helper.sh.template to run-helper.sh on every start (src/Misc/layoutroot/run.sh);
+# `Runner.Listener run --jitconfig` writes .runner, .credentials and .credentials_rsaparams into
+# its root folder with File.WriteAllBytes, and on failure traces the exception to
+# _diag/Runner_*.log, prints its message and returns 1 (src/Runner.Listener/Runner.cs), which
+# run-helper.sh maps to "terminated error ... no retry needed" and exit 0
+# (src/Misc/layoutroot/run-helper.sh.template); it logs to _diag/ and works in _work/.
+RUNNER_OWN = ("run-helper.sh", ".runner", ".credentials", ".credentials_rsaparams")
+TAKES_JOB = 'mkdir -p "$(dirname "$0")/_diag" && touch "$(dirname "$0")/_diag/Worker_20250101-000000-utc.log"'
+
+
+def _refused_unless_handed_over(vm_dir: Path, log: Path) -> str:
+    """run.sh as the real runner on a folder it may not write: the JIT config cannot be saved, so
+    the listener ends before any job; once the folder is the runner user's, it takes its job."""
+    denied = f"Access to the path '{vm_dir}/.runner' is denied."
+    return (f'if grep -qx "chown -R gpu-runner: {vm_dir}" {log}; then {TAKES_JOB}; else\n'
+            f'  printf "%s\\n" "[2025-01-01 00:00:00Z ERR  Runner] System.UnauthorizedAccessException: {denied}" '
+            f'" ---> System.IO.IOException: Permission denied" > "$(dirname "$0")/_diag/Runner_20250101-000000-utc.log"\n'
+            f'  echo "{denied}"\n'
+            f'  echo "Runner listener exit with terminated error, stop the service, no retry needed."\n'
+            f'  echo "Exiting runner..."\nfi')
+
+
+def test_the_runners_folder_stays_roots_and_its_user_gets_only_what_the_runner_writes(make_vm) -> None:
+    """A notebook runs as the runner's user: it must not rewrite the runner's binaries, scripts or
+    .env (ACTIONS_RUNNER_HOOK_JOB_STARTED). Root owns the folder; the user owns _diag/, _work/ and
+    the files the runner rewrites, its secrets mode 0600; the runner still takes its job."""
+    vm = make_vm(gpus_listed=1, expected=1, real_sleep=True, run_sh=TAKES_JOB)
+    (vm.runner_dir / "run-helper.sh.template").write_text("#!/bin/bash\n")
+    (vm.runner_dir / "config.sh").write_text("#!/bin/bash\n")
+    (vm.runner_dir / "config.sh").chmod(0o777)
+    (vm.runner_dir).chmod(0o777)
+    r = vm.run(idle_timeout_s=30, idle_poll_s=0.05)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"the runner ha[sd] its job", r.stdout)  # seen while it ran, or once it ended
+    assert _states(r.stdout) == ["booting", "health-ok", "runner-starting", "job-done", "awaiting-delete"]
+    d = vm.runner_dir
+    chowns = [line for line in vm.calls_log() if line.startswith("chown")]
+    assert chowns == [f"chown -R 0:0 {d}", f"chown -R gpu-runner: {d}/_diag {d}/_work",
+                      *(f"chown gpu-runner: {d}/{f}" for f in RUNNER_OWN)], chowns
+    for p in (d, d / "bin", d / "run.sh", d / "config.sh", d / ".env", d / "bin" / "Runner.Listener"):
+        assert p.stat().st_mode & 0o022 == 0, p  # no one but its owner (root) may write it
+        assert p.stat().st_mode & 0o004, p  # the runner's user may read it
+    for f in (".runner", ".credentials", ".credentials_rsaparams"):
+        assert (d / f).stat().st_mode & 0o777 == 0o600, f
+    assert (d / "run-helper.sh").stat().st_mode & 0o777 == 0o755
+    assert (d / "_diag").is_dir() and (d / "_work").is_dir()
+    assert "ACTIONS_RUNNER_HOOK_JOB_STARTED=" in (d / ".env").read_text()
+
+
+def test_a_runner_refused_a_write_in_its_folder_gets_the_folder_and_starts_once_more(make_vm) -> None:
+    """Should a runner release write where it is not given: the listener fails before any job (its
+    registration unused), says so in _diag, and run.sh exits 0. The VM says so on its serial
+    console, hands the folder to the runner's user as it used to, and starts it once more with the
+    same JIT config: that start takes the job."""
+    vm = make_vm(gpus_listed=1, expected=1, real_sleep=True)
+    vm.run_sh = vm.run_sh.replace("exit 0\n", "")
+    vm_log = vm.log
+    (vm.runner_dir / "run.sh").write_text(vm.run_sh.replace(
+        'echo "runner running"', 'echo "runner running"\n' + _refused_unless_handed_over(vm.runner_dir, vm_log)))
+    r = vm.run(idle_timeout_s=30, idle_poll_s=0.05)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _states(r.stdout) == ["booting", "health-ok", "runner-starting", "runner-folder-fallback", "job-done",
+                                 "awaiting-delete"], r.stdout
+    st = parse_status_line("\n".join(line for line in r.stdout.splitlines() if "runner-folder-fallback" in line))
+    assert st is not None and "Access to the path" in st[1] and "starts once more" in st[1]
+    log = vm.calls_log()
+    assert log.count("run.sh as-root=0") == 2
+    assert log.index(f"chown -R gpu-runner: {vm.runner_dir}") < len(log) - 1 - log[::-1].index("run.sh as-root=0")
+    assert (vm.calls / "run.sh.args").read_text().split("\n")[:2] == ["--jitconfig", SECRET]
+    assert SECRET not in r.stdout + r.stderr
+    assert re.search(r"the runner ha[sd] its job", r.stdout)  # seen while it ran, or once it ended
+
+
+@pytest.mark.parametrize("why, run_sh", [
+    ("cannot reach GitHub",
+     'echo "[2025-01-01 00:00:00Z ERR  Runner] System.Net.Http.HttpRequestException: Connection refused" '
+     '> "$(dirname "$0")/_diag/Runner_20250101-000000-utc.log"\n'
+     'echo "Runner listener exit with terminated error, stop the service, no retry needed."'),
+    ("refused a write after its job (its ephemeral clean-up)",
+     TAKES_JOB + '\necho "[2025-01-01 00:00:00Z ERR  Runner] System.UnauthorizedAccessException: Access to the path '
+     '\'.credentials\' is denied." > "$(dirname "$0")/_diag/Runner_20250101-000000-utc.log"'),
+])
+def test_a_runner_that_fails_otherwise_is_not_started_again(make_vm, why: str, run_sh: str) -> None:
+    """Only a permission failure before the job makes the VM hand the folder over and start the
+    runner again: any other failure, or one after the job was taken, ends the runner as before,
+    its folder still root's."""
+    vm = make_vm(gpus_listed=1, expected=1, real_sleep=True, run_sh=run_sh)
+    r = vm.run(idle_timeout_s=30, idle_poll_s=0.05)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "runner-folder-fallback" not in _states(r.stdout), why
+    assert _states(r.stdout)[-2:] == ["job-done", "awaiting-delete"]
+    log = vm.calls_log()
+    assert log.count("run.sh as-root=0") == 1
+    assert f"chown -R gpu-runner: {vm.runner_dir}" not in log and f"chown -R 0:0 {vm.runner_dir}" in log

@@ -57,6 +57,9 @@ IF_INET6="${GPU_RUNNER_IF_INET6:-/proc/net/if_inet6}"
 HOOK_DIR="${GPU_RUNNER_HOOK_DIR:-/etc/gpu-runner}"
 HOOK_POLL_S="${GPU_RUNNER_HOOK_POLL_S:-0.5}"
 HEALTH_DETAIL=""
+RUNNER_OUT=$(mktemp) # the runner's output, for its permission failures (root's alone)
+RUNNER_MARKER=""
+RUNNER_TOOK_JOB=0
 
 md() {
   curl -sSf --retry 5 --retry-connrefused -H 'Metadata-Flavor: Google' "$MD/$1"
@@ -122,7 +125,57 @@ runner_user() {  # the unprivileged user the runner runs as, where the image all
   if [ "$RUNNER_DOCKER" -eq 1 ]; then # a container job: the runner drives Docker
     getent group docker >/dev/null 2>&1 && usermod -aG docker "$RUNNER_USER" || return 1
   fi
-  chown -R "$RUNNER_USER:" "$RUNNER_DIR"
+  if ! lock_runner_folder; then
+    echo "gpu-runner: could not keep the runner's folder root's; it goes to $RUNNER_USER"
+    chown -R "$RUNNER_USER:" "$RUNNER_DIR"
+  fi
+}
+
+# What the runner (actions/runner) writes in its own folder, as the user it runs as:
+# - run.sh copies run-helper.sh.template to run-helper.sh on every start (`cp -f`: it rewrites the
+#   file in place when it exists; src/Misc/layoutroot/run.sh);
+# - `Runner.Listener run --jitconfig` writes each entry of the JIT config (.runner, .credentials,
+#   .credentials_rsaparams) with File.WriteAllBytes into its root folder (src/Runner.Listener/Runner.cs);
+#   a failure there is traced to _diag/Runner_*.log, printed, and ends the listener before any job;
+# - it logs to _diag/ and works in _work/ (src/Runner.Common/HostContext.cs);
+# - an ephemeral runner deletes .runner and .credentials after its job (DeleteLocalRunnerConfig,
+#   src/Runner.Listener/Configuration/ConfigurationManager.cs): that fails here, after the job,
+#   which is done by then (the files are spent: this VM serves one job);
+# - a self-update unpacks bin.<version>/ and externals.<version>/ into it
+#   (src/Runner.Listener/SelfUpdater.cs): this VM installs a current runner, so none is due.
+RUNNER_OWN_FILES=(run-helper.sh .runner .credentials .credentials_rsaparams)
+RUNNER_OWN_DIRS=(_diag _work)
+
+lock_runner_folder() {  # root owns the runner's folder; its user may write only what the runner writes
+  local f
+  chown -R 0:0 "$RUNNER_DIR" && chmod -R go-w,a+rX "$RUNNER_DIR" || return 1
+  for f in "${RUNNER_OWN_DIRS[@]}"; do
+    [ ! -L "$RUNNER_DIR/$f" ] || rm -f "$RUNNER_DIR/$f" || return 1
+    mkdir -p "$RUNNER_DIR/$f" || return 1
+  done
+  for f in "${RUNNER_OWN_FILES[@]}"; do
+    rm -f "${RUNNER_DIR:?}/$f" || return 1
+    if [ "$f" = run-helper.sh ]; then
+      [ -f "$RUNNER_DIR/run-helper.sh.template" ] || continue
+      cp "$RUNNER_DIR/run-helper.sh.template" "$RUNNER_DIR/$f" && chmod 0755 "$RUNNER_DIR/$f" || return 1
+    else # a secret of the runner's: its user's alone
+      (umask 077 && : >"$RUNNER_DIR/$f") && chmod 0600 "$RUNNER_DIR/$f" || return 1
+    fi
+  done
+  chown -R "$RUNNER_USER:" "${RUNNER_OWN_DIRS[@]/#/$RUNNER_DIR/}" || return 1
+  for f in "${RUNNER_OWN_FILES[@]}"; do
+    [ ! -e "$RUNNER_DIR/$f" ] || chown "$RUNNER_USER:" "$RUNNER_DIR/$f" || return 1
+  done
+}
+
+folder_denied() {  # MARKER: what the runner said (since MARKER) of a write it was refused, if anything
+  local line
+  line=$({
+    find "$RUNNER_DIR/_diag" -maxdepth 1 -type f -name 'Runner_*.log' -newer "$1" -exec cat {} + 2>/dev/null
+    cat "$RUNNER_OUT"
+  } | grep -a -E 'UnauthorizedAccessException|Access to the path|Permission denied' | head -n 1 | head -c 200 |
+    tr -cd '[:print:]') # (not its status: under pipefail, a reader that ends early fails the writers)
+  [ -n "$line" ] && printf '%s\n' "$line"
 }
 
 forget_jitconfig() {  # drop the runner config from the instance metadata; needs compute.instances.setMetadata
@@ -224,13 +277,21 @@ job_started() {  # MARKER: the runner has started a worker (its log is newer tha
 }
 
 run_one_job() {  # JIT [COMMAND PREFIX...]: the runner until its one job ends; 124 when none came in time
-  local jit=$1 pid started=$SECONDS marker
+  # Sets RUNNER_TOOK_JOB (1 once the runner started a worker) and RUNNER_MARKER (a file older
+  # than anything this runner wrote); its output goes to the serial console and to RUNNER_OUT.
+  local jit=$1 pid started=$SECONDS tee_fd tee_pid rc
   shift
-  marker=$(mktemp)
-  "$@" "$RUNNER_DIR/run.sh" --jitconfig "$jit" &
+  RUNNER_TOOK_JOB=0
+  RUNNER_MARKER=$(mktemp)
+  : >"$RUNNER_OUT"
+  exec {tee_fd}> >(tee -a "$RUNNER_OUT")
+  tee_pid=$!
+  "$@" "$RUNNER_DIR/run.sh" --jitconfig "$jit" >&"$tee_fd" 2>&1 &
   pid=$!
+  exec {tee_fd}>&-
   while kill -0 "$pid" 2>/dev/null; do
-    if job_started "$marker"; then
+    if job_started "$RUNNER_MARKER"; then
+      RUNNER_TOOK_JOB=1
       echo "gpu-runner: the runner has its job"
       wait "$pid"
       return $?
@@ -249,6 +310,16 @@ run_one_job() {  # JIT [COMMAND PREFIX...]: the runner until its one job ends; 1
     sleep "$IDLE_POLL_S"
   done
   wait "$pid"
+  rc=$?
+  if [ "$RUNNER_TOOK_JOB" -eq 0 ] && job_started "$RUNNER_MARKER"; then
+    RUNNER_TOOK_JOB=1
+    echo "gpu-runner: the runner had its job"
+  fi
+  for _ in 1 2 3 4 5 6 7 8 9 10; do # its last words in RUNNER_OUT (a job's stray process may hold them)
+    kill -0 "$tee_pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  return "$rc"
 }
 
 install_job_hook() {  # the runner's job-started hook: the runner serves only the job start made it for
@@ -328,7 +399,7 @@ HOOK
 }
 
 main() {
-  local jit rc
+  local jit rc denied
   PROJECT=$(md project/project-id) || { echo "gpu-runner: no metadata server"; exit 1; }
   ZONE=$(md instance/zone)
   ZONE=${ZONE##*/}
@@ -383,6 +454,14 @@ main() {
     status runner-starting "runner $NAME as user $RUNNER_USER"
     run_one_job "$jit" runuser -u "$RUNNER_USER" --
     rc=$?
+    if [ "$rc" -ne 124 ] && [ "$RUNNER_TOOK_JOB" -eq 0 ] && denied=$(folder_denied "$RUNNER_MARKER"); then
+      # The runner needed to write somewhere in its root-owned folder that it is not given; its
+      # registration is still unused (no job came): hand it its folder, as before, and start it again.
+      status runner-folder-fallback "the runner was refused a write in its root-owned folder ($denied): its folder goes to $RUNNER_USER and it starts once more"
+      chown -R "$RUNNER_USER:" "$RUNNER_DIR"
+      run_one_job "$jit" runuser -u "$RUNNER_USER" --
+      rc=$?
+    fi
   else
     echo "gpu-runner: this image cannot run the runner as an unprivileged user; it runs as root"
     status runner-starting "runner $NAME as root"
