@@ -11,7 +11,12 @@
 # 4. uses the runner on the image when it is at least RUNNER_VERSION (the current release, or the
 #    pin), else installs RUNNER_VERSION (checksum verified): GitHub gives jobs only to a current runner;
 # 5. runs one job with `run.sh --jitconfig` as the unprivileged user gpu-runner (root only where
-#    the image cannot make that user). Then the VM stays up, idle, until the entry's stop job
+#    the image cannot make that user). The runner's folder stays root's: that user may write only
+#    _diag/, _work/ and the files the runner rewrites (run-helper.sh, and the JIT config's .runner,
+#    .credentials, .credentials_rsaparams, mode 0600), never its binaries, scripts or .env. A runner
+#    that ends before its job, refused a write there (its log or output says so), is given its
+#    folder as it used to be (`runner-folder-fallback`) and started once more with the same, still
+#    unused, JIT config. Then the VM stays up, idle, until the entry's stop job
 #    deletes it (seconds later), or at the latest Compute Engine at its maxRunDuration. It never
 #    powers itself off: a stopped VM's termination time is cleared, so nothing but a janitor would
 #    ever delete it. With self_delete (a service account that may delete it) it deletes itself.
