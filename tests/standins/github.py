@@ -213,27 +213,35 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
     # -- routes ------------------------------------------------------------------------------
     def jitconfig(self, owner: str, repo: str, body: Any, **_: Any) -> Any:
         self._repo(owner, repo)
-        path = "/repos/{owner}/{repo}/actions/runners/generate-jitconfig"
+        return self._jit("/repos/{owner}/{repo}/actions/runners/generate-jitconfig", body, self.runners,
+                         lambda name, group: self.add_runner(name))
+
+    def _jit(self, path: str, body: Any, table: dict[int, Any], add: Any, groups: Any = None) -> Any:
+        """generate-jitconfig (repository or organisation): the body checked against the published
+        schema (422 otherwise), the runner group known where ``groups`` lists them (404), the name
+        unique in its scope (409); the runner registered with its labels and a one-time config."""
         errs = problems(github_validator(path, "post"), body)
         if errs:
             self.rejected.append("; ".join(errs))
             raise Reply(422, {"message": "Invalid request.\n\n" + "\n".join(errs),
                               "documentation_url": "https://docs.github.com/rest"})
         with self.lock:
-            if any(r["name"] == body["name"] for r in self.runners.values()):
+            if groups is not None and body["runner_group_id"] not in groups:
+                raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
+            if any(r["name"] == body["name"] for r in table.values()):
                 raise Reply(409, {"message": "Already exists - A runner with the name "
                                   f"{body['name']} already exists.", "documentation_url": "https://docs.github.com/rest"})
-            rid = self.add_runner(body["name"])
-            self.runners[rid]["runner_group_id"] = body["runner_group_id"]
-            self.runners[rid]["labels"] = [{"id": 1, "name": "self-hosted", "type": "read-only"},
-                                           {"id": 3, "name": "Linux", "type": "read-only"},
-                                           {"id": 4, "name": "X64", "type": "read-only"},
-                                           *({"id": 10 + i, "name": lb, "type": "custom"}
-                                             for i, lb in enumerate(body["labels"]))]
+            rid = add(body["name"], body["runner_group_id"])
+            table[rid]["runner_group_id"] = body["runner_group_id"]
+            table[rid]["labels"] = [{"id": 1, "name": "self-hosted", "type": "read-only"},
+                                    {"id": 3, "name": "Linux", "type": "read-only"},
+                                    {"id": 4, "name": "X64", "type": "read-only"},
+                                    *({"id": 10 + i, "name": lb, "type": "custom"}
+                                      for i, lb in enumerate(body["labels"]))]
             secret = base64.b64encode(secrets.token_bytes(48)).decode()
             self.jit[secret] = rid
             self.secrets.append(secret)
-            out = {"runner": self.runners[rid], "encoded_jit_config": secret}
+            out = {"runner": table[rid], "encoded_jit_config": secret}
         assert not problems(github_validator(path, "post", "201"), out)
         return 201, out
 
@@ -643,30 +651,8 @@ class GitHubStandIn(DoctorGitHubRoutes, StandIn):
 
     def org_jitconfig(self, org: str, body: Any, **_: Any) -> Any:
         self._org(org)
-        path = OR + "/generate-jitconfig"
-        errs = problems(github_validator(path, "post"), body)
-        if errs:
-            self.rejected.append("; ".join(errs))
-            raise Reply(422, {"message": "Invalid request.\n\n" + "\n".join(errs),
-                              "documentation_url": "https://docs.github.com/rest"})
-        with self.lock:
-            if body["runner_group_id"] not in self.runner_groups:
-                raise Reply(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
-            if any(r["name"] == body["name"] for r in self.org_runners.values()):
-                raise Reply(409, {"message": "Already exists - A runner with the name "
-                                  f"{body['name']} already exists.", "documentation_url": "https://docs.github.com/rest"})
-            rid = self.add_org_runner(body["name"], group_id=body["runner_group_id"])
-            self.org_runners[rid]["labels"] = [{"id": 1, "name": "self-hosted", "type": "read-only"},
-                                               {"id": 3, "name": "Linux", "type": "read-only"},
-                                               {"id": 4, "name": "X64", "type": "read-only"},
-                                               *({"id": 10 + i, "name": lb, "type": "custom"}
-                                                 for i, lb in enumerate(body["labels"]))]
-            secret = base64.b64encode(secrets.token_bytes(48)).decode()
-            self.jit[secret] = rid
-            self.secrets.append(secret)
-            out = {"runner": self.org_runners[rid], "encoded_jit_config": secret}
-        assert not problems(github_validator(path, "post", "201"), out)
-        return 201, out
+        return self._jit(OR + "/generate-jitconfig", body, self.org_runners,
+                         lambda name, group: self.add_org_runner(name, group_id=group), groups=self.runner_groups)
 
     def org_list(self, org: str, query: dict[str, str], **_: Any) -> Any:
         """GET /orgs/{org}/actions/runners: ``name`` filters by the runner's name."""
