@@ -86,6 +86,25 @@ def test_a_push_compares_with_the_run_of_the_previous_commit(gh, monkeypatch, tm
     assert got.found and got.run_id == prev and got.head_sha == BEFORE
 
 
+def test_a_re_run_baseline_is_its_latest_attempt(gh, monkeypatch, tmp_path):
+    """A run whose failed jobs were re-run holds both attempts' artifacts (names carry the attempt):
+    the baseline is each entry's latest attempt, whatever the order GitHub lists them in, and within
+    it the last try (a retry after a preemption)."""
+    event(monkeypatch, tmp_path, "push", {"before": BEFORE, "after": "d" * 40})
+    gh.add_run(head_sha=BEFORE, artifacts={
+        "gpu-runner-a--l4.attempt-2": entry_artifact("a--l4", 2),
+        "gpu-runner-a--l4.attempt-1.retry-1": entry_artifact("a--l4", 11),
+        "gpu-runner-a--l4.attempt-1": entry_artifact("a--l4", 10),
+        "gpu-runner-b--l4.attempt-1": entry_artifact("b--l4", 20),
+        "gpu-runner-b--l4.attempt-1.retry-1": entry_artifact("b--l4", 21)})
+    out = tmp_path / "b"
+    got = base.fetch(out)
+    assert got.found
+    taken = {e: json.loads((out / e / "results.json").read_bytes())["notebooks"][0]["duration_s"]
+             for e in ("a--l4", "b--l4")}
+    assert taken == {"a--l4": 2, "b--l4": 21}
+
+
 @pytest.mark.parametrize("name,payload,setup,reason", [
     ("pull_request", PR, lambda gh: None, "no successful run of this workflow on the base branch 'main' yet"),
     ("push", {"before": BEFORE}, lambda gh: gh.add_run(head_sha=BEFORE, conclusion="failure"),

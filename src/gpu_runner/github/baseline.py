@@ -9,8 +9,8 @@ Which run: the latest successful run of this same workflow (the workflow of ``GI
 always a run of this repository's own code (a fork's pull request from a branch that happens
 to be called ``main`` is not the base branch), never this run itself.
 
-What: its gpu-runner results artifacts (``gpu-runner-<entry id>``, or the last retry's,
-``gpu-runner-<entry id>.retry-<N>``, when its Spot VM was preempted; the merged
+What: its gpu-runner results artifacts (``gpu-runner-<entry id>.attempt-<A>``, or the last retry's,
+``….retry-<N>``, when its Spot VM was preempted, of the latest attempt of the run that has any; the merged
 ``gpu-runner-report`` only when there are none), of which only each entry's ``results.json``
 is kept: the comparison needs nothing else. An artifact is a zip file from a previous run, so
 hostile: members are read only when their name is a plain relative path ending in
@@ -40,7 +40,7 @@ from typing import Any
 from ..compare import BASELINE_FILE
 from ..errors import ConfigError, InfraError
 from ..files import write_bytes_atomic, write_json_atomic
-from ..results import parse_artifact_name
+from ..results import artifact_attempt, parse_artifact_name
 from . import client as gh_client
 
 ENTRY_ARTIFACT_PREFIX = "gpu-runner-"
@@ -331,11 +331,14 @@ def fetch(out_dir: Path, *, env: Mapping[str, str] | None = None, event_name: st
         result.created_at = run.created_at.isoformat() if getattr(run, "created_at", None) else None
         result.description = _describe(run)
         artifacts = [a for a in run.get_artifacts() if a.name.startswith(ENTRY_ARTIFACT_PREFIX)]
-        last_try: dict[str, tuple[int, Any]] = {}  # per entry, its last try's results (not a preempted try's)
+        # per entry, the results of its last try (not a preempted try's) in the latest attempt of the run
+        # that has any ("re-run failed jobs" leaves the earlier attempts' artifacts beside it)
+        last_try: dict[str, tuple[tuple[int, int], Any]] = {}
         for a in artifacts:
             parsed = parse_artifact_name(a.name) if a.name not in (REPORT_ARTIFACT, SUMMARY_ARTIFACT) else None
-            if parsed is not None and not parsed[2] and parsed[1] >= last_try.get(parsed[0], (-1, None))[0]:
-                last_try[parsed[0]] = (parsed[1], a)
+            order = (artifact_attempt(a.name), parsed[1]) if parsed is not None else (-1, -1)
+            if parsed is not None and not parsed[2] and order >= last_try.get(parsed[0], ((-1, -1), None))[0]:
+                last_try[parsed[0]] = (order, a)
         entry_artifacts = [a for _retry, a in last_try.values()]
         chosen = entry_artifacts or [a for a in artifacts if a.name == REPORT_ARTIFACT]
         if not chosen:
