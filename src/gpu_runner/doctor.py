@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .cloud.base import region_of
 from .errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, GpuRunnerError, first_line
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
@@ -146,10 +147,6 @@ class Report:
 # --------------------------------------------------------------------------------------------
 # what the matrix asks for
 # --------------------------------------------------------------------------------------------
-
-
-def region_of(zone: str) -> str:
-    return zone.rsplit("-", 1)[0]
 
 
 def _last(url: str) -> str:

@@ -121,15 +121,26 @@ def gce_label_value(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-")[:63]
 
 
-def parse_status_line(text: str) -> tuple[str, str] | None:
-    """The last ``gpu-runner-status: STATE DETAIL`` in serial console text, as (state, detail)."""
-    found = None
+def region_of(zone: str) -> str:
+    """The region a Compute Engine zone is in (``us-central1-a`` -> ``us-central1``)."""
+    return zone.rsplit("-", 1)[0]
+
+
+def status_lines(text: str) -> list[tuple[str, str]]:
+    """Every ``gpu-runner-status: STATE DETAIL`` in serial console text, in order, as (state, detail)."""
+    found = []
     for line in text.splitlines():
         i = line.find(STATUS_MARKER)
         if i >= 0:
             state, _, detail = line[i + len(STATUS_MARKER):].strip().partition(" ")
-            found = (state, detail.strip())
+            found.append((state, detail.strip()))
     return found
+
+
+def parse_status_line(text: str) -> tuple[str, str] | None:
+    """The last ``gpu-runner-status: STATE DETAIL`` in serial console text, as (state, detail)."""
+    found = status_lines(text)
+    return found[-1] if found else None
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..timestamps import epoch_of, rfc3339
 from .base import (
+    region_of,
     OURS_LABEL,
     CapacityError,
     CloudError,
@@ -68,10 +69,6 @@ def _last(url: str) -> str:
 
 def _status_name(status: Any) -> str:
     return str(getattr(status, "name", status))
-
-
-def _region(zone: str) -> str:
-    return zone.rsplit("-", 1)[0]
 
 
 def _op_errors(op: Any) -> list[dict[str, Any]]:
@@ -149,7 +146,7 @@ def quota_error(e: dict[str, Any], zone: str) -> QuotaError:
     elif metric.endswith("_ALL_REGIONS") or (q and not dims):
         region = None
     else:
-        region = _region(zone)
+        region = region_of(zone)
     limit: float | None = None
     if isinstance(q.get("limit"), (int, float)):
         limit = float(q["limit"])
@@ -256,7 +253,7 @@ class GceProvider(Provider):
             nic.network = s.network if "/" in s.network else f"global/networks/{s.network}"
         if s.subnetwork:
             nic.subnetwork = s.subnetwork if "/" in s.subnetwork else (
-                f"regions/{_region(zone)}/subnetworks/{s.subnetwork}")
+                f"regions/{region_of(zone)}/subnetworks/{s.subnetwork}")
         if not s.network and not s.subnetwork:
             nic.network = "global/networks/default"
         if s.external_ip:

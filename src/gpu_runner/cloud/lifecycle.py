@@ -31,6 +31,8 @@ from .base import (
     ZoneNotOfferedError,
     gce_label_value,
     parse_status_line,
+    region_of,
+    status_lines,
 )
 from ..plan import LABEL_RE
 from .startup import HEALTH_TRIES, HEALTH_WAIT_S, render
@@ -154,10 +156,6 @@ def zones_text(zones: list[str]) -> str:
                                   for z in zones[1:])])
 
 
-def _region_of(zone: str) -> str:
-    return zone.rsplit("-", 1)[0]
-
-
 def _ladder(ctx: Context, req: VmRequest, spec: Any, models: list[str]) -> Instance:
     """Create the VM on the first rung that takes it: for each provisioning model in order, each
     zone in order.
@@ -178,7 +176,7 @@ def _ladder(ctx: Context, req: VmRequest, spec: Any, models: list[str]) -> Insta
     stockouts = 0
     for model in models:
         for zone in spec.zones:
-            region = _region_of(zone)
+            region = region_of(zone)
             if zone in not_offered or (region, model) in barred:
                 continue
             ctx.log(f"creating VM {req.name}: {spec.machine_type} ({model}) in {zone}")
@@ -437,18 +435,11 @@ RAN_A_JOB = ("job-done", "runner-failed", "awaiting-hold", "held", "hold-ended")
 
 def _vm_states(ctx: Context, vm: Instance) -> list[str]:
     """Every ``gpu-runner-status`` state the VM's serial console shows, in order ([] when unreadable)."""
-    from .base import STATUS_MARKER
-
     try:
         text, _ = ctx.provider.serial_output(ctx.project, vm.zone, vm.name, 0)
     except Exception:  # noqa: BLE001 - a console we cannot read says nothing
         return []
-    states = []
-    for line in text.splitlines():
-        i = line.find(STATUS_MARKER)
-        if i >= 0:
-            states.append(line[i + len(STATUS_MARKER):].strip().partition(" ")[0])
-    return states
+    return [state for state, _detail in status_lines(text)]
 
 
 def _check_job(ctx: Context, out: Stopped, states: list[str], run_result: str | None) -> None:
