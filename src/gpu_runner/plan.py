@@ -122,16 +122,22 @@ def new_nonce() -> str:
     return "".join(secrets.choice(NONCE_ALPHABET) for _ in range(NONCE_LENGTH))
 
 
+def label_run_prefix(base_label: str) -> str | None:
+    """``gpu-runner-<run>-<attempt>-`` of a plan's label (what every try's label starts with), or None."""
+    m = re.match(r"^gpu-runner-[^-]+-[^-]+-", base_label)
+    return m.group(0) if m else None
+
+
 def label_with_nonce(entry_id_: str, base_label: str, nonce: str) -> str:
     """The label ``start`` registers, names the runner and the VM after, and hands the run job:
     the base label's ``gpu-runner-<run>-<attempt>-``, the nonce, then the entry id (cut to fit 63
     characters, ending in a hash of the full id). The plan's label (the base) is public and
     predictable; a repository runner serves any workflow of the repository, a fork's
     ``pull_request`` included, so only a label nobody can guess keeps other jobs off the runner."""
-    m = re.match(r"^gpu-runner-[^-]+-[^-]+-", base_label)
-    if m is None or len(nonce) != NONCE_LENGTH or any(c not in NONCE_ALPHABET for c in nonce):
+    run_prefix = label_run_prefix(base_label)
+    if run_prefix is None or len(nonce) != NONCE_LENGTH or any(c not in NONCE_ALPHABET for c in nonce):
         raise ConfigError(f"runner label {base_label!r} with nonce {nonce!r}: not a label start makes")
-    prefix = f"{m.group(0)}{nonce}-"
+    prefix = f"{run_prefix}{nonce}-"
     label = prefix + _fit(entry_id_, MAX_LABEL_LENGTH - len(prefix), entry_id_)
     if not GCE_NAME_RE.match(label):  # pragma: no cover - slugs make this impossible
         raise ConfigError(f"runner label {label!r} breaks Compute Engine's name pattern")
@@ -893,6 +899,6 @@ def table(p: Plan, cost: PlanCost | None = None, width: int = 80) -> Any:
 __all__ = [
     "Entry", "GceSpec", "Plan", "PlanCost", "cost_markdown", "entry_id", "price_entries", "entry_run", "entry_run_here", "expand", "expected_gpus", "find_entry", "glob_regex", "local_runs",
     "path_matches", "plan", "read_changed_files", "run_identity", "runner_label", "runtimes_for_changes",
-    "LABEL_RE", "label_is_for", "label_with_nonce", "new_nonce",
+    "LABEL_RE", "label_is_for", "label_run_prefix", "label_with_nonce", "new_nonce",
     "table", "warning_lines", "write_github_output",
 ]

@@ -12,7 +12,6 @@ zones) and the registration; it is idempotent. ``janitor`` deletes what the othe
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -575,13 +574,13 @@ the attempt part ``<attempt>r<N>`` for the Nth retry of a preempted entry."""
 def labels_of(ctx: Context, entry: Any) -> list[str]:
     """The labels ``start`` made for this try of ``entry`` that are still there (VMs, registrations),
     found by name: for a stop whose start said nothing (its job was cancelled or died)."""
-    from ..plan import label_is_for
+    from ..plan import label_is_for, label_run_prefix
 
     names = {vm.name for vm in ctx.provider.list_ours(ctx.project, {"entry": gce_label_value(entry.id)})
              if label_is_for(entry, vm.name)}
-    prefix = re.match(r"^gpu-runner-[^-]+-[^-]+-", entry.label)
+    prefix = label_run_prefix(entry.label)
     for runners in runner_scopes(ctx):
-        names |= {r.name for r in runners.list(prefix.group(0) if prefix else RUNNER_PREFIX)
+        names |= {r.name for r in runners.list(prefix or RUNNER_PREFIX)
                   if label_is_for(entry, r.name)}
     return sorted(names)
 DEFAULT_LIFETIME_S = 3 * 3600.0
